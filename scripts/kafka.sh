@@ -1,0 +1,318 @@
+#!/usr/bin/env bash
+# kafka.sh — a single-node Apache Kafka 4.x broker (KRaft) for medallion's tests.
+#
+# Usage: scripts/kafka.sh start|stop|status|env
+#        scripts/kafka.sh create-topic NAME PARTITIONS
+#
+#   start          fetch the Kafka jars from Maven Central once (cached in the
+#                  state dir), format the KRaft storage once, start the broker
+#                  and create the topic `ventes-temps-reel` (1 partition).
+#                  No-op when already running.
+#   stop           stop the broker (no-op when not running).
+#   status         exit 0 and say so when running, exit 1 otherwise.
+#   create-topic   create topic NAME with PARTITIONS partitions (replication 1)
+#                  unless it exists; fails if it exists with another count.
+#   env            print `export ...` lines for a client.
+#
+# Broker: PLAINTEXT://127.0.0.1:${KAFKA_PORT:-59092}, controller on
+# 127.0.0.1:${KAFKA_CONTROLLER_PORT:-59093}, no authentication. Topics are
+# auto-created on first use too (1 partition). Kafka version: ${KAFKA_VERSION:-4.1.1}
+# (org.apache.kafka:kafka_2.13 + kafka-tools, run on the machine's Java 17).
+#
+# State: ${MEDALLION_SERVICES_DIR:-$HOME/.cache/medallion-services}/kafka
+# (libs-<version>/ jars, data/ log dirs, server.properties, logs/, kafka.pid).
+set -euo pipefail
+
+readonly HOST=127.0.0.1
+readonly PORT="${KAFKA_PORT:-59092}"
+readonly CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-59093}"
+readonly VERSION="${KAFKA_VERSION:-4.1.1}"
+readonly LOG4J_VERSION=2.24.3
+readonly DEFAULT_TOPIC=ventes-temps-reel
+readonly STATE="${MEDALLION_SERVICES_DIR:-$HOME/.cache/medallion-services}/kafka"
+readonly LIBS="$STATE/libs-$VERSION"
+readonly DATA="$STATE/data"
+readonly LOGS="$STATE/logs"
+readonly PIDFILE="$STATE/kafka.pid"
+readonly CONFIG="$STATE/server.properties"
+readonly START_TIMEOUT=90
+readonly BOOTSTRAP="$HOST:$PORT"
+
+die() { echo "kafka.sh: $*" >&2; exit 1; }
+
+# Serialise start/stop of this service (tests may call us concurrently).
+# Servers we launch get `9>&-` so they do not keep holding the lock.
+take_lock() {
+    mkdir -p "$STATE"
+    exec 9>"$STATE/.lock"
+    flock -w 600 9 || die "timed out waiting for the lock $STATE/.lock"
+}
+
+apt_install() {
+    echo "kafka.sh: installing $* with apt-get (log: $STATE/apt.log)" >&2
+    {
+        apt-get update
+        DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@"
+    } >"$STATE/apt.log" 2>&1 || die "apt-get install $* failed, see $STATE/apt.log"
+}
+
+ensure_java() {
+    command -v java >/dev/null 2>&1 || apt_install openjdk-17-jre-headless
+}
+
+# Resolve kafka_2.13 + kafka-tools (topic admin) and their runtime deps into
+# $LIBS with a throw-away pom; a marker file makes later starts skip Maven.
+fetch_jars() {
+    [[ -f "$LIBS/.complete" ]] && return
+    command -v mvn >/dev/null 2>&1 || apt_install maven
+    local build="$STATE/mvn"
+    mkdir -p "$build"
+    cat >"$build/pom.xml" <<EOF
+<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>local.medallion</groupId>
+  <artifactId>kafka-runtime</artifactId>
+  <version>1</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka_2.13</artifactId><version>$VERSION</version></dependency>
+    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka-tools</artifactId><version>$VERSION</version></dependency>
+    <!-- Kafka logs through slf4j 1.7; route it to log4j2 so logs/ is useful. -->
+    <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-slf4j-impl</artifactId><version>$LOG4J_VERSION</version></dependency>
+  </dependencies>
+</project>
+EOF
+    rm -rf "$LIBS"
+    echo "kafka.sh: fetching Kafka $VERSION jars with Maven (log: $build/mvn.log)" >&2
+    mvn -B -q -f "$build/pom.xml" dependency:copy-dependencies \
+        -DincludeScope=runtime -DoutputDirectory="$LIBS" >"$build/mvn.log" 2>&1 \
+        || die "maven could not fetch kafka_2.13:$VERSION, see $build/mvn.log"
+    touch "$LIBS/.complete"
+}
+
+write_log4j_configs() {
+    cat >"$STATE/log4j2-broker.properties" <<EOF
+status = warn
+appender.file.type = File
+appender.file.name = FILE
+appender.file.fileName = $LOGS/server.log
+appender.file.append = false
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.file.ref = FILE
+EOF
+    cat >"$STATE/log4j2-tools.properties" <<EOF
+status = error
+appender.err.type = Console
+appender.err.name = ERR
+appender.err.target = SYSTEM_ERR
+appender.err.layout.type = PatternLayout
+appender.err.layout.pattern = %p %m%n
+rootLogger.level = ERROR
+rootLogger.appenderRef.err.ref = ERR
+EOF
+}
+
+# Rewritten on every start so port changes are picked up.
+write_server_config() {
+    cat >"$CONFIG" <<EOF
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@$HOST:$CONTROLLER_PORT
+listeners=PLAINTEXT://$HOST:$PORT,CONTROLLER://$HOST:$CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://$HOST:$PORT
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+log.dirs=$DATA
+num.partitions=1
+default.replication.factor=1
+auto.create.topics.enable=true
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+log.retention.hours=24
+EOF
+}
+
+# Run a Kafka main class with the cached jars and a small heap.
+kjava() {
+    local heap="$1" log4j="$2"
+    shift 2
+    java "-Xmx$heap" -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Djava.awt.headless=true \
+        "-Dlog4j2.configurationFile=$log4j" -cp "$LIBS/*" "$@"
+}
+
+format_storage() {
+    [[ -f "$DATA/meta.properties" ]] && return
+    local cluster_id
+    cluster_id="$(kjava 128m "$STATE/log4j2-tools.properties" kafka.tools.StorageTool random-uuid)" \
+        || die "kafka-storage random-uuid failed"
+    kjava 128m "$STATE/log4j2-tools.properties" kafka.tools.StorageTool format \
+        -t "$cluster_id" -c "$CONFIG" >"$LOGS/format.log" 2>&1 \
+        || die "kafka-storage format failed, see $LOGS/format.log"
+}
+
+port_open() { timeout 1 bash -c "exec 3<>/dev/tcp/$HOST/$1" 2>/dev/null; }
+
+# True when process $1 exists and is not a zombie awaiting its reaper.
+pid_live() {
+    local stat
+    stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
+    [[ "${stat##*) }" != Z* ]]
+}
+
+# True while the process in the pid file lives (even before its exec).
+alive() { [[ -f "$PIDFILE" ]] && pid_live "$(cat "$PIDFILE")"; }
+
+# True when the pid file names a live kafka.Kafka JVM.
+is_running() {
+    local pid
+    [[ -f "$PIDFILE" ]] || return 1
+    pid="$(cat "$PIDFILE")"
+    [[ -n "$pid" ]] && pid_live "$pid" \
+        && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q 'kafka\.Kafka '
+}
+
+launch() {
+    local p
+    for p in "$PORT" "$CONTROLLER_PORT"; do
+        port_open "$p" && die "port $HOST:$p is already taken by another process"
+    done
+    # setsid: own session, so the broker outlives the caller's shell/job.
+    setsid java -Xms256m -Xmx512m -XX:+UseG1GC -Djava.awt.headless=true \
+        "-Dlog4j2.configurationFile=$STATE/log4j2-broker.properties" \
+        -cp "$LIBS/*" kafka.Kafka "$CONFIG" >"$LOGS/kafka.out" 2>&1 </dev/null 9>&- &
+    echo $! >"$PIDFILE"
+}
+
+fail_start() {
+    tail -n 20 "$LOGS/server.log" "$LOGS/kafka.out" >&2 2>/dev/null || true
+    die "$1 (logs: $LOGS)"
+}
+
+wait_port() {
+    local deadline=$((SECONDS + START_TIMEOUT))
+    until port_open "$PORT"; do
+        alive || fail_start "kafka exited during start"
+        ((SECONDS < deadline)) || fail_start "kafka not answering on $BOOTSTRAP after ${START_TIMEOUT}s"
+        sleep 0.5
+    done
+}
+
+topics() {
+    kjava 128m "$STATE/log4j2-tools.properties" org.apache.kafka.tools.TopicCommand \
+        --bootstrap-server "$BOOTSTRAP" "$@"
+}
+
+# Number of partitions of topic $1 that have a leader (0 when unknown).
+led_partitions() {
+    topics --describe --topic "$1" 2>/dev/null | grep -c 'Leader: [0-9]' || true
+}
+
+# Create topic $1 with $2 partitions unless present; wait until every
+# partition has a leader, so clients can produce right away.
+create_topic() {
+    local name="$1" partitions="$2" out
+    [[ "$partitions" =~ ^[1-9][0-9]*$ ]] || die "PARTITIONS must be a positive integer, got '$partitions'"
+    local deadline=$((SECONDS + 30)) have
+    have="$(led_partitions "$name")"
+    if [[ "$have" == 0 ]]; then
+        out="$(topics --create --if-not-exists --topic "$name" --partitions "$partitions" \
+            --replication-factor 1 2>&1)" || die "cannot create topic $name: $(echo "$out" | tail -n 1)"
+    fi
+    while :; do
+        [[ "$have" == "$partitions" ]] && return
+        if [[ "$have" -gt "$partitions" ]]; then
+            die "topic $name already exists with $have partitions, not $partitions"
+        fi
+        ((SECONDS < deadline)) || die "topic $name: $have of $partitions partitions have a leader after 30s"
+        sleep 0.5
+        have="$(led_partitions "$name")"
+    done
+}
+
+# Topic creation succeeds only once the broker has registered with the
+# controller, so retry it until the deadline: that is the readiness check.
+wait_ready_and_create_default_topic() {
+    local deadline=$((SECONDS + START_TIMEOUT))
+    until (create_topic "$DEFAULT_TOPIC" 1) 2>/dev/null; do
+        alive || fail_start "kafka exited during start"
+        ((SECONDS < deadline)) || fail_start "kafka not ready on $BOOTSTRAP after ${START_TIMEOUT}s"
+        sleep 1
+    done
+}
+
+cmd_start() {
+    mkdir -p "$STATE" "$DATA" "$LOGS"
+    if ! is_running; then
+        ensure_java
+        fetch_jars
+        write_log4j_configs
+        write_server_config
+        format_storage
+        launch
+        wait_port
+    fi
+    wait_ready_and_create_default_topic
+    echo "kafka ready on $BOOTSTRAP"
+}
+
+cmd_stop() {
+    if ! is_running; then
+        rm -f "$PIDFILE"
+        echo "kafka not running"
+        return
+    fi
+    local pid
+    pid="$(cat "$PIDFILE")"
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 300); do
+        pid_live "$pid" || break
+        sleep 0.1
+    done
+    if pid_live "$pid"; then kill -9 "$pid"; fi
+    rm -f "$PIDFILE"
+    echo "kafka stopped"
+}
+
+cmd_status() {
+    if is_running; then
+        echo "kafka running on $BOOTSTRAP (pid $(cat "$PIDFILE"), data: $DATA)"
+    else
+        echo "kafka not running"
+        return 1
+    fi
+}
+
+cmd_create_topic() {
+    [[ $# -eq 2 ]] || die "usage: $0 create-topic NAME PARTITIONS"
+    is_running || die "kafka is not running (run: $0 start)"
+    create_topic "$1" "$2"
+    echo "topic $1 ready ($2 partitions) on $BOOTSTRAP"
+}
+
+cmd_env() {
+    echo "export KAFKA_BOOTSTRAP_SERVERS=$BOOTSTRAP"
+    echo "export MEDALLION_KAFKA_BROKERS=$BOOTSTRAP"
+}
+
+main() {
+    local cmd="${1:-}"
+    shift || true
+    case "$cmd" in
+        start) take_lock; cmd_start ;;
+        stop) take_lock; cmd_stop ;;
+        status) cmd_status ;;
+        create-topic) take_lock; cmd_create_topic "$@" ;;
+        env) cmd_env ;;
+        *) die "usage: $0 start|stop|status|env|create-topic NAME PARTITIONS" ;;
+    esac
+}
+
+main "$@"

@@ -1,0 +1,218 @@
+#!/usr/bin/env bash
+# pg.sh — a throw-away PostgreSQL server for medallion's tests.
+#
+# Usage: scripts/pg.sh start|stop|status|env
+#
+#   start   install PostgreSQL if missing (apt), create the cluster on first
+#           use, start it and create the role/database. No-op when running.
+#   stop    pg_ctl stop -m fast (no-op when not running).
+#   status  exit 0 and say so when running, exit 1 otherwise.
+#   env     print `export ...` lines for a client (MEDALLION_PG_URL, DATABASE_URL).
+#
+# Server: 127.0.0.1:${PGPORT:-55432} (TCP on 127.0.0.1 only), unix socket in
+# <state>/run. Role `medallion` / password `medallion` (superuser), database
+# `medallion`. TCP logins use scram-sha-256, so a wrong password is refused.
+# Test-only settings: fsync, synchronous_commit and full_page_writes are off.
+#
+# State: ${MEDALLION_SERVICES_DIR:-$HOME/.cache/medallion-services}/postgres
+# (data/, run/, postgres.log). PostgreSQL refuses to run as root, so the server
+# runs as the `postgres` OS user (created if missing). When that user cannot
+# walk into the state dir (e.g. /root is mode 700), the blocking parent
+# directories get o+x (traverse only, no listing).
+set -euo pipefail
+
+readonly PORT="${PGPORT:-55432}"
+readonly HOST=127.0.0.1
+readonly PG_USER=medallion
+readonly PG_PASSWORD=medallion
+readonly PG_DB=medallion
+readonly OS_USER=postgres
+readonly STATE="${MEDALLION_SERVICES_DIR:-$HOME/.cache/medallion-services}/postgres"
+readonly DATA="$STATE/data"
+readonly SOCK="$STATE/run"
+readonly LOG="$STATE/postgres.log"
+readonly START_TIMEOUT=30
+
+die() { echo "pg.sh: $*" >&2; exit 1; }
+
+# Serialise start/stop of this service (tests may call us concurrently).
+# Servers we launch get `9>&-` so they do not keep holding the lock.
+take_lock() {
+    mkdir -p "$STATE"
+    exec 9>"$STATE/.lock"
+    flock -w 600 9 || die "timed out waiting for the lock $STATE/.lock"
+}
+
+# Directory holding initdb/pg_ctl/postgres: PATH first, then the newest
+# Debian install under /usr/lib/postgresql/*/bin. Empty when none.
+find_bindir() {
+    local initdb
+    initdb="$(command -v initdb 2>/dev/null || true)"
+    if [[ -n "$initdb" ]]; then
+        dirname "$(readlink -f "$initdb")"
+        return
+    fi
+    local dir best=""
+    for dir in /usr/lib/postgresql/*/bin; do
+        [[ -x "$dir/initdb" ]] || continue
+        if [[ -z "$best" ]] || [[ "$(printf '%s\n' "$best" "$dir" | sort -V | tail -n 1)" == "$dir" ]]; then
+            best="$dir"
+        fi
+    done
+    [[ -n "$best" ]] && echo "$best"
+    return 0
+}
+
+install_postgres() {
+    echo "pg.sh: installing postgresql with apt-get (log: $STATE/apt.log)" >&2
+    {
+        apt-get update
+        DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql
+    } >"$STATE/apt.log" 2>&1 || die "apt-get install postgresql failed, see $STATE/apt.log"
+}
+
+ensure_os_user() {
+    id -u "$OS_USER" >/dev/null 2>&1 && return
+    useradd --system --user-group --home-dir "$STATE" --no-create-home \
+        --shell /usr/sbin/nologin "$OS_USER" || die "cannot create OS user $OS_USER"
+}
+
+# Let the postgres user traverse every parent of the state dir (o+x only).
+ensure_traversable() {
+    local dir="$STATE"
+    while [[ "$dir" != "/" ]]; do
+        dir="$(dirname "$dir")"
+        if ! runuser -u "$OS_USER" -- test -x "$dir"; then
+            chmod o+x "$dir" || die "cannot make $dir traversable for $OS_USER"
+        fi
+    done
+}
+
+# Run as the postgres user from / (it may not be allowed into our cwd).
+as_pg() { (cd / && runuser -u "$OS_USER" -- "$@"); }
+
+is_running() {
+    [[ -f "$DATA/PG_VERSION" ]] && as_pg "$BINDIR/pg_ctl" status -D "$DATA" >/dev/null 2>&1
+}
+
+init_cluster() {
+    [[ -f "$DATA/PG_VERSION" ]] && return
+    rm -rf "$DATA"
+    install -d -o "$OS_USER" -g "$(id -gn "$OS_USER")" -m 700 "$DATA"
+    as_pg "$BINDIR/initdb" -D "$DATA" -U postgres --encoding=UTF8 --locale=C.UTF-8 \
+        --auth-local=trust --auth-host=scram-sha-256 >"$STATE/initdb.log" 2>&1 \
+        || die "initdb failed, see $STATE/initdb.log"
+    echo "include_if_exists = 'medallion.conf'" >>"$DATA/postgresql.conf"
+}
+
+# Rewritten on every start so PGPORT changes are picked up.
+write_config() {
+    as_pg tee "$DATA/medallion.conf" >/dev/null <<EOF
+listen_addresses = '$HOST'
+port = $PORT
+unix_socket_directories = '$SOCK'
+max_connections = 100
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+password_encryption = 'scram-sha-256'
+EOF
+    as_pg tee "$DATA/pg_hba.conf" >/dev/null <<EOF
+# TYPE  DATABASE USER ADDRESS       METHOD
+local   all      all                trust
+host    all      all  127.0.0.1/32  scram-sha-256
+EOF
+}
+
+wait_ready() {
+    local deadline=$((SECONDS + START_TIMEOUT))
+    until "$BINDIR/pg_isready" -q -h "$HOST" -p "$PORT"; do
+        if ((SECONDS >= deadline)); then
+            tail -n 20 "$LOG" >&2 || true
+            die "postgres not ready on $HOST:$PORT after ${START_TIMEOUT}s (log: $LOG)"
+        fi
+        sleep 0.2
+    done
+}
+
+# Idempotent: (re)sets the role's password and creates the database once.
+ensure_role_and_db() {
+    as_pg "$BINDIR/psql" -X -q -v ON_ERROR_STOP=1 -h "$SOCK" -p "$PORT" -U postgres -d postgres \
+        >>"$LOG" 2>&1 <<SQL || die "cannot create role/database $PG_USER (log: $LOG)"
+SELECT format('CREATE ROLE %I', '$PG_USER')
+ WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$PG_USER') \gexec
+ALTER ROLE $PG_USER WITH LOGIN SUPERUSER PASSWORD '$PG_PASSWORD';
+SELECT format('CREATE DATABASE %I OWNER %I', '$PG_DB', '$PG_USER')
+ WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '$PG_DB') \gexec
+SQL
+}
+
+# A real password login over TCP, as a client would do it.
+check_login() {
+    PGPASSWORD="$PG_PASSWORD" "$BINDIR/psql" -X -q -At -h "$HOST" -p "$PORT" -U "$PG_USER" -d "$PG_DB" \
+        -c 'SELECT 1' >/dev/null 2>>"$LOG" || die "login as $PG_USER on $HOST:$PORT failed (log: $LOG)"
+}
+
+cmd_start() {
+    mkdir -p "$STATE"
+    BINDIR="$(find_bindir)"
+    if [[ -z "$BINDIR" ]]; then
+        install_postgres
+        BINDIR="$(find_bindir)"
+        [[ -n "$BINDIR" ]] || die "initdb still not found after installing postgresql"
+    fi
+    ensure_os_user
+    ensure_traversable
+    if ! is_running; then
+        init_cluster
+        install -d -o "$OS_USER" -g "$(id -gn "$OS_USER")" -m 700 "$SOCK"
+        touch "$LOG" && chown "$OS_USER" "$LOG"
+        write_config
+        as_pg "$BINDIR/pg_ctl" start -D "$DATA" -l "$LOG" -w -t "$START_TIMEOUT" >/dev/null 2>&1 9>&- || {
+            tail -n 20 "$LOG" >&2 || true
+            die "pg_ctl start failed (log: $LOG)"
+        }
+    fi
+    wait_ready
+    ensure_role_and_db
+    check_login
+    echo "postgres ready on $HOST:$PORT"
+}
+
+cmd_stop() {
+    BINDIR="$(find_bindir)"
+    if [[ -z "$BINDIR" ]] || ! is_running; then
+        echo "postgres not running"
+        return
+    fi
+    as_pg "$BINDIR/pg_ctl" stop -D "$DATA" -m fast -w >/dev/null || die "pg_ctl stop failed (log: $LOG)"
+    echo "postgres stopped"
+}
+
+cmd_status() {
+    BINDIR="$(find_bindir)"
+    if [[ -n "$BINDIR" ]] && is_running; then
+        echo "postgres running on $HOST:$PORT (data: $DATA)"
+    else
+        echo "postgres not running"
+        return 1
+    fi
+}
+
+cmd_env() {
+    local url="postgres://$PG_USER:$PG_PASSWORD@$HOST:$PORT/$PG_DB"
+    echo "export MEDALLION_PG_URL=$url"
+    echo "export DATABASE_URL=$url"
+}
+
+main() {
+    case "${1:-}" in
+        start) take_lock; cmd_start ;;
+        stop) take_lock; cmd_stop ;;
+        status) cmd_status ;;
+        env) cmd_env ;;
+        *) die "usage: $0 start|stop|status|env" ;;
+    esac
+}
+
+main "$@"

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Runs medallion's whole test suite (unit + integration) against real services
+# on 127.0.0.1, which this script installs where missing and starts itself:
+#   PostgreSQL (scripts/pg.sh)
+# The build shares one persistent target directory and one profile with the
+# demo and the benchmarks, so nothing is compiled twice.
+#
+# Usage: scripts/test.sh [extra cargo test args]
+#   MEDALLION_KEEP_SERVICES=1  leave the services running afterwards
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export PATH="$HOME/.cargo/bin:$PATH"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/medallion-target}"
+scripts/toolchain.sh
+
+scripts/pg.sh start
+if [[ "${MEDALLION_KEEP_SERVICES:-0}" != 1 ]]; then
+    trap 'scripts/pg.sh stop >/dev/null 2>&1 || true' EXIT
+fi
+eval "$(scripts/pg.sh env)"
+export MEDALLION_TEST_DATABASE_URL="$MEDALLION_PG_URL"
+unset DATABASE_URL MEDALLION_LAKE
+
+cargo test --locked "$@"

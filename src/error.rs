@@ -1,0 +1,129 @@
+//! The library's error type: one variant per kind of failure a user can act on.
+//!
+//! Every message is one line that says what failed and what to do about it, and
+//! never carries a secret: connection targets are shown as `host:port/db`,
+//! never as the full URL. `is_transient` tells the pipeline which failures are
+//! worth a retry (a reset connection) and which are not (a bad password).
+
+use std::fmt;
+
+/// Result alias used across the library.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The configuration is invalid (bad URL, bad date, unreadable config file).
+    #[error("{0}")]
+    Config(String),
+
+    /// PostgreSQL could not be reached or refused us.
+    #[error("cannot connect to PostgreSQL at {target}: {reason}")]
+    SourceConnect { target: String, reason: String, transient: bool },
+
+    /// A source table is missing from the database.
+    #[error("table {table} not found in PostgreSQL database {target}: load the data first (`medallion source load`) or point DATABASE_URL at the Northwind database")]
+    SourceTableMissing { target: String, table: String },
+
+    /// A query against the source failed after connecting.
+    #[error("reading {table} from PostgreSQL at {target} failed: {reason}")]
+    SourceRead { target: String, table: String, reason: String, transient: bool },
+
+    /// A dump file could not be read or parsed.
+    #[error("dump {path}: {reason}")]
+    Dump { path: String, reason: String },
+
+    /// The lake could not be read or written.
+    #[error("lake table {table}: {reason}")]
+    Lake { table: String, reason: String, transient: bool },
+
+    /// A SQL model failed to plan or run.
+    #[error("model {model}: {reason}")]
+    Model { model: String, reason: String },
+
+    /// A fail-the-run expectation found offending rows.
+    #[error("expectation {rule} of model {model} failed for {rows} row(s) and is declared on_fail = \"fail\": fix the source data or relax the rule in {model}.expectations.toml")]
+    ExpectationFailed { model: String, rule: String, rows: u64 },
+
+    /// A user query failed.
+    #[error("query failed: {0}")]
+    Query(String),
+
+    /// Anything else, with context.
+    #[error("{context}: {reason}")]
+    Other { context: String, reason: String },
+}
+
+impl Error {
+    /// Whether retrying the same operation later may succeed (connection reset,
+    /// timeout, server restarting). Bad credentials, missing tables and bad SQL
+    /// are never transient.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::SourceConnect { transient, .. }
+            | Error::SourceRead { transient, .. }
+            | Error::Lake { transient, .. } => *transient,
+            _ => false,
+        }
+    }
+
+    /// Wraps a lake (Delta / object store / DataFusion) failure for `table`.
+    pub fn lake(table: impl fmt::Display, err: impl fmt::Display) -> Self {
+        let reason = one_line(&err.to_string());
+        let transient = looks_transient(&reason);
+        Error::Lake { table: table.to_string(), reason, transient }
+    }
+
+    /// Wraps a model failure.
+    pub fn model(model: impl fmt::Display, err: impl fmt::Display) -> Self {
+        Error::Model { model: model.to_string(), reason: one_line(&err.to_string()) }
+    }
+
+    /// Generic context wrapper.
+    pub fn other(context: impl fmt::Display, err: impl fmt::Display) -> Self {
+        Error::Other { context: context.to_string(), reason: one_line(&err.to_string()) }
+    }
+}
+
+/// Collapses a multi-line message from a dependency into one line.
+pub fn one_line(message: &str) -> String {
+    let joined: Vec<&str> = message.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    joined.join(" ")
+}
+
+/// Heuristic for errors surfaced as text by object_store / deltalake: network
+/// level failures are worth a retry, everything else is not.
+fn looks_transient(reason: &str) -> bool {
+    let lower = reason.to_ascii_lowercase();
+    ["connection reset", "connection refused", "timed out", "timeout", "broken pipe", "error sending request", "connection closed"]
+        .iter()
+        .any(|needle| lower.contains(needle))
+}
+
+impl From<datafusion::error::DataFusionError> for Error {
+    fn from(err: datafusion::error::DataFusionError) -> Self {
+        Error::Query(one_line(&err.to_string()))
+    }
+}
+
+impl From<datafusion::arrow::error::ArrowError> for Error {
+    fn from(err: datafusion::arrow::error::ArrowError) -> Self {
+        Error::Query(one_line(&err.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_line_joins_lines() {
+        assert_eq!(one_line("a\n  b\n\nc"), "a b c");
+    }
+
+    #[test]
+    fn network_failures_are_transient_and_others_not() {
+        assert!(Error::lake("bronze.orders", "error sending request: connection refused").is_transient());
+        assert!(!Error::lake("bronze.orders", "Permission denied (os error 13)").is_transient());
+        assert!(!Error::Config("bad".into()).is_transient());
+    }
+}

@@ -1,0 +1,189 @@
+//! The lake: every table is a Delta Lake table under one lake URL.
+//!
+//! `Lake` turns `(layer, table)` into a Delta table URL (see `location`), writes
+//! partitions atomically (one Delta commit that replaces exactly one date) and
+//! registers every table of every layer in a DataFusion session as
+//! `<layer>.<table>` (see `catalog`). The same code path serves `file://` and
+//! `s3://`: nothing here assumes a local filesystem.
+
+pub mod catalog;
+pub mod location;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Once};
+
+use chrono::NaiveDate;
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::prelude::{col, lit};
+use datafusion::scalar::ScalarValue;
+use deltalake::kernel::transaction::CommitProperties;
+use deltalake::protocol::SaveMode;
+use deltalake::{DeltaTable, DeltaTableBuilder, ObjectStore};
+use futures::TryStreamExt;
+use object_store::ObjectStoreExt;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+pub use location::LakeLocation;
+
+/// The layers of the medallion, top to bottom.
+pub const LAYERS: [&str; 3] = ["bronze", "silver", "gold"];
+
+/// One table write: the rows of one date partition of `layer.table`.
+pub struct PartitionWrite<'a> {
+    pub layer: &'a str,
+    pub table: &'a str,
+    /// Date-typed partition column (`_ingestion_date` or `snapshot_date`).
+    pub partition_column: &'a str,
+    pub date: NaiveDate,
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+}
+
+/// Handle on the lake. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Lake {
+    location: LakeLocation,
+    storage_options: HashMap<String, String>,
+}
+
+impl Lake {
+    /// Opens the lake described by the configuration (no I/O yet).
+    pub fn new(config: &Config) -> Result<Lake> {
+        let location = LakeLocation::parse(&config.lake, &config.s3.buckets)?;
+        let mut storage_options = HashMap::new();
+        if location.is_s3() {
+            static REGISTER_S3: Once = Once::new();
+            REGISTER_S3.call_once(|| deltalake::aws::register_handlers(None));
+            let s3 = &config.s3;
+            let mut put = |key: &str, value: Option<&String>| {
+                if let Some(value) = value {
+                    storage_options.insert(key.to_string(), value.clone());
+                }
+            };
+            put("AWS_ENDPOINT_URL", s3.endpoint.as_ref());
+            put("AWS_ACCESS_KEY_ID", s3.access_key_id.as_ref());
+            put("AWS_SECRET_ACCESS_KEY", s3.secret_access_key.as_ref());
+            put("AWS_REGION", s3.region.as_ref().or(Some(&"us-east-1".to_string())));
+            storage_options.insert("AWS_ALLOW_HTTP".into(), s3.allow_http.to_string());
+            storage_options
+                .insert("AWS_VIRTUAL_HOSTED_STYLE_REQUEST".into(), s3.virtual_hosted_style.to_string());
+            // Atomic put-if-absent (If-None-Match: *) makes concurrent Delta
+            // commits safe without a DynamoDB lock table.
+            storage_options.insert("aws_conditional_put".into(), "etag".into());
+        }
+        Ok(Lake { location, storage_options })
+    }
+
+    pub fn location(&self) -> &LakeLocation {
+        &self.location
+    }
+
+    /// Storage options handed to deltalake / object_store (contains secrets:
+    /// never print).
+    pub fn storage_options(&self) -> &HashMap<String, String> {
+        &self.storage_options
+    }
+
+    /// The Delta table handle for `layer.table`; it may not exist yet
+    /// (`version()` is then `None`). A local table's folder is created.
+    pub async fn table(&self, layer: &str, table: &str) -> Result<DeltaTable> {
+        let url = self.location.table_url(layer, table);
+        if let Some(path) = local_path(&url) {
+            std::fs::create_dir_all(&path).map_err(|e| Error::lake(format!("{layer}.{table}"), e))?;
+        }
+        DeltaTable::try_from_url_with_storage_options(url, self.storage_options.clone())
+            .await
+            .map_err(|e| Error::lake(format!("{layer}.{table}"), e))
+    }
+
+    /// The table if it exists.
+    pub async fn existing_table(&self, layer: &str, table: &str) -> Result<Option<DeltaTable>> {
+        let url = self.location.table_url(layer, table);
+        if local_path(&url).is_some_and(|path| !path.join("_delta_log").exists()) {
+            return Ok(None);
+        }
+        let handle = self.table(layer, table).await?;
+        Ok(handle.version().is_some().then_some(handle))
+    }
+
+    /// Replaces exactly one date partition of a table in one Delta commit:
+    /// readers see the old partition or the new one, other dates stay, and a
+    /// rerun of the same date gives the same table content.
+    pub async fn replace_partition(&self, write: PartitionWrite<'_>) -> Result<i64> {
+        let name = format!("{}.{}", write.layer, write.table);
+        let table = self.table(write.layer, write.table).await?;
+        let days = write.date.signed_duration_since(NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch"));
+        let predicate = col(write.partition_column).eq(lit(ScalarValue::Date32(Some(days.num_days() as i32))));
+        let mut batches = write.batches;
+        if batches.is_empty() {
+            batches.push(RecordBatch::new_empty(write.schema.clone()));
+        }
+        let commit = CommitProperties::default().with_metadata([
+            ("medallion.table".to_string(), serde_json::json!(name)),
+            ("medallion.partition".to_string(), serde_json::json!(write.date.to_string())),
+        ]);
+        let written = table
+            .write(batches)
+            .with_save_mode(SaveMode::Overwrite)
+            .with_replace_where(predicate)
+            .with_partition_columns([write.partition_column])
+            .with_commit_properties(commit)
+            .await
+            .map_err(|e| Error::lake(&name, e))?;
+        Ok(written.version().unwrap_or_default() as i64)
+    }
+
+    /// Names of the Delta tables in a layer (folders holding a `_delta_log`).
+    pub async fn list_tables(&self, layer: &str) -> Result<Vec<String>> {
+        let store = self.layer_store(layer)?;
+        let listing = match store.list_with_delimiter(None).await {
+            Ok(listing) => listing,
+            Err(deltalake::ObjectStoreError::NotFound { .. }) => return Ok(Vec::new()),
+            Err(e) => return Err(Error::lake(format!("layer {layer}"), e)),
+        };
+        let mut names = Vec::new();
+        for prefix in listing.common_prefixes {
+            let Some(name) = prefix.parts().last().map(|p| p.as_ref().to_string()) else { continue };
+            let log = prefix.clone().join("_delta_log");
+            let mut entries = store.list(Some(&log));
+            if entries.try_next().await.map_err(|e| Error::lake(format!("{layer}.{name}"), e))?.is_some() {
+                names.push(name);
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    /// Checks that the lake can be written, before any work starts: a probe
+    /// object is written and removed in each layer. Fails with one line
+    /// naming the layer and the reason, leaving the lake as it was.
+    pub async fn check_writable(&self) -> Result<()> {
+        for layer in LAYERS {
+            let store = self.layer_store(layer)?;
+            let probe = deltalake::Path::from("_medallion_write_probe");
+            store
+                .put(&probe, bytes::Bytes::from_static(b"probe").into())
+                .await
+                .map_err(|e| Error::lake(format!("layer {layer} at {}", self.location.layer_url(layer)), e))?;
+            let _ = store.delete(&probe).await;
+        }
+        Ok(())
+    }
+
+    /// An object store rooted at a layer's folder.
+    pub fn layer_store(&self, layer: &str) -> Result<Arc<dyn ObjectStore>> {
+        let url = self.location.layer_url(layer);
+        let builder = DeltaTableBuilder::from_url(url.clone())
+            .map_err(|e| Error::lake(format!("layer {layer}"), e))?
+            .with_storage_options(self.storage_options.clone());
+        let log_store = builder.build_storage().map_err(|e| Error::lake(format!("layer {layer}"), e))?;
+        Ok(log_store.object_store(None))
+    }
+}
+
+/// The filesystem path of a `file://` URL.
+fn local_path(url: &url::Url) -> Option<std::path::PathBuf> {
+    (url.scheme() == "file").then(|| url.to_file_path().ok()).flatten()
+}

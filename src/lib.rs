@@ -1,0 +1,23 @@
+//! medallion: a whole medallion lakehouse (bronze → silver → gold) in one
+//! binary. See ARCHITECTURE.md for the layers and how data flows.
+//!
+//! * `source`   — where raw data comes from (PostgreSQL, dump files, generator)
+//! * `bronze`   — raw landing with technical metadata
+//! * `models`   — silver and gold as SQL files, materialised as Delta tables
+//! * `quality`  — expectations declared next to models
+//! * `lake`     — Delta tables under one lake URL, DataFusion catalog
+//! * `pipeline` — the DAG: ingest → refine → aggregate, with retries
+//! * `report`   — queries the gold layer for summaries
+
+pub mod bronze;
+pub mod config;
+pub mod error;
+pub mod lake;
+pub mod models;
+pub mod output;
+pub mod pipeline;
+pub mod progress;
+pub mod quality;
+pub mod source;
+
+pub use error::{Error, Result};

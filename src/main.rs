@@ -1,0 +1,284 @@
+//! The `medallion` command line: parses flags, builds the configuration,
+//! calls the library and prints summaries. No business logic lives here.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use medallion::config::{Config, Overrides};
+use medallion::lake::{catalog, Lake};
+use medallion::models;
+use medallion::output::{self, Format};
+use medallion::pipeline::{self, BatchSource, StageReport};
+use medallion::progress::Progress;
+use medallion::source::dump::Dump;
+use medallion::source::{generator, postgres};
+
+#[derive(Parser)]
+#[command(
+    name = "medallion",
+    version,
+    about = "A whole medallion lakehouse (bronze → silver → gold) in one binary",
+    long_about = "A whole medallion lakehouse in one binary: PostgreSQL → bronze → silver → gold \
+on Delta Lake tables, queried with SQL.\n\n\
+Start with `medallion demo` (no services needed), then query the lake:\n  \
+medallion sql \"SELECT * FROM gold.kpi_revenue\"\n\n\
+With your own database:\n  \
+DATABASE_URL=postgres://user:pass@host/northwind medallion run --lake file:///data/lake",
+    after_help = "Configuration: flags beat environment variables (MEDALLION_LAKE, DATABASE_URL, AWS_*), \
+which beat medallion.toml in the working directory (or --config FILE)."
+)]
+struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct GlobalArgs {
+    /// Lake URL: file:///path, s3:// (one bucket per layer) or s3://bucket/prefix [default: ./lake]
+    #[arg(long, global = true, env = "MEDALLION_LAKE")]
+    lake: Option<String>,
+    /// Source database, e.g. postgres://user:password@127.0.0.1:5432/northwind
+    #[arg(long, global = true, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// Snapshot date to build, YYYY-MM-DD [default: today, UTC]
+    #[arg(long, global = true)]
+    date: Option<String>,
+    /// Configuration file [default: ./medallion.toml when present]
+    #[arg(long, global = true, env = "MEDALLION_CONFIG")]
+    config: Option<PathBuf>,
+    /// Folder of SQL models (silver/*.sql, gold/*.sql) to run instead of the built-in ones
+    #[arg(long, global = true, env = "MEDALLION_MODELS")]
+    models: Option<PathBuf>,
+    /// No progress bars
+    #[arg(long, short, global = true)]
+    quiet: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build the whole lake from the built-in Northwind data (no database needed) and show the KPIs
+    Demo,
+    /// Run ingest → refine → aggregate for one date
+    Run(SourceArgs),
+    /// Bronze: land full snapshots of the source tables for the date
+    Ingest(SourceArgs),
+    /// Silver: run the silver models (joins, standardisation, expectations) for the date
+    Refine,
+    /// Gold: run the gold models (KPIs, RFM) for the date
+    Aggregate,
+    /// Query every table of the lake with SQL (tables are bronze.<t>, silver.<t>, gold.<t>)
+    Sql {
+        /// The query, e.g. "SELECT * FROM gold.kpi_top_countries ORDER BY rank"
+        query: String,
+        /// Output format
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Manage the source database
+    Source {
+        #[command(subcommand)]
+        command: SourceCommand,
+    },
+}
+
+#[derive(Args)]
+struct SourceArgs {
+    /// Read the source tables from a plain-SQL PostgreSQL dump instead of DATABASE_URL
+    #[arg(long, value_name = "FILE")]
+    from_dump: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum SourceCommand {
+    /// Create the Northwind tables in DATABASE_URL and fill them (generated, or from a dump)
+    Load {
+        /// Size: 1 = classic Northwind (830 orders), 1000 ≈ 830k orders and 2.2M lines
+        #[arg(long, default_value_t = 1)]
+        scale: u32,
+        /// Load this plain-SQL dump (e.g. the real northwind.sql) instead of generating data
+        #[arg(long, value_name = "FILE")]
+        from_dump: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let overrides = Overrides {
+        config_file: cli.global.config.clone(),
+        lake: cli.global.lake.clone(),
+        database_url: cli.global.database_url.clone(),
+        date: cli.global.date.clone(),
+        models_dir: cli.global.models.clone(),
+    };
+    let config = match Config::load(overrides) {
+        Ok(config) => config,
+        Err(err) => return fail(&err.into(), &[]),
+    };
+    let secrets = config.secrets();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => return fail(&err.into(), &secrets),
+    };
+    let progress = if cli.global.quiet { Progress::hidden() } else { Progress::stderr() };
+    match runtime.block_on(execute(cli.command, config, progress)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => fail(&err, &secrets),
+    }
+}
+
+/// Prints one line, with every secret replaced, and exits non-zero.
+fn fail(err: &anyhow::Error, secrets: &[String]) -> ExitCode {
+    let mut message = format!("{err:#}");
+    for secret in secrets {
+        message = message.replace(secret.as_str(), "***");
+    }
+    eprintln!("error: {}", medallion::error::one_line(&message));
+    ExitCode::FAILURE
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MEDALLION_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("medallion=warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+}
+
+async fn execute(command: Command, config: Config, progress: Progress) -> Result<()> {
+    match command {
+        Command::Demo => demo(config, progress).await,
+        Command::Run(args) => {
+            let lake = Lake::new(&config)?;
+            let source = batch_source(&config, &args)?;
+            println!("medallion run for {} → {}", config.date, lake.location().describe());
+            let started = Instant::now();
+            let reports = pipeline::run(&config, &lake, &source, &progress).await?;
+            print_summary(&reports, started);
+            Ok(())
+        }
+        Command::Ingest(args) => {
+            let lake = Lake::new(&config)?;
+            let source = batch_source(&config, &args)?;
+            let started = Instant::now();
+            let report = pipeline::ingest(&config, &lake, &source, &progress).await?;
+            print_summary(&[report], started);
+            Ok(())
+        }
+        Command::Refine | Command::Aggregate => {
+            let layer = if matches!(command, Command::Refine) { "silver" } else { "gold" };
+            let lake = Lake::new(&config)?;
+            let models = models::ModelSet::load(config.models_dir.as_deref())?;
+            let started = Instant::now();
+            let report = pipeline::run_models(&config, &lake, &models, layer, &progress).await?;
+            print_summary(&[report], started);
+            Ok(())
+        }
+        Command::Sql { query, format } => {
+            let lake = Lake::new(&config)?;
+            let ctx = catalog::session_for(&lake).await?;
+            models::register_reference_tables(&ctx, &config)?;
+            let frame = ctx.sql(&query).await.map_err(medallion::Error::from)?;
+            let batches = frame.collect().await.map_err(medallion::Error::from)?;
+            print!("{}", output::render(&batches, format)?);
+            if format == Format::Table {
+                println!();
+            }
+            Ok(())
+        }
+        Command::Source { command: SourceCommand::Load { scale, from_dump } } => {
+            let url = config
+                .database_url
+                .as_deref()
+                .context("no database to load into: set DATABASE_URL or --database-url")?;
+            let target = medallion::config::describe_database(url);
+            let mut client = postgres::connect(url).await?;
+            let started = Instant::now();
+            match from_dump {
+                Some(path) => {
+                    let sql = std::fs::read_to_string(&path)
+                        .with_context(|| format!("cannot read dump {}", path.display()))?;
+                    let spinner = progress.spinner("loading dump");
+                    generator::load_dump(&mut client, &target, &sql).await?;
+                    spinner.finish_and_clear();
+                    println!("loaded {} into {target} in {:.1?}", path.display(), started.elapsed());
+                }
+                None => {
+                    let bar = progress.bar("generating Northwind", 0, "orders");
+                    let summary = generator::load(&mut client, &target, scale, &bar).await?;
+                    bar.finish_and_clear();
+                    println!("loaded Northwind at scale {scale} into {target} in {:.1?}", started.elapsed());
+                    for (table, rows) in summary.tables {
+                        println!("  {table:<14} {rows:>10} rows");
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn batch_source(config: &Config, args: &SourceArgs) -> Result<BatchSource> {
+    Ok(match &args.from_dump {
+        Some(path) => BatchSource::Dump(Dump::from_file(path)?),
+        None => BatchSource::from_config(config)?,
+    })
+}
+
+/// `medallion demo`: the vendored Northwind through every layer, then the KPIs.
+async fn demo(config: Config, progress: Progress) -> Result<()> {
+    let lake = Lake::new(&config)?;
+    println!("medallion demo: built-in Northwind → {} (snapshot {})", lake.location().describe(), config.date);
+    let started = Instant::now();
+    let source = BatchSource::Dump(Dump::northwind()?);
+    let reports = pipeline::run(&config, &lake, &source, &progress).await?;
+    print_summary(&reports, started);
+
+    let ctx = catalog::session_for(&lake).await?;
+    let date = config.date;
+    let sections = [
+        ("Revenue", format!("SELECT round(total_revenue, 2) AS total_revenue, orders, customers, round(avg_order_value, 2) AS avg_order_value FROM gold.kpi_revenue WHERE snapshot_date = DATE '{date}'")),
+        ("Top 3 countries", format!("SELECT \"rank\", country, round(revenue, 2) AS revenue FROM gold.kpi_top_countries WHERE snapshot_date = DATE '{date}' ORDER BY \"rank\"")),
+        ("Sales by category", format!("SELECT category_name, round(revenue, 2) AS revenue, quantity, orders FROM gold.kpi_category_sales WHERE snapshot_date = DATE '{date}' ORDER BY revenue DESC")),
+        ("RFM segments", format!("SELECT segment, customers, round(revenue, 2) AS revenue, round(100 * share_of_revenue, 1) AS share_pct FROM gold.rfm_segments WHERE snapshot_date = DATE '{date}' ORDER BY customers DESC")),
+    ];
+    for (title, sql) in sections {
+        let batches = ctx.sql(&sql).await.map_err(medallion::Error::from)?.collect().await.map_err(medallion::Error::from)?;
+        println!("\n{title}\n{}", output::render(&batches, Format::Table)?);
+    }
+    println!("\nNext: medallion sql \"SELECT * FROM gold.rfm_customers LIMIT 10\"");
+    Ok(())
+}
+
+/// The end-of-command summary: rows per table, quarantine per rule, time per stage.
+fn print_summary(reports: &[StageReport], started: Instant) {
+    println!();
+    for report in reports {
+        let retries = if report.attempts > 1 { format!(" after {} attempts", report.attempts) } else { String::new() };
+        println!("{:<10} {:>8.2?}  {:>10} rows{retries}", report.stage, report.duration, report.rows());
+        if report.source_bytes > 0 {
+            let seconds = report.extract_duration.as_secs_f64().max(1e-9);
+            println!(
+                "    extracted {:.1} MB in {:.2?} ({:.1} MB/s, {:.0} rows/s)",
+                report.source_bytes as f64 / 1e6,
+                report.extract_duration,
+                report.source_bytes as f64 / 1e6 / seconds,
+                report.rows() as f64 / seconds
+            );
+        }
+        for (table, rows) in &report.tables {
+            println!("    {table:<36} {rows:>10}");
+        }
+        if !report.failures_by_rule.is_empty() {
+            println!("    quarantined rows: {} (failures per rule)", report.quarantined);
+            for (rule, count) in &report.failures_by_rule {
+                println!("      {rule:<34} {count:>10}");
+            }
+        }
+    }
+    println!("total      {:>8.2?}", started.elapsed());
+}

@@ -1,0 +1,239 @@
+//! The batch DAG: ingest → refine → aggregate, for one snapshot date.
+//!
+//! Each stage reads only the layer above it and replaces only the date being
+//! built, so rerunning a date recomputes every stage and gives the same
+//! tables. A stage that fails for a transient reason (connection reset,
+//! timeout) is retried with exponential backoff; bad credentials, a missing
+//! table or bad SQL fail at once.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+
+use crate::bronze;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::lake::{catalog, Lake};
+use crate::models::{self, ModelSet};
+use crate::progress::Progress;
+use crate::source::dump::Dump;
+use crate::source::postgres::PostgresSource;
+use crate::source::NORTHWIND_TABLES;
+
+/// Where `ingest` reads from.
+pub enum BatchSource {
+    Postgres(PostgresSource),
+    Dump(Dump),
+}
+
+impl BatchSource {
+    /// The source the configuration names: `DATABASE_URL`, else an error
+    /// that says how to set it (or to use `--from-dump` / `demo`).
+    pub fn from_config(config: &Config) -> Result<BatchSource> {
+        match &config.database_url {
+            Some(url) => Ok(BatchSource::Postgres(PostgresSource::new(url, config.extract_parallelism))),
+            None => Err(Error::Config(
+                "no source database: set DATABASE_URL (or --database-url), or use --from-dump FILE, or try `medallion demo`"
+                    .into(),
+            )),
+        }
+    }
+}
+
+/// What one stage did.
+#[derive(Debug, Clone, Default)]
+pub struct StageReport {
+    pub stage: String,
+    pub duration: Duration,
+    pub attempts: u32,
+    /// Rows written per table.
+    pub tables: Vec<(String, u64)>,
+    /// Bytes read from the source (ingest only).
+    pub source_bytes: u64,
+    /// Time spent reading and decoding the source (ingest only).
+    pub extract_duration: Duration,
+    /// Failures per expectation (refine only).
+    pub failures_by_rule: BTreeMap<String, u64>,
+    pub quarantined: u64,
+}
+
+impl StageReport {
+    pub fn rows(&self) -> u64 {
+        self.tables.iter().map(|(_, rows)| rows).sum()
+    }
+}
+
+/// Runs `attempt` until it succeeds, fails for good, or runs out of tries.
+pub async fn with_retry<T, F, Fut>(what: &str, mut attempt: F) -> Result<(T, u32)>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    const ATTEMPTS: u32 = 3;
+    let mut delay = Duration::from_millis(500);
+    for number in 1..=ATTEMPTS {
+        match attempt().await {
+            Ok(value) => return Ok((value, number)),
+            Err(err) if err.is_transient() && number < ATTEMPTS => {
+                tracing::warn!("{what} failed ({err}); retrying in {delay:?}");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            Err(err) => return Err(err),
+        }
+    }
+    unreachable!("the last attempt returns")
+}
+
+/// Bronze: full snapshots of the source tables as the `date` partition.
+pub async fn ingest(config: &Config, lake: &Lake, source: &BatchSource, progress: &Progress) -> Result<StageReport> {
+    let started = Instant::now();
+    let (mut report, attempts) = with_retry("ingest", || ingest_once(config, lake, source, progress)).await?;
+    report.duration = started.elapsed();
+    report.attempts = attempts;
+    Ok(report)
+}
+
+async fn ingest_once(config: &Config, lake: &Lake, source: &BatchSource, progress: &Progress) -> Result<StageReport> {
+    lake.check_writable().await?;
+    let ingested_at = Utc::now();
+    let mut report = StageReport { stage: "ingest".into(), ..Default::default() };
+    match source {
+        BatchSource::Postgres(postgres) => {
+            let snapshot = postgres.snapshot().await?;
+            // Check every table before writing any, so a missing table leaves
+            // the lake exactly as it was.
+            let mut plans = Vec::new();
+            for table in NORTHWIND_TABLES {
+                plans.push((table, snapshot.prepare(table).await?));
+            }
+            for (table, plan) in plans {
+                let bar = progress.bar(&format!("bronze.{table}"), plan.estimated_rows, "rows");
+                let extract_started = Instant::now();
+                let extracted = snapshot.extract(plan, &bar).await?;
+                report.extract_duration += extract_started.elapsed();
+                report.source_bytes += extracted.source_bytes;
+                let landed = bronze::land(lake, extracted, config.date, ingested_at).await?;
+                bar.finish_with_message(format!("v{}", landed.version));
+                report.tables.push((format!("bronze.{table}"), landed.rows));
+            }
+        }
+        BatchSource::Dump(dump) => {
+            for table in NORTHWIND_TABLES {
+                let extract_started = Instant::now();
+                let extracted = dump.extract(table)?;
+                report.extract_duration += extract_started.elapsed();
+                let bar = progress.bar(&format!("bronze.{table}"), extracted.rows() as u64, "rows");
+                report.source_bytes += extracted.source_bytes;
+                let landed = bronze::land(lake, extracted, config.date, ingested_at).await?;
+                bar.set_position(landed.rows);
+                bar.finish_with_message(format!("v{}", landed.version));
+                report.tables.push((format!("bronze.{table}"), landed.rows));
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// Silver (`layer = "silver"`) or gold (`"gold"`) models for the date.
+pub async fn run_models(
+    config: &Config,
+    lake: &Lake,
+    models: &ModelSet,
+    layer: &str,
+    progress: &Progress,
+) -> Result<StageReport> {
+    let stage = if layer == "silver" { "refine" } else { "aggregate" };
+    let started = Instant::now();
+    let ((tables, failures, quarantined), attempts) = with_retry(stage, || async {
+        let ctx = catalog::session_for(lake).await?;
+        models::register_reference_tables(&ctx, config)?;
+        check_inputs(&ctx, layer, config)?;
+        let bar = progress.bar(layer, 0, "models");
+        let outcomes = models::run_layer(&ctx, lake, models, layer, config.date, &bar).await?;
+        bar.finish_with_message("done");
+        let mut tables = Vec::new();
+        let mut failures = BTreeMap::new();
+        let mut quarantined = 0;
+        for outcome in outcomes {
+            tables.push((outcome.table.clone(), outcome.rows));
+            if !outcome.failures_by_rule.is_empty() || outcome.quarantined > 0 {
+                tables.push((format!("{}_quarantine", outcome.table), outcome.quarantined));
+            }
+            quarantined += outcome.quarantined;
+            failures.extend(outcome.failures_by_rule);
+        }
+        Ok((tables, failures, quarantined))
+    })
+    .await?;
+    Ok(StageReport {
+        stage: stage.into(),
+        duration: started.elapsed(),
+        attempts,
+        tables,
+        source_bytes: 0,
+        extract_duration: Duration::ZERO,
+        failures_by_rule: failures,
+        quarantined,
+    })
+}
+
+/// Fails with advice when the layer above has not been built.
+fn check_inputs(ctx: &datafusion::prelude::SessionContext, layer: &str, config: &Config) -> Result<()> {
+    let (above, command) = if layer == "silver" { ("bronze", "medallion ingest") } else { ("silver", "medallion refine") };
+    let exists = ctx
+        .catalog("datafusion")
+        .and_then(|c| c.schema(above))
+        .map(|s| !s.table_names().is_empty())
+        .unwrap_or(false);
+    if !exists {
+        return Err(Error::Config(format!(
+            "the {above} layer is empty: run `{command} --date {}` first (or `medallion run`)",
+            config.date
+        )));
+    }
+    Ok(())
+}
+
+/// The whole DAG for one date.
+pub async fn run(config: &Config, lake: &Lake, source: &BatchSource, progress: &Progress) -> Result<Vec<StageReport>> {
+    let models = ModelSet::load(config.models_dir.as_deref())?;
+    let mut reports = Vec::new();
+    reports.push(ingest(config, lake, source, progress).await?);
+    reports.push(run_models(config, lake, &models, "silver", progress).await?);
+    reports.push(run_models(config, lake, &models, "gold", progress).await?);
+    Ok(reports)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[tokio::test(start_paused = true)]
+    async fn transient_failures_are_retried_and_permanent_ones_are_not() {
+        let calls = AtomicU32::new(0);
+        let result = with_retry("x", || async {
+            if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                Err(Error::lake("t", "connection reset by peer"))
+            } else {
+                Ok(7)
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(result, (7, 2));
+
+        let calls = AtomicU32::new(0);
+        let err = with_retry("x", || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err::<(), _>(Error::Config("bad password".into()))
+        })
+        .await
+        .unwrap_err();
+        assert!(matches!(err, Error::Config(_)));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+}

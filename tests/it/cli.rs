@@ -1,0 +1,127 @@
+//! The `medallion` binary as a user meets it: exit codes, one-line errors
+//! without secrets, the demo, and `sql` output formats.
+
+use std::process::{Command, Output};
+
+use crate::support::*;
+
+fn medallion(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_medallion"));
+    command.args(args).env_remove("DATABASE_URL").env_remove("MEDALLION_LAKE");
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command.output().expect("the medallion binary runs")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// A failed command: non-zero exit and exactly one line on stderr.
+fn assert_one_line_failure(output: &Output) -> String {
+    assert!(!output.status.success(), "expected a failure, got success: {}", stdout(output));
+    let text = stderr(output);
+    assert_eq!(text.trim_end().lines().count(), 1, "one line expected, got: {text}");
+    assert!(!text.contains("panicked") && !text.contains("RUST_BACKTRACE"), "{text}");
+    text
+}
+
+fn lake_is_empty(lake: &TestLake) -> bool {
+    ["bronze", "silver", "gold"].iter().all(|layer| {
+        let dir = lake.dir.path().join(layer);
+        !dir.exists() || std::fs::read_dir(&dir).unwrap().all(|e| !e.unwrap().path().join("_delta_log").exists())
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_password_is_one_line_naming_the_target_without_the_password() {
+    let good = fresh_database("it_cli_password").await;
+    let bad = good.replacen(":medallion@", ":Wr0ngSecret@", 1);
+    assert_ne!(bad, good, "the test URL carries the password 'medallion'");
+    let lake = TestLake::new();
+    let output = medallion(&["run", "--lake", &lake.url(), "--quiet"], &[("DATABASE_URL", &bad)]);
+    let text = assert_one_line_failure(&output);
+    assert!(text.contains("127.0.0.1") && text.contains("it_cli_password"), "{text}");
+    assert!(text.contains("password"), "says what is wrong: {text}");
+    assert!(!text.contains("Wr0ngSecret"), "secret leaked: {text}");
+    assert!(lake_is_empty(&lake));
+}
+
+#[test]
+fn unreachable_host_fails_cleanly() {
+    let lake = TestLake::new();
+    let output = medallion(
+        &["ingest", "--lake", &lake.url(), "--quiet"],
+        &[("DATABASE_URL", "postgres://u:TopSecret1@127.0.0.1:1/nowhere")],
+    );
+    let text = assert_one_line_failure(&output);
+    assert!(text.contains("cannot connect") && text.contains("127.0.0.1:1/nowhere"), "{text}");
+    assert!(!text.contains("TopSecret1"), "{text}");
+    assert!(lake_is_empty(&lake));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_table_names_it_and_leaves_the_lake_as_it_was() {
+    let db = fresh_database("it_cli_empty").await;
+    let lake = TestLake::new();
+    let output = medallion(&["ingest", "--lake", &lake.url(), "--quiet"], &[("DATABASE_URL", &db)]);
+    let text = assert_one_line_failure(&output);
+    assert!(text.contains("public.orders") && text.contains("not found"), "{text}");
+    assert!(lake_is_empty(&lake));
+}
+
+#[test]
+fn unwritable_lake_and_bad_date_are_clear_errors() {
+    let blocker = tempfile::NamedTempFile::new().unwrap();
+    let lake = format!("file://{}/lake", blocker.path().display());
+    let output = medallion(&["ingest", "--lake", &lake, "--quiet", "--from-dump",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/data/northwind/northwind.sql")], &[]);
+    let text = assert_one_line_failure(&output);
+    assert!(text.contains("layer bronze"), "{text}");
+
+    let output = medallion(&["run", "--date", "2026-02-30", "--quiet"], &[]);
+    let text = assert_one_line_failure(&output);
+    assert!(text.contains("YYYY-MM-DD"), "{text}");
+
+    let output = medallion(&["run", "--quiet"], &[]);
+    let text = assert_one_line_failure(&output);
+    assert!(text.contains("DATABASE_URL"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_needs_no_database_and_shows_the_true_kpis() {
+    let db = northwind_database("it_cli_demo").await;
+    let expected = pg_rows(&db,
+        "SELECT round(SUM(od.unit_price::float8 * od.quantity * (1 - od.discount::float8))::numeric, 2)::text
+         FROM order_details od JOIN orders o ON o.order_id = od.order_id").await;
+    let lake = TestLake::new();
+    let output = medallion(&["demo", "--lake", &lake.url(), "--date", "2026-11-25", "--quiet"], &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(text.contains(&expected[0][0].text()), "total revenue {} not in:\n{text}", expected[0][0].text());
+    for segment in ["Champions", "Hibernating"] {
+        assert!(text.contains(segment), "{segment} missing:\n{text}");
+    }
+
+    let output = medallion(&["sql", "--lake", &lake.url(), "--format", "csv",
+        "SELECT country, \"rank\" FROM gold.kpi_top_countries ORDER BY \"rank\""], &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let csv = stdout(&output);
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "country,rank");
+    assert_eq!(lines.len(), 4);
+
+    let output = medallion(&["sql", "--lake", &lake.url(), "--format", "json",
+        "SELECT orders FROM gold.kpi_revenue"], &[]);
+    let json: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert_eq!(json[0]["orders"], 830);
+
+    let output = medallion(&["sql", "--lake", &lake.url(), "SELECT * FROM gold.nope"], &[]);
+    let text = assert_one_line_failure(&output);
+    assert!(text.contains("nope"), "{text}");
+}

@@ -1,0 +1,7 @@
+//! The one integration-test binary (one link step). Every test talks to real
+//! services on 127.0.0.1 started by scripts/test.sh; a missing service is a
+//! loud failure, never a skip.
+
+mod batch;
+mod cli;
+mod support;
