@@ -109,7 +109,7 @@ enum SourceCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    init_logging(cli.global.quiet);
     let overrides = Overrides {
         config_file: cli.global.config.clone(),
         lake: cli.global.lake.clone(),
@@ -143,9 +143,11 @@ fn fail(err: &anyhow::Error, secrets: &[String]) -> ExitCode {
     ExitCode::FAILURE
 }
 
-fn init_logging() {
+/// Warnings (such as retries) on stderr; `--quiet` keeps only errors.
+fn init_logging(quiet: bool) {
+    let default = if quiet { "medallion=error" } else { "medallion=warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("MEDALLION_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("medallion=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
 }
 

@@ -212,7 +212,7 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicU32, Ordering};
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn transient_failures_are_retried_and_permanent_ones_are_not() {
         let calls = AtomicU32::new(0);
         let result = with_retry("x", || async {
