@@ -44,12 +44,10 @@ for scale in "${scales[@]}"; do
     url="${admin_url%/*}/$db"
     read -r load_s _ < <(measure "$medallion" source load --scale "$scale" --database-url "$url" --quiet)
 
-    copy_bytes=0
+    copy_args=()
+    for t in "${tables[@]}"; do copy_args+=(-c "COPY $t TO STDOUT (FORMAT binary)"); done
     start=$(date +%s.%N)
-    for t in "${tables[@]}"; do
-        bytes=$(psql -q "$url" -c "COPY $t TO STDOUT (FORMAT binary)" | wc -c)
-        copy_bytes=$((copy_bytes + bytes))
-    done
+    copy_bytes=$(psql -q "$url" "${copy_args[@]}" | wc -c)
     copy_s=$(echo "$(date +%s.%N) - $start" | bc -l)
     rows=$(psql -qtA "$url" -c "SELECT (SELECT count(*) FROM orders) + (SELECT count(*) FROM order_details) + (SELECT count(*) FROM products) + (SELECT count(*) FROM customers) + (SELECT count(*) FROM employees) + (SELECT count(*) FROM categories)")
     lines=$(psql -qtA "$url" -c "SELECT count(*) FROM order_details")
@@ -68,7 +66,7 @@ for scale in "${scales[@]}"; do
     printf '\n## scale %s (%s source rows, %s order lines, %.1f MB binary COPY)\n\n' "$scale" "$rows" "$lines" "$mb"
     printf '| step | wall s | rows/s | MB/s | peak RSS MiB |\n|---|---:|---:|---:|---:|\n'
     printf '| generate + load (source load) | %.2f | | | |\n' "$load_s"
-    printf '| reference: psql COPY binary → /dev/null | %.2f | %.0f | %.1f | |\n' "$copy_s" "$(echo "$rows/$copy_s" | bc -l)" "$(echo "$mb/$copy_s" | bc -l)"
+    printf '| reference: psql COPY binary, one session → /dev/null | %.2f | %.0f | %.1f | |\n' "$copy_s" "$(echo "$rows/$copy_s" | bc -l)" "$(echo "$mb/$copy_s" | bc -l)"
     printf '| extraction (inside ingest) | %.2f | %.0f | %.1f | |\n' "$extract_s" "$(echo "$rows/$extract_s" | bc -l)" "$(echo "$mb/$extract_s" | bc -l)"
     printf '| ingest (extract + bronze Delta write) | %.2f | %.0f | %.1f | %.0f |\n' "$ingest_s" "$(echo "$rows/$ingest_s" | bc -l)" "$(echo "$mb/$ingest_s" | bc -l)" "$(echo "$ingest_kb/1024" | bc -l)"
     printf '| refine (silver + quarantine) | %.2f | %.0f | | %.0f |\n' "$refine_s" "$(echo "$lines/$refine_s" | bc -l)" "$(echo "$refine_kb/1024" | bc -l)"

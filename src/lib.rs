@@ -13,6 +13,7 @@ pub mod bronze;
 pub mod config;
 pub mod error;
 pub mod lake;
+pub mod live;
 pub mod models;
 pub mod output;
 pub mod pipeline;

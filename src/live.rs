@@ -1,0 +1,172 @@
+//! Live tables: the in-memory state of the streaming path, shared between the
+//! stream runtime (which publishes a new snapshot after every committed
+//! micro-batch) and the readers (SQL sessions, the HTTP API, server-sent
+//! events), which see it as `live.sales_by_country`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use datafusion::arrow::array::{Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::catalog::Session;
+use datafusion::datasource::{MemTable, TableProvider, TableType};
+use datafusion::logical_expr::Expr;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::prelude::SessionContext;
+use tokio::sync::watch;
+
+/// Live totals of one country.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct CountryTotals {
+    pub pays: String,
+    pub total_ventes_live: f64,
+    pub nb_transactions: i64,
+    pub last_event_time: DateTime<Utc>,
+}
+
+/// Everything the live views show at one instant.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct LiveSnapshot {
+    /// Complete-mode aggregate, sorted by country.
+    pub countries: Vec<CountryTotals>,
+    /// Events per second over the last micro-batches.
+    pub events_per_second: f64,
+    /// Micro-batches committed since the stream started.
+    pub batches_committed: u64,
+    /// Valid events and rejected messages counted so far.
+    pub events: u64,
+    pub rejected: u64,
+    /// Lag (messages not yet consumed) per source partition.
+    pub lag: BTreeMap<String, i64>,
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+/// Handle shared by the producer of live state and its readers.
+#[derive(Clone)]
+pub struct LiveHandle {
+    sender: Arc<watch::Sender<Arc<LiveSnapshot>>>,
+}
+
+impl Default for LiveHandle {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl LiveHandle {
+    pub fn new() -> LiveHandle {
+        let (sender, _) = watch::channel(Arc::new(LiveSnapshot::default()));
+        LiveHandle { sender: Arc::new(sender) }
+    }
+
+    /// Replaces the live state; subscribers are woken.
+    pub fn publish(&self, snapshot: LiveSnapshot) {
+        self.sender.send_replace(Arc::new(snapshot));
+    }
+
+    /// The current state.
+    pub fn current(&self) -> Arc<LiveSnapshot> {
+        self.sender.borrow().clone()
+    }
+
+    /// A receiver that wakes on every publish (for server-sent events).
+    pub fn subscribe(&self) -> watch::Receiver<Arc<LiveSnapshot>> {
+        self.sender.subscribe()
+    }
+
+    /// Registers `live.sales_by_country` in a session; every scan reads the
+    /// state current at that moment.
+    pub fn register(&self, ctx: &SessionContext) -> datafusion::error::Result<()> {
+        ctx.deregister_table("live.sales_by_country")?;
+        ctx.register_table("live.sales_by_country", Arc::new(LiveTable { handle: self.clone() }))?;
+        Ok(())
+    }
+}
+
+/// The schema of `live.sales_by_country` (and `gold.live_sales_by_country`).
+pub fn sales_by_country_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("pays", DataType::Utf8, false),
+        Field::new("total_ventes_live", DataType::Float64, false),
+        Field::new("nb_transactions", DataType::Int64, false),
+        Field::new("last_event_time", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), false),
+    ]))
+}
+
+/// The live totals as one Arrow batch.
+pub fn sales_by_country_batch(countries: &[CountryTotals]) -> RecordBatch {
+    RecordBatch::try_new(
+        sales_by_country_schema(),
+        vec![
+            Arc::new(StringArray::from_iter_values(countries.iter().map(|c| c.pays.as_str()))),
+            Arc::new(Float64Array::from_iter_values(countries.iter().map(|c| c.total_ventes_live))),
+            Arc::new(Int64Array::from_iter_values(countries.iter().map(|c| c.nb_transactions))),
+            Arc::new(
+                TimestampMicrosecondArray::from_iter_values(countries.iter().map(|c| c.last_event_time.timestamp_micros()))
+                    .with_timezone("UTC"),
+            ),
+        ],
+    )
+    .expect("columns match the schema")
+}
+
+#[derive(Debug)]
+struct LiveTable {
+    handle: LiveHandle,
+}
+
+impl std::fmt::Debug for LiveHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LiveHandle")
+    }
+}
+
+#[async_trait]
+impl TableProvider for LiveTable {
+    fn schema(&self) -> SchemaRef {
+        sales_by_country_schema()
+    }
+    fn table_type(&self) -> TableType {
+        TableType::Temporary
+    }
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        let batch = sales_by_country_batch(&self.handle.current().countries);
+        let table = MemTable::try_new(sales_by_country_schema(), vec![vec![batch]])?;
+        table.scan(state, projection, filters, limit).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn sql_sees_the_latest_published_state() {
+        let handle = LiveHandle::new();
+        let ctx = crate::lake::catalog::new_session();
+        handle.register(&ctx).unwrap();
+        let count = |ctx: SessionContext| async move {
+            let batches = ctx.sql("SELECT COUNT(*) FROM live.sales_by_country").await.unwrap().collect().await.unwrap();
+            batches[0].column(0).as_any().downcast_ref::<Int64Array>().unwrap().value(0)
+        };
+        assert_eq!(count(ctx.clone()).await, 0);
+        handle.publish(LiveSnapshot {
+            countries: vec![CountryTotals {
+                pays: "France".into(),
+                total_ventes_live: 54.0,
+                nb_transactions: 1,
+                last_event_time: Utc::now(),
+            }],
+            ..Default::default()
+        });
+        assert_eq!(count(ctx).await, 1);
+    }
+}
