@@ -12,7 +12,7 @@ use datafusion::arrow::array::{ArrayRef, Date32Array, RecordBatch, StringArray, 
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
 use crate::error::{Error, Result};
-use crate::lake::{Lake, PartitionWrite};
+use crate::lake::{Lake, PartitionWrite, Rows};
 use crate::source::ExtractedTable;
 
 /// The partition column of bronze tables.
@@ -59,8 +59,7 @@ pub async fn land(
             table: &extracted.name,
             partition_column: PARTITION_COLUMN,
             date,
-            schema,
-            batches,
+            rows: Rows::Batches { schema, batches },
         })
         .await?;
     Ok(LandedTable { table: extracted.name, rows, bytes, version })

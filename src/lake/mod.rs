@@ -10,14 +10,19 @@ pub mod catalog;
 pub mod location;
 
 use std::collections::HashMap;
+use std::num::NonZeroU64;
 use std::sync::{Arc, Once};
 
 use chrono::NaiveDate;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::execution::SessionState;
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{col, lit};
 use datafusion::scalar::ScalarValue;
 use deltalake::kernel::transaction::CommitProperties;
+use deltalake::parquet::basic::Compression;
+use deltalake::parquet::file::properties::WriterProperties;
 use deltalake::protocol::SaveMode;
 use deltalake::{DeltaTable, DeltaTableBuilder, ObjectStore};
 use futures::TryStreamExt;
@@ -37,8 +42,14 @@ pub struct PartitionWrite<'a> {
     /// Date-typed partition column (`_ingestion_date` or `snapshot_date`).
     pub partition_column: &'a str,
     pub date: NaiveDate,
-    pub schema: SchemaRef,
-    pub batches: Vec<RecordBatch>,
+    pub rows: Rows,
+}
+
+/// The rows of a write: already in memory, or a query streamed into the
+/// table as it runs (large model outputs never sit whole in memory).
+pub enum Rows {
+    Batches { schema: SchemaRef, batches: Vec<RecordBatch> },
+    Query { plan: LogicalPlan, session: Arc<SessionState> },
 }
 
 /// Handle on the lake. Cheap to clone.
@@ -116,16 +127,24 @@ impl Lake {
         let table = self.table(write.layer, write.table).await?;
         let days = write.date.signed_duration_since(NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch"));
         let predicate = col(write.partition_column).eq(lit(ScalarValue::Date32(Some(days.num_days() as i32))));
-        let mut batches = write.batches;
-        if batches.is_empty() {
-            batches.push(RecordBatch::new_empty(write.schema.clone()));
-        }
         let commit = CommitProperties::default().with_metadata([
             ("medallion.table".to_string(), serde_json::json!(name)),
             ("medallion.partition".to_string(), serde_json::json!(write.date.to_string())),
         ]);
-        let written = table
-            .write(batches)
+        let builder = match write.rows {
+            Rows::Batches { schema, mut batches } => {
+                if batches.is_empty() {
+                    batches.push(RecordBatch::new_empty(schema));
+                }
+                table.write(batches)
+            }
+            Rows::Query { plan, session } => {
+                table.write(Vec::new()).with_input_plan(plan).with_session_state(session)
+            }
+        };
+        let written = builder
+            .with_writer_properties(writer_properties())
+            .with_target_file_size(NonZeroU64::new(TARGET_FILE_BYTES))
             .with_save_mode(SaveMode::Overwrite)
             .with_replace_where(predicate)
             .with_partition_columns([write.partition_column])
@@ -181,6 +200,19 @@ impl Lake {
         let log_store = builder.build_storage().map_err(|e| Error::lake(format!("layer {layer}"), e))?;
         Ok(log_store.object_store(None))
     }
+}
+
+/// Rows per Parquet row group: small enough that a writer holds little in
+/// memory, large enough for good compression and scans.
+const ROW_GROUP_ROWS: usize = 128 * 1024;
+/// Parquet files are rolled over at about this size.
+const TARGET_FILE_BYTES: u64 = 64 * 1024 * 1024;
+
+fn writer_properties() -> WriterProperties {
+    WriterProperties::builder()
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_compression(Compression::SNAPPY)
+        .build()
 }
 
 /// The filesystem path of a `file://` URL.

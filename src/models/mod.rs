@@ -22,7 +22,7 @@ use indicatif::ProgressBar;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::lake::{catalog, Lake, PartitionWrite};
+use crate::lake::{catalog, Lake, PartitionWrite, Rows};
 use crate::quality::{self, Expectation, OnFail};
 
 /// The partition column of silver and gold tables.
@@ -194,15 +194,11 @@ pub async fn run_layer(
 
 /// Runs one model and writes its partition (and its quarantine).
 async fn materialise(ctx: &SessionContext, lake: &Lake, model: &Model, date: NaiveDate) -> Result<ModelOutcome> {
-    let name = model.qualified_name();
     let sql = render(model, date)?;
-    let candidate = ctx.sql(&sql).await.map_err(|e| Error::model(&name, e))?;
-    let view = format!("candidate_{}_{}", model.layer, model.name);
-    ctx.deregister_table(view.as_str())?;
-    ctx.register_table(view.as_str(), candidate.into_view())?;
-    let result = write_checked(ctx, lake, model, date, &view).await;
-    ctx.deregister_table(view.as_str())?;
-    result
+    // Planned as a subquery each time (not a registered view), so the
+    // optimiser sees through it: filters and projections reach the scans.
+    let candidate = format!("(\n{sql}\n) AS candidate");
+    write_checked(ctx, lake, model, date, &candidate).await
 }
 
 async fn write_checked(
@@ -210,37 +206,39 @@ async fn write_checked(
     lake: &Lake,
     model: &Model,
     date: NaiveDate,
-    view: &str,
+    candidate: &str,
 ) -> Result<ModelOutcome> {
     let name = model.qualified_name();
-    let run = |sql: String| {
+    let plan = |sql: String| {
         let name = name.clone();
-        async move {
-            let df = ctx.sql(&sql).await.map_err(|e| Error::model(&name, e))?;
-            let schema = Arc::new(df.schema().as_arrow().clone());
-            let batches = df.collect().await.map_err(|e| Error::model(&name, e))?;
-            Ok::<_, Error>((schema, batches))
-        }
+        async move { ctx.sql(&sql).await.map_err(|e| Error::model(&name, e)) }
     };
     let rules = &model.expectations;
+
+    // 1. Count: rows passing, failures per rule. A fail-the-run rule stops
+    //    here, before anything is written.
+    let counts = plan(quality::count_failures_sql(rules, candidate)).await?.collect().await.map_err(|e| Error::model(&name, e))?;
+    let count_of = |column: &str| {
+        counts
+            .first()
+            .and_then(|b| b.column_by_name(column))
+            .and_then(|c| c.as_any().downcast_ref::<datafusion::arrow::array::Int64Array>())
+            .map(|a| if a.is_empty() || a.is_null(0) { 0 } else { a.value(0) as u64 })
+            .unwrap_or(0)
+    };
     let mut failures_by_rule = BTreeMap::new();
-    if !rules.is_empty() {
-        let (_, counts) = run(quality::count_failures_sql(rules, view)).await?;
-        for rule in rules {
-            let failed = counts
-                .first()
-                .and_then(|b| b.column_by_name(&rule.name))
-                .and_then(|c| c.as_any().downcast_ref::<datafusion::arrow::array::Int64Array>())
-                .map(|a| if a.is_empty() || a.is_null(0) { 0 } else { a.value(0) as u64 })
-                .unwrap_or(0);
-            if failed > 0 && rule.on_fail == OnFail::Fail {
-                return Err(Error::ExpectationFailed { model: name, rule: rule.name.clone(), rows: failed });
-            }
-            failures_by_rule.insert(rule.name.clone(), failed);
+    for rule in rules {
+        let failed = count_of(&rule.name);
+        if failed > 0 && rule.on_fail == OnFail::Fail {
+            return Err(Error::ExpectationFailed { model: name, rule: rule.name.clone(), rows: failed });
         }
+        failures_by_rule.insert(rule.name.clone(), failed);
     }
-    let table_provider = ctx.table_provider(view).await?;
-    let output_columns: Vec<String> = table_provider
+    let rows = count_of(quality::PASSING_ROWS);
+
+    // 2. The passing rows, streamed into the table (technical `_` columns dropped).
+    let output_columns: Vec<String> = plan(format!("SELECT * FROM {candidate}"))
+        .await?
         .schema()
         .fields()
         .iter()
@@ -250,32 +248,35 @@ async fn write_checked(
         .collect();
     let columns = output_columns.join(", ");
     let passing = quality::all_pass_predicate(rules);
-    let (schema, batches) = run(format!("SELECT {columns} FROM {view} WHERE {passing}")).await?;
-    let rows = batches.iter().map(|b| b.num_rows() as u64).sum();
+    let started = std::time::Instant::now();
+    let good = plan(format!("SELECT {columns} FROM {candidate} WHERE {passing}")).await?;
     lake.replace_partition(PartitionWrite {
         layer: &model.layer,
         table: &model.name,
         partition_column: SNAPSHOT_COLUMN,
         date,
-        schema,
-        batches,
+        rows: Rows::Query { plan: good.logical_plan().clone(), session: Arc::new(ctx.state()) },
     })
     .await?;
+    tracing::debug!("{name}: {rows} rows written in {:?}", started.elapsed());
+
+    // 3. The failing rows, with the rules they failed.
     let mut quarantined = 0;
     if !rules.is_empty() {
         let (first, all) = quality::failed_rule_columns(rules);
-        let (schema, batches) = run(format!(
-            "SELECT {columns}, {first} AS failed_rule, {all} AS failed_rules FROM {view} WHERE NOT ({passing})"
+        let bad = plan(format!(
+            "SELECT {columns}, {first} AS failed_rule, {all} AS failed_rules FROM {candidate} WHERE NOT ({passing})"
         ))
         .await?;
+        let schema = Arc::new(bad.schema().as_arrow().clone());
+        let batches = bad.collect().await.map_err(|e| Error::model(&name, e))?;
         quarantined = batches.iter().map(|b| b.num_rows() as u64).sum();
         lake.replace_partition(PartitionWrite {
             layer: &model.layer,
             table: &format!("{}_quarantine", model.name),
             partition_column: SNAPSHOT_COLUMN,
             date,
-            schema,
-            batches,
+            rows: Rows::Batches { schema, batches },
         })
         .await?;
     }
