@@ -17,8 +17,10 @@ pub mod live;
 pub mod models;
 pub mod output;
 pub mod pipeline;
+pub mod produce;
 pub mod progress;
 pub mod quality;
 pub mod source;
+pub mod stream;
 
 pub use error::{Error, Result};

@@ -15,7 +15,13 @@ use medallion::output::{self, Format};
 use medallion::pipeline::{self, BatchSource, StageReport};
 use medallion::progress::Progress;
 use medallion::source::dump::Dump;
+use medallion::live::LiveHandle;
+use medallion::produce::{self, ProduceOptions};
 use medallion::source::{generator, postgres};
+use medallion::stream::{self, files::FileSource, kafka::KafkaSource, source::StreamSource, StreamOptions, StreamReport, Trigger};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 #[derive(Parser)]
 #[command(
@@ -80,6 +86,10 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+    /// Consume sales events (Kafka, or a folder of JSON-lines files) into bronze and live sales by country, exactly once
+    Stream(StreamArgs),
+    /// Publish realistic sales events (to Kafka, or to a folder for `stream --source`)
+    Produce(ProduceArgs),
     /// Manage the source database
     Source {
         #[command(subcommand)]
@@ -92,6 +102,74 @@ struct SourceArgs {
     /// Read the source tables from a plain-SQL PostgreSQL dump instead of DATABASE_URL
     #[arg(long, value_name = "FILE")]
     from_dump: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct StreamArgs {
+    /// Kafka brokers, host:port[,host:port]
+    #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS")]
+    brokers: Option<String>,
+    /// Kafka topic
+    #[arg(long, default_value = "ventes-temps-reel")]
+    topic: String,
+    /// Kafka consumer group (positions are kept in the lake, not in the group)
+    #[arg(long, default_value = "medallion")]
+    group: String,
+    /// Read JSON-lines files from this folder instead of Kafka (file:///dir or a path)
+    #[arg(long, value_name = "URL")]
+    source: Option<String>,
+    /// Consume everything up to the end offsets seen at start, then stop (the default)
+    #[arg(long, conflicts_with = "interval")]
+    available_now: bool,
+    /// Run continuously, at most one micro-batch per interval (e.g. 1s, 500ms), until Ctrl-C
+    #[arg(long, value_parser = parse_duration)]
+    interval: Option<Duration>,
+    /// Most messages in one micro-batch
+    #[arg(long, default_value_t = 50_000)]
+    max_batch: usize,
+    /// Events older than the newest event time minus this are late: kept and flagged, not windowed
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    lateness: Duration,
+}
+
+#[derive(Args)]
+struct ProduceArgs {
+    /// Kafka brokers, host:port[,host:port]
+    #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS")]
+    brokers: Option<String>,
+    /// Kafka topic
+    #[arg(long, default_value = "ventes-temps-reel")]
+    topic: String,
+    /// How many events
+    #[arg(long, default_value_t = 1000)]
+    count: u64,
+    /// Events per second (default: as fast as possible)
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Share of bad messages (malformed JSON, missing field, wrong type, negative amount, duplicate id)
+    #[arg(long, default_value_t = 0.0)]
+    bad_ratio: f64,
+    /// Seed of the event sequence
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Write one JSON-lines file into this folder instead of sending to Kafka
+    #[arg(long, value_name = "DIR")]
+    to_dir: Option<PathBuf>,
+}
+
+/// Parses `500ms`, `1s`, `2m`.
+fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number.parse().map_err(|_| format!("'{text}' is not a duration such as 500ms, 1s or 2m"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" | "" => value,
+        "m" => value * 60.0,
+        _ => return Err(format!("'{text}' is not a duration such as 500ms, 1s or 2m")),
+    };
+    Ok(Duration::from_secs_f64(seconds))
 }
 
 #[derive(Subcommand)]
@@ -192,6 +270,56 @@ async fn execute(command: Command, config: Config, progress: Progress) -> Result
             }
             Ok(())
         }
+        Command::Stream(args) => {
+            let lake = Lake::new(&config)?;
+            let source = stream_source(&args)?;
+            let options = StreamOptions {
+                trigger: match args.interval {
+                    Some(interval) => Trigger::Interval(interval),
+                    None => Trigger::AvailableNow,
+                },
+                max_batch: args.max_batch.max(1),
+                allowed_lateness: chrono::Duration::from_std(args.lateness).unwrap_or(chrono::Duration::seconds(60)),
+                ..StreamOptions::default()
+            };
+            println!("medallion stream {} → {}", source.describe(), lake.location().describe());
+            let stop = Arc::new(AtomicBool::new(false));
+            let flag = stop.clone();
+            tokio::spawn(async move {
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    eprintln!("stopping after the batch in flight…");
+                    flag.store(true, Ordering::SeqCst);
+                }
+            });
+            let report = stream::run(&config, &lake, source, &options, &LiveHandle::new(), &progress, stop).await?;
+            print_stream_summary(&report);
+            Ok(())
+        }
+        Command::Produce(args) => {
+            let options = ProduceOptions { count: args.count, rate: args.rate, bad_ratio: args.bad_ratio.clamp(0.0, 1.0), seed: args.seed };
+            let summary = match &args.to_dir {
+                Some(dir) => produce::to_dir(dir, &options)?,
+                None => {
+                    let brokers = args.brokers.as_deref().context(
+                        "no Kafka brokers: set KAFKA_BOOTSTRAP_SERVERS or --brokers, or write files with --to-dir",
+                    )?;
+                    let bar = progress.bar("producing", args.count, "events");
+                    let summary = produce::to_kafka(brokers, &args.topic, &options, &bar).await?;
+                    bar.finish_and_clear();
+                    summary
+                }
+            };
+            println!(
+                "sent {} events ({} valid, {} bad) in {:.2?} — {:.0} events/s; valid amount {:.2}",
+                summary.sent,
+                summary.valid,
+                summary.bad,
+                summary.elapsed,
+                summary.sent as f64 / summary.elapsed.as_secs_f64().max(1e-9),
+                summary.valid_amount
+            );
+            Ok(())
+        }
         Command::Source { command: SourceCommand::Load { scale, from_dump } } => {
             let url = config
                 .database_url
@@ -221,6 +349,38 @@ async fn execute(command: Command, config: Config, progress: Progress) -> Result
             }
             Ok(())
         }
+    }
+}
+
+fn stream_source(args: &StreamArgs) -> Result<StreamSource> {
+    if let Some(url) = &args.source {
+        let path = url.strip_prefix("file://").unwrap_or(url);
+        return Ok(StreamSource::Files(FileSource::new(PathBuf::from(path))?));
+    }
+    let brokers = args
+        .brokers
+        .as_deref()
+        .context("no Kafka brokers: set KAFKA_BOOTSTRAP_SERVERS or --brokers, or read files with --source file:///dir")?;
+    Ok(StreamSource::Kafka(KafkaSource::new(brokers, &args.topic, &args.group)?))
+}
+
+fn print_stream_summary(report: &StreamReport) {
+    let seconds = report.duration.as_secs_f64().max(1e-9);
+    println!(
+        "\nstream     {:>8.2?}  {} batches, {} events ({:.0}/s), {} rejected ({} duplicates), {} late",
+        report.duration,
+        report.batches,
+        report.events,
+        (report.events + report.rejected) as f64 / seconds,
+        report.rejected,
+        report.duplicates,
+        report.late
+    );
+    if let (Some(p50), Some(p99)) = (report.latency_p50, report.latency_p99) {
+        println!("    latency event time → live view: p50 {:.3} s, p99 {:.3} s", p50, p99);
+    }
+    for (key, lag) in &report.lag {
+        println!("    lag {key:<30} {lag:>10}");
     }
 }
 

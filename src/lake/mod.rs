@@ -9,7 +9,7 @@
 pub mod catalog;
 pub mod location;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroU64;
 use std::sync::{Arc, Once};
 
@@ -21,6 +21,7 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{col, lit};
 use datafusion::scalar::ScalarValue;
 use deltalake::kernel::transaction::CommitProperties;
+use deltalake::kernel::Transaction;
 use deltalake::parquet::basic::Compression;
 use deltalake::parquet::file::properties::WriterProperties;
 use deltalake::protocol::SaveMode;
@@ -154,6 +155,73 @@ impl Lake {
         Ok(written.version().unwrap_or_default() as i64)
     }
 
+    /// Appends rows in one Delta commit that also records, as Delta
+    /// application transactions (`txn` actions), the source position each
+    /// key reached: the rows and the positions land together or not at all.
+    pub async fn append_with_positions(
+        &self,
+        layer: &str,
+        table: &str,
+        partition_column: &str,
+        schema: SchemaRef,
+        batches: Vec<RecordBatch>,
+        positions: &BTreeMap<String, i64>,
+    ) -> Result<i64> {
+        let name = format!("{layer}.{table}");
+        let delta = self.table(layer, table).await?;
+        let mut batches = batches;
+        if batches.is_empty() {
+            batches.push(RecordBatch::new_empty(schema));
+        }
+        let now = chrono::Utc::now().timestamp_millis();
+        let transactions =
+            positions.iter().map(|(key, next)| Transaction::new_with_last_update(app_id(key), *next, Some(now))).collect();
+        let written = delta
+            .write(batches)
+            .with_save_mode(SaveMode::Append)
+            .with_partition_columns([partition_column])
+            .with_writer_properties(writer_properties())
+            .with_commit_properties(CommitProperties::default().with_application_transactions(transactions))
+            .await
+            .map_err(|e| Error::lake(&name, e))?;
+        Ok(written.version().unwrap_or_default() as i64)
+    }
+
+    /// The source positions recorded by `append_with_positions` for `keys`.
+    pub async fn committed_positions(&self, layer: &str, table: &str, keys: &[String]) -> Result<BTreeMap<String, i64>> {
+        let name = format!("{layer}.{table}");
+        let mut positions = BTreeMap::new();
+        let Some(delta) = self.existing_table(layer, table).await? else { return Ok(positions) };
+        let snapshot = delta.snapshot().map_err(|e| Error::lake(&name, e))?;
+        for key in keys {
+            if let Some(next) = snapshot
+                .transaction_version(delta.log_store().as_ref(), app_id(key))
+                .await
+                .map_err(|e| Error::lake(&name, e))?
+            {
+                positions.insert(key.clone(), next);
+            }
+        }
+        Ok(positions)
+    }
+
+    /// Replaces a whole (small) table in one commit.
+    pub async fn overwrite(&self, layer: &str, table: &str, schema: SchemaRef, batches: Vec<RecordBatch>) -> Result<i64> {
+        let name = format!("{layer}.{table}");
+        let delta = self.table(layer, table).await?;
+        let mut batches = batches;
+        if batches.is_empty() {
+            batches.push(RecordBatch::new_empty(schema));
+        }
+        let written = delta
+            .write(batches)
+            .with_save_mode(SaveMode::Overwrite)
+            .with_writer_properties(writer_properties())
+            .await
+            .map_err(|e| Error::lake(&name, e))?;
+        Ok(written.version().unwrap_or_default() as i64)
+    }
+
     /// Names of the Delta tables in a layer (folders holding a `_delta_log`).
     pub async fn list_tables(&self, layer: &str) -> Result<Vec<String>> {
         let store = self.layer_store(layer)?;
@@ -213,6 +281,11 @@ fn writer_properties() -> WriterProperties {
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_compression(Compression::SNAPPY)
         .build()
+}
+
+/// The Delta application id under which a source position key is recorded.
+fn app_id(key: &str) -> String {
+    format!("medallion-stream/{key}")
 }
 
 /// The filesystem path of a `file://` URL.

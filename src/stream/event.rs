@@ -1,0 +1,130 @@
+//! The sales event contract and its validation.
+//!
+//! ```json
+//! {"event_id": "7f1c…", "timestamp": "2026-11-25T10:15:02.123Z", "pays": "France",
+//!  "client_id": "ALFKI", "produit": "Chai", "categorie": "Beverages",
+//!  "quantite": 3, "prix_unitaire": 18.0, "montant": 54.0}
+//! ```
+//! Required: `event_id` (non-empty string), `timestamp` (RFC 3339), `pays`
+//! (non-empty string), `montant` (number ≥ 0). The others are optional but,
+//! when present, must have their type. Unknown extra fields are tolerated.
+//! Country is standardised with the same map as silver.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+
+use crate::config::normalise_key;
+
+/// A valid sales event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SalesEvent {
+    pub event_id: String,
+    pub event_time: DateTime<Utc>,
+    /// Standardised country.
+    pub pays: String,
+    pub client_id: Option<String>,
+    pub produit: Option<String>,
+    pub categorie: Option<String>,
+    pub quantite: Option<i64>,
+    pub prix_unitaire: Option<f64>,
+    pub montant: f64,
+}
+
+/// Parses and validates one message; the error is the reject reason.
+pub fn parse(payload: &[u8], countries: &BTreeMap<String, String>) -> Result<SalesEvent, String> {
+    let value: Value = serde_json::from_slice(payload).map_err(|e| format!("malformed JSON: {e}"))?;
+    let Value::Object(object) = value else {
+        return Err("not a JSON object".into());
+    };
+    let event_id = required_string(&object, "event_id")?;
+    let timestamp = required_string(&object, "timestamp")?;
+    let event_time = DateTime::parse_from_rfc3339(&timestamp)
+        .map_err(|_| format!("timestamp '{timestamp}' is not RFC 3339"))?
+        .with_timezone(&Utc);
+    let raw_country = required_string(&object, "pays")?;
+    let pays = countries.get(&normalise_key(&raw_country)).cloned().unwrap_or_else(|| raw_country.trim().to_string());
+    let montant = match object.get("montant") {
+        None | Some(Value::Null) => return Err("missing field montant".into()),
+        Some(Value::Number(n)) => n.as_f64().filter(|v| v.is_finite()).ok_or("montant is not a finite number")?,
+        Some(_) => return Err("montant must be a number".into()),
+    };
+    if montant < 0.0 {
+        return Err(format!("montant {montant} is negative"));
+    }
+    Ok(SalesEvent {
+        event_id,
+        event_time,
+        pays,
+        client_id: optional_string(&object, "client_id")?,
+        produit: optional_string(&object, "produit")?,
+        categorie: optional_string(&object, "categorie")?,
+        quantite: match object.get("quantite") {
+            None | Some(Value::Null) => None,
+            Some(Value::Number(n)) => Some(n.as_i64().ok_or("quantite must be an integer")?),
+            Some(_) => return Err("quantite must be an integer".into()),
+        },
+        prix_unitaire: match object.get("prix_unitaire") {
+            None | Some(Value::Null) => None,
+            Some(Value::Number(n)) => n.as_f64(),
+            Some(_) => return Err("prix_unitaire must be a number".into()),
+        },
+        montant,
+    })
+}
+
+fn required_string(object: &Map<String, Value>, field: &str) -> Result<String, String> {
+    match object.get(field) {
+        None | Some(Value::Null) => Err(format!("missing field {field}")),
+        Some(Value::String(s)) if !s.trim().is_empty() => Ok(s.clone()),
+        Some(Value::String(_)) => Err(format!("{field} is empty")),
+        Some(_) => Err(format!("{field} must be a string")),
+    }
+}
+
+fn optional_string(object: &Map<String, Value>, field: &str) -> Result<Option<String>, String> {
+    match object.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(format!("{field} must be a string")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::CountryConfig;
+
+    fn countries() -> BTreeMap<String, String> {
+        CountryConfig::default().lookup()
+    }
+
+    #[test]
+    fn the_contract_example_is_valid() {
+        let event = parse(
+            br#"{"event_id": "7f1c", "timestamp": "2026-11-25T10:15:02.123Z", "pays": "france",
+                "client_id": "ALFKI", "produit": "Chai", "categorie": "Beverages",
+                "quantite": 3, "prix_unitaire": 18.0, "montant": 54.0, "extra": [1]}"#,
+            &countries(),
+        )
+        .unwrap();
+        assert_eq!(event.pays, "France");
+        assert_eq!(event.quantite, Some(3));
+        assert_eq!(event.montant, 54.0);
+        assert_eq!(event.event_time.timestamp_millis(), 1_764_065_702_123);
+    }
+
+    #[test]
+    fn bad_events_say_why() {
+        let c = countries();
+        let reason = |payload: &str| parse(payload.as_bytes(), &c).unwrap_err();
+        assert!(reason("{not json").starts_with("malformed JSON"));
+        assert_eq!(reason("[1]"), "not a JSON object");
+        assert_eq!(reason(r#"{"timestamp":"2026-11-25T10:00:00Z","pays":"UK","montant":1}"#), "missing field event_id");
+        assert_eq!(reason(r#"{"event_id":"a","timestamp":"yesterday","pays":"UK","montant":1}"#), "timestamp 'yesterday' is not RFC 3339");
+        assert_eq!(reason(r#"{"event_id":"a","timestamp":"2026-11-25T10:00:00Z","pays":"UK","montant":"1"}"#), "montant must be a number");
+        assert_eq!(reason(r#"{"event_id":"a","timestamp":"2026-11-25T10:00:00Z","pays":"UK","montant":-2}"#), "montant -2 is negative");
+        assert_eq!(reason(r#"{"event_id":"a","timestamp":"2026-11-25T10:00:00Z","pays":"UK","montant":2,"quantite":"x"}"#), "quantite must be an integer");
+    }
+}

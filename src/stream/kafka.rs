@@ -1,0 +1,153 @@
+//! The Kafka stream source (librdkafka through `rdkafka`).
+//!
+//! Partitions are assigned by hand at the positions committed in the lake
+//! (not the consumer group's offsets), which is what makes the stream
+//! exactly-once; the group id is still used so tools can see the consumer.
+//! Polling runs on a blocking thread; payloads are copied out in batches.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::source::{Positions, RawMessage};
+use crate::error::{one_line, Error, Result};
+
+const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct KafkaSource {
+    consumer: Arc<BaseConsumer>,
+    brokers: String,
+    topic: String,
+}
+
+impl KafkaSource {
+    pub fn new(brokers: &str, topic: &str, group: &str) -> Result<KafkaSource> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false")
+            .set("fetch.wait.max.ms", "100")
+            .set("queued.max.messages.kbytes", "262144")
+            .set("client.id", "medallion")
+            .create()
+            .map_err(|e| Error::Config(format!("invalid Kafka settings: {}", one_line(&e.to_string()))))?;
+        Ok(KafkaSource { consumer: Arc::new(consumer), brokers: brokers.to_string(), topic: topic.to_string() })
+    }
+
+    pub fn describe(&self) -> String {
+        format!("kafka://{}/{}", self.brokers, self.topic)
+    }
+
+    fn key(&self, partition: i32) -> String {
+        format!("{}:{partition}", self.topic)
+    }
+
+    fn unreachable(&self, err: impl std::fmt::Display) -> Error {
+        Error::Other {
+            context: format!("Kafka at {} (topic {})", self.brokers, self.topic),
+            reason: format!("{} — check KAFKA_BOOTSTRAP_SERVERS and that the topic exists", one_line(&err.to_string())),
+        }
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&BaseConsumer) -> T + Send + 'static,
+    ) -> Result<T> {
+        let consumer = self.consumer.clone();
+        tokio::task::spawn_blocking(move || work(&consumer)).await.map_err(|e| Error::other("Kafka consumer", e))
+    }
+
+    async fn partitions(&self) -> Result<Vec<i32>> {
+        let topic = self.topic.clone();
+        let metadata = self
+            .blocking(move |c| c.fetch_metadata(Some(&topic), METADATA_TIMEOUT))
+            .await?
+            .map_err(|e| self.unreachable(e))?;
+        let partitions: Vec<i32> = metadata
+            .topics()
+            .iter()
+            .filter(|t| t.name() == self.topic && t.error().is_none())
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect();
+        if partitions.is_empty() {
+            return Err(self.unreachable("the topic does not exist or has no partitions"));
+        }
+        Ok(partitions)
+    }
+
+    pub async fn keys(&self) -> Result<Vec<String>> {
+        Ok(self.partitions().await?.into_iter().map(|p| self.key(p)).collect())
+    }
+
+    pub async fn seek(&mut self, positions: &Positions) -> Result<()> {
+        let mut assignment = TopicPartitionList::new();
+        for partition in self.partitions().await? {
+            let offset = match positions.get(&self.key(partition)) {
+                Some(next) => Offset::Offset(*next),
+                None => Offset::Beginning,
+            };
+            assignment.add_partition_offset(&self.topic, partition, offset).map_err(|e| self.unreachable(e))?;
+        }
+        self.consumer.assign(&assignment).map_err(|e| self.unreachable(e))?;
+        Ok(())
+    }
+
+    pub async fn end_positions(&self) -> Result<Positions> {
+        let partitions = self.partitions().await?;
+        let topic = self.topic.clone();
+        let marks = self
+            .blocking(move |c| {
+                partitions
+                    .iter()
+                    .map(|p| c.fetch_watermarks(&topic, *p, METADATA_TIMEOUT).map(|(_, high)| (*p, high)))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .await?
+            .map_err(|e| self.unreachable(e))?;
+        Ok(marks.into_iter().map(|(p, high)| (self.key(p), high)).collect())
+    }
+
+    pub async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<RawMessage>> {
+        let topic = self.topic.clone();
+        let polled = self
+            .blocking(move |consumer| {
+                let deadline = Instant::now() + wait;
+                let mut out = Vec::new();
+                while out.len() < max {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    // Once messages arrived, only drain what is already buffered.
+                    let timeout = if out.is_empty() { left } else { Duration::ZERO };
+                    match consumer.poll(timeout) {
+                        Some(Ok(message)) => out.push(RawMessage {
+                            topic: message.topic().to_string(),
+                            partition: message.partition(),
+                            offset: message.offset(),
+                            key: format!("{topic}:{}", message.partition()),
+                            next_position: message.offset() + 1,
+                            payload: message.payload().unwrap_or_default().to_vec(),
+                        }),
+                        Some(Err(err)) => {
+                            // Transport errors (a broker restarting) are retried by
+                            // librdkafka itself; report and keep going.
+                            tracing::warn!("Kafka: {}", one_line(&err.to_string()));
+                            if out.is_empty() && left.is_zero() {
+                                break;
+                            }
+                        }
+                        None if out.is_empty() && !left.is_zero() => continue,
+                        None => break,
+                    }
+                }
+                out
+            })
+            .await?;
+        Ok(polled)
+    }
+}

@@ -1,0 +1,339 @@
+//! The streaming path: sales events → `bronze.sales_events` (+ rejects) →
+//! live sales by country, exactly once.
+//!
+//! Each micro-batch is decoded and validated, then written in two Delta
+//! commits: first the rejects (`bronze.sales_events_rejected`), then the
+//! events (`bronze.sales_events`), each commit carrying the source positions
+//! it covers as Delta application transactions. On start the stream reads
+//! those positions back, seeks the source there, and skips for each table
+//! what that table already holds, so a crash at any point (between batches,
+//! between the two commits, in the middle of one) loses nothing and writes
+//! nothing twice. The live aggregate, the event-time windows and the dedupe
+//! memory are rebuilt from bronze, then kept in memory (`live.sales_by_country`)
+//! and persisted after each batch (`gold.live_sales_by_country`,
+//! `gold.sales_by_country_minute`).
+
+pub mod event;
+pub mod files;
+pub mod kafka;
+pub mod sink;
+pub mod source;
+pub mod state;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use datafusion::arrow::array::{Array, Float64Array, Int64Array, StringArray, TimestampMicrosecondArray};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::DataType;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::lake::{catalog, Lake};
+use crate::live::{sales_by_country_batch, sales_by_country_schema, LiveHandle, LiveSnapshot};
+use crate::progress::Progress;
+use source::{Positions, StreamSource};
+use state::{Outcome, StreamState};
+
+const EVENTS: &str = "sales_events";
+const REJECTS: &str = "sales_events_rejected";
+
+/// When micro-batches run.
+#[derive(Debug, Clone, Copy)]
+pub enum Trigger {
+    /// Everything up to the end positions seen at start, then stop.
+    AvailableNow,
+    /// Continuously, one batch per interval at most, until stopped.
+    Interval(Duration),
+}
+
+/// Stream settings.
+#[derive(Debug, Clone)]
+pub struct StreamOptions {
+    pub trigger: Trigger,
+    /// Most messages in one micro-batch.
+    pub max_batch: usize,
+    /// Events older than (max event time − this) are late: kept, flagged,
+    /// left out of the minute windows.
+    pub allowed_lateness: chrono::Duration,
+    /// How many recent event ids duplicates are checked against.
+    pub dedupe_horizon: usize,
+}
+
+impl Default for StreamOptions {
+    fn default() -> Self {
+        StreamOptions {
+            trigger: Trigger::AvailableNow,
+            max_batch: 50_000,
+            allowed_lateness: chrono::Duration::seconds(60),
+            dedupe_horizon: 1_000_000,
+        }
+    }
+}
+
+/// What a stream run did.
+#[derive(Debug, Clone, Default)]
+pub struct StreamReport {
+    pub batches: u64,
+    pub events: u64,
+    pub rejected: u64,
+    pub duplicates: u64,
+    pub late: u64,
+    pub duration: Duration,
+    pub lag: BTreeMap<String, i64>,
+    /// Event time → visible in `live.sales_by_country`, in seconds.
+    pub latency_p50: Option<f64>,
+    pub latency_p99: Option<f64>,
+}
+
+/// Runs the stream until the trigger says stop or `stop` is set.
+pub async fn run(
+    config: &Config,
+    lake: &Lake,
+    mut source: StreamSource,
+    options: &StreamOptions,
+    live: &LiveHandle,
+    progress: &Progress,
+    stop: Arc<AtomicBool>,
+) -> Result<StreamReport> {
+    let started = Instant::now();
+    let countries = config.countries.lookup();
+    let keys = source.keys().await?;
+    let mut events_at = lake.committed_positions("bronze", EVENTS, &keys).await?;
+    let mut rejects_at = lake.committed_positions("bronze", REJECTS, &keys).await?;
+    let mut state = rebuild_state(lake, options).await?;
+    source.seek(&events_at).await?;
+    let targets = match options.trigger {
+        Trigger::AvailableNow => Some(source.end_positions().await?),
+        Trigger::Interval(_) => None,
+    };
+    persist_live(lake, &state).await?;
+
+    let bar = progress.spinner(&format!("stream {}", source.describe()));
+    let mut report = StreamReport::default();
+    let mut latencies: Vec<f64> = Vec::new();
+    let mut recent: VecDeque<(Instant, u64)> = VecDeque::new();
+    let mut lag = BTreeMap::new();
+    let mut lag_checked = Instant::now() - Duration::from_secs(10);
+    let mut idle_since: Option<Instant> = None;
+    publish(live, &state, &report, &lag, 0.0);
+
+    loop {
+        if let Some(targets) = &targets {
+            if targets.iter().all(|(key, end)| events_at.get(key).copied().unwrap_or(0) >= *end) {
+                break;
+            }
+        }
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let wait = match options.trigger {
+            Trigger::AvailableNow => Duration::from_millis(500),
+            Trigger::Interval(interval) => interval,
+        };
+        let batch_started = Instant::now();
+        let mut messages = source.poll(options.max_batch, wait).await?;
+        if let Some(targets) = &targets {
+            // Only what existed at start.
+            messages.retain(|m| targets.get(&m.key).is_some_and(|end| m.next_position <= *end));
+        }
+        if messages.is_empty() {
+            if targets.is_some() {
+                let idle = *idle_since.get_or_insert_with(Instant::now);
+                if idle.elapsed() > Duration::from_secs(30) {
+                    tracing::warn!("no message for 30 s before reaching the end offsets seen at start; stopping");
+                    break;
+                }
+            }
+            continue;
+        }
+        idle_since = None;
+
+        // Decode, validate, dedupe.
+        let watermark = state.watermark();
+        let ingested_at = Utc::now();
+        let mut accepted = Vec::new();
+        let mut rejected = Vec::new();
+        let mut positions: Positions = BTreeMap::new();
+        for message in &messages {
+            positions.insert(message.key.clone(), message.next_position);
+            let rejects_has_it = rejects_at.get(&message.key).is_some_and(|p| *p >= message.next_position);
+            match event::parse(&message.payload, &countries) {
+                Ok(event) => match state.classify(&event, watermark) {
+                    Outcome::Accepted { late } => accepted.push((event, message, late)),
+                    Outcome::Duplicate => {
+                        report.duplicates += 1;
+                        if !rejects_has_it {
+                            rejected.push((message, format!("duplicate event_id {}", event.event_id)));
+                        }
+                    }
+                },
+                Err(reason) if !rejects_has_it => rejected.push((message, reason)),
+                Err(_) => {}
+            }
+        }
+
+        // Commit: rejects first, then events, each with the positions.
+        if !rejected.is_empty() {
+            let batch = sink::rejects_batch(&rejected, ingested_at);
+            lake.append_with_positions("bronze", REJECTS, sink::EVENT_DATE, sink::rejects_schema(), vec![batch], &positions)
+                .await?;
+            rejects_at.extend(positions.clone());
+        }
+        crash_point("between-commits");
+        let batch = sink::events_batch(&accepted, ingested_at);
+        lake.append_with_positions("bronze", EVENTS, sink::EVENT_DATE, sink::events_schema(), vec![batch], &positions)
+            .await?;
+        events_at.extend(positions);
+        crash_point("after-commit");
+
+        for (event, _, late) in &accepted {
+            state.apply(event, *late);
+        }
+        persist_live(lake, &state).await?;
+        report.batches += 1;
+        report.events += accepted.len() as u64;
+        report.rejected += rejected.len() as u64;
+        report.late += accepted.iter().filter(|(_, _, late)| *late).count() as u64;
+
+        if lag_checked.elapsed() >= Duration::from_secs(1) {
+            if let Ok(ends) = source.end_positions().await {
+                lag = ends.iter().map(|(k, end)| (k.clone(), (end - events_at.get(k).copied().unwrap_or(0)).max(0))).collect();
+            }
+            lag_checked = Instant::now();
+        }
+        recent.push_back((Instant::now(), messages.len() as u64));
+        while recent.len() > 1 && recent.front().is_some_and(|(t, _)| t.elapsed() > Duration::from_secs(5)) {
+            recent.pop_front();
+        }
+        let window = recent.front().map(|(t, _)| t.elapsed().as_secs_f64()).unwrap_or(0.0).max(batch_started.elapsed().as_secs_f64());
+        let rate = recent.iter().map(|(_, n)| *n as f64).sum::<f64>() / window.max(1e-3);
+        publish(live, &state, &report, &lag, rate);
+        let visible = Utc::now();
+        for (event, _, _) in &accepted {
+            if latencies.len() < 2_000_000 {
+                latencies.push((visible - event.event_time).num_microseconds().unwrap_or(0) as f64 / 1e6);
+            }
+        }
+        bar.set_position(report.events + report.rejected);
+        bar.set_message(format!(
+            "{:.0} events/s · {} batches · {} rejected · lag {}",
+            rate,
+            report.batches,
+            report.rejected,
+            lag.values().sum::<i64>()
+        ));
+    }
+    bar.finish_and_clear();
+    if let Ok(ends) = source.end_positions().await {
+        lag = ends.iter().map(|(k, end)| (k.clone(), (end - events_at.get(k).copied().unwrap_or(0)).max(0))).collect();
+    }
+    report.lag = lag;
+    report.duration = started.elapsed();
+    latencies.sort_by(|a, b| a.total_cmp(b));
+    let quantile = |q: f64| (!latencies.is_empty()).then(|| latencies[((latencies.len() - 1) as f64 * q) as usize]);
+    report.latency_p50 = quantile(0.5);
+    report.latency_p99 = quantile(0.99);
+    Ok(report)
+}
+
+/// Test hook: `MEDALLION_CRASH_POINT=<point>` aborts the process there, as a
+/// power cut would.
+fn crash_point(point: &str) {
+    if std::env::var("MEDALLION_CRASH_POINT").is_ok_and(|p| p == point) {
+        std::process::abort();
+    }
+}
+
+fn publish(live: &LiveHandle, state: &StreamState, report: &StreamReport, lag: &BTreeMap<String, i64>, rate: f64) {
+    live.publish(LiveSnapshot {
+        countries: state.countries.values().cloned().collect(),
+        events_per_second: rate,
+        batches_committed: report.batches,
+        events: report.events,
+        rejected: report.rejected,
+        lag: lag.clone(),
+        updated_at: Some(Utc::now()),
+    });
+}
+
+/// Writes the live aggregate and the minute windows to gold.
+async fn persist_live(lake: &Lake, state: &StreamState) -> Result<()> {
+    let countries: Vec<_> = state.countries.values().cloned().collect();
+    lake.overwrite("gold", "live_sales_by_country", sales_by_country_schema(), vec![sales_by_country_batch(&countries)])
+        .await?;
+    lake.overwrite("gold", "sales_by_country_minute", sink::windows_schema(), vec![sink::windows_batch(state)]).await?;
+    Ok(())
+}
+
+/// Rebuilds the aggregate, windows, watermark and dedupe memory from
+/// `bronze.sales_events`, exactly as they were after its last commit.
+async fn rebuild_state(lake: &Lake, options: &StreamOptions) -> Result<StreamState> {
+    let mut state = StreamState::new(options.allowed_lateness, options.dedupe_horizon);
+    let ctx = catalog::new_session();
+    if !catalog::register_table(&ctx, lake, "bronze", EVENTS).await? {
+        return Ok(state);
+    }
+    let query = |sql: String| {
+        let ctx = ctx.clone();
+        async move {
+            ctx.sql(&sql).await?.collect().await.map_err(|e| Error::lake(format!("bronze.{EVENTS}"), e))
+        }
+    };
+    for batch in query("SELECT pays, SUM(montant), COUNT(*), MAX(event_time) FROM bronze.sales_events GROUP BY pays".into()).await? {
+        let pays = strings(batch.column(0).as_ref());
+        let sums = batch.column(1).as_any().downcast_ref::<Float64Array>().cloned().unwrap_or_else(|| Float64Array::from(Vec::<f64>::new()));
+        let counts = batch.column(2).as_any().downcast_ref::<Int64Array>().cloned().unwrap_or_else(|| Int64Array::from(Vec::<i64>::new()));
+        let last = micros(batch.column(3).as_ref());
+        for i in 0..batch.num_rows() {
+            let last_event_time = chrono::DateTime::from_timestamp_micros(last[i]).unwrap_or_default();
+            state.countries.insert(pays[i].clone(), crate::live::CountryTotals {
+                pays: pays[i].clone(),
+                total_ventes_live: sums.value(i),
+                nb_transactions: counts.value(i),
+                last_event_time,
+            });
+            state.max_event_time = Some(state.max_event_time.map_or(last_event_time, |t| t.max(last_event_time)));
+        }
+    }
+    let windows = "SELECT date_trunc('minute', event_time), pays, SUM(montant), COUNT(*) FROM bronze.sales_events \
+                   WHERE NOT is_late GROUP BY 1, 2";
+    for batch in query(windows.into()).await? {
+        let starts = micros(batch.column(0).as_ref());
+        let pays = strings(batch.column(1).as_ref());
+        let sums = batch.column(2).as_any().downcast_ref::<Float64Array>().cloned().unwrap_or_else(|| Float64Array::from(Vec::<f64>::new()));
+        let counts = batch.column(3).as_any().downcast_ref::<Int64Array>().cloned().unwrap_or_else(|| Int64Array::from(Vec::<i64>::new()));
+        for i in 0..batch.num_rows() {
+            let start = chrono::DateTime::from_timestamp_micros(starts[i]).unwrap_or_default();
+            state.windows.insert((start, pays[i].clone()), (sums.value(i), counts.value(i)));
+        }
+    }
+    let recent = format!(
+        "SELECT event_id FROM bronze.sales_events ORDER BY _ingestion_timestamp DESC, \"partition\", \"offset\" DESC LIMIT {}",
+        options.dedupe_horizon
+    );
+    let mut ids = Vec::new();
+    for batch in query(recent).await? {
+        ids.extend(strings(batch.column(0).as_ref()));
+    }
+    for id in ids.iter().rev() {
+        state.remember(id);
+    }
+    Ok(state)
+}
+
+fn strings(array: &dyn Array) -> Vec<String> {
+    let casted = cast(array, &DataType::Utf8).expect("string-like column");
+    let values = casted.as_any().downcast_ref::<StringArray>().expect("utf8 after cast");
+    (0..values.len()).map(|i| values.value(i).to_string()).collect()
+}
+
+fn micros(array: &dyn Array) -> Vec<i64> {
+    let casted = cast(array, &DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Microsecond, Some("UTC".into())))
+        .expect("timestamp column");
+    let values = casted.as_any().downcast_ref::<TimestampMicrosecondArray>().expect("timestamp after cast");
+    (0..values.len()).map(|i| values.value(i)).collect()
+}

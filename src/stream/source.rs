@@ -1,0 +1,82 @@
+//! Where the stream reads from: a Kafka topic, or a folder of JSON-lines
+//! files (the embedded mode `--source file:///dir`, each file read once).
+//!
+//! Every message carries a *position key* (a Kafka partition, or the folder)
+//! and the position just after it. The sink commits, with each Delta write,
+//! the next position of every key it covers; a restart seeks to those
+//! positions, so nothing is lost and nothing is counted twice.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::files::FileSource;
+use super::kafka::KafkaSource;
+use crate::error::Result;
+
+/// One raw message.
+#[derive(Debug, Clone)]
+pub struct RawMessage {
+    /// Kafka topic, or the file name.
+    pub topic: String,
+    /// Kafka partition (0 for files).
+    pub partition: i32,
+    /// Kafka offset, or the line number in the file (1-based).
+    pub offset: i64,
+    /// Position key this message advances.
+    pub key: String,
+    /// The key's position once this message is consumed.
+    pub next_position: i64,
+    /// The message bytes.
+    pub payload: Vec<u8>,
+}
+
+/// Committed positions: key → next position to read.
+pub type Positions = BTreeMap<String, i64>;
+
+/// A stream source.
+pub enum StreamSource {
+    Kafka(KafkaSource),
+    Files(FileSource),
+}
+
+impl StreamSource {
+    /// Every position key this source has (known partitions, or the folder).
+    pub async fn keys(&self) -> Result<Vec<String>> {
+        match self {
+            StreamSource::Kafka(kafka) => kafka.keys().await,
+            StreamSource::Files(files) => Ok(vec![files.key()]),
+        }
+    }
+
+    /// Starts reading at `positions` (keys absent: from the beginning).
+    pub async fn seek(&mut self, positions: &Positions) -> Result<()> {
+        match self {
+            StreamSource::Kafka(kafka) => kafka.seek(positions).await,
+            StreamSource::Files(files) => files.seek(positions),
+        }
+    }
+
+    /// The end positions now (for `--available-now` and lag).
+    pub async fn end_positions(&self) -> Result<Positions> {
+        match self {
+            StreamSource::Kafka(kafka) => kafka.end_positions().await,
+            StreamSource::Files(files) => files.end_positions(),
+        }
+    }
+
+    /// Up to `max` messages, waiting at most `wait` for the first ones.
+    pub async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<RawMessage>> {
+        match self {
+            StreamSource::Kafka(kafka) => kafka.poll(max, wait).await,
+            StreamSource::Files(files) => files.poll(max),
+        }
+    }
+
+    /// A printable name.
+    pub fn describe(&self) -> String {
+        match self {
+            StreamSource::Kafka(kafka) => kafka.describe(),
+            StreamSource::Files(files) => files.key(),
+        }
+    }
+}

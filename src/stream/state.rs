@@ -1,0 +1,146 @@
+//! Streaming state: the complete-mode aggregate by country, the 1-minute
+//! event-time windows with their watermark, and the recent event ids used to
+//! drop duplicates. All of it is rebuilt exactly from bronze on restart.
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+
+use chrono::{DateTime, Duration, DurationRound, Utc};
+
+use super::event::SalesEvent;
+use crate::live::CountryTotals;
+
+/// Per-country totals plus windows plus dedupe.
+pub struct StreamState {
+    pub countries: BTreeMap<String, CountryTotals>,
+    /// (window start, country) → (sum, count), on-time events only.
+    pub windows: BTreeMap<(DateTime<Utc>, String), (f64, i64)>,
+    /// Highest event time seen.
+    pub max_event_time: Option<DateTime<Utc>>,
+    /// How late an event may be before it misses its window.
+    pub allowed_lateness: Duration,
+    seen: HashSet<String>,
+    seen_order: VecDeque<String>,
+    /// How many recent event ids are remembered for duplicate detection.
+    pub dedupe_horizon: usize,
+}
+
+/// What happened to one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Accepted { late: bool },
+    Duplicate,
+}
+
+impl StreamState {
+    pub fn new(allowed_lateness: Duration, dedupe_horizon: usize) -> StreamState {
+        StreamState {
+            countries: BTreeMap::new(),
+            windows: BTreeMap::new(),
+            max_event_time: None,
+            allowed_lateness,
+            seen: HashSet::new(),
+            seen_order: VecDeque::new(),
+            dedupe_horizon,
+        }
+    }
+
+    /// The watermark: events older than this miss their window.
+    pub fn watermark(&self) -> Option<DateTime<Utc>> {
+        self.max_event_time.map(|t| t - self.allowed_lateness)
+    }
+
+    /// Remembers an event id; false when it was already seen.
+    pub fn remember(&mut self, event_id: &str) -> bool {
+        if self.seen.contains(event_id) {
+            return false;
+        }
+        self.seen.insert(event_id.to_string());
+        self.seen_order.push_back(event_id.to_string());
+        while self.seen_order.len() > self.dedupe_horizon {
+            if let Some(old) = self.seen_order.pop_front() {
+                self.seen.remove(&old);
+            }
+        }
+        true
+    }
+
+    /// Classifies an event against the watermark of the batch and, if it is
+    /// new, remembers its id. Aggregates are updated by `apply` once the
+    /// batch is committed.
+    pub fn classify(&mut self, event: &SalesEvent, batch_watermark: Option<DateTime<Utc>>) -> Outcome {
+        if !self.remember(&event.event_id) {
+            return Outcome::Duplicate;
+        }
+        Outcome::Accepted { late: batch_watermark.is_some_and(|w| event.event_time < w) }
+    }
+
+    /// Adds an accepted (committed) event to the aggregates.
+    pub fn apply(&mut self, event: &SalesEvent, late: bool) {
+        let entry = self.countries.entry(event.pays.clone()).or_insert_with(|| CountryTotals {
+            pays: event.pays.clone(),
+            total_ventes_live: 0.0,
+            nb_transactions: 0,
+            last_event_time: event.event_time,
+        });
+        entry.total_ventes_live += event.montant;
+        entry.nb_transactions += 1;
+        entry.last_event_time = entry.last_event_time.max(event.event_time);
+        if !late {
+            let window = window_start(event.event_time);
+            let slot = self.windows.entry((window, event.pays.clone())).or_insert((0.0, 0));
+            slot.0 += event.montant;
+            slot.1 += 1;
+        }
+        self.max_event_time = Some(self.max_event_time.map_or(event.event_time, |t| t.max(event.event_time)));
+    }
+}
+
+/// The start of the 1-minute tumbling window holding `time`.
+pub fn window_start(time: DateTime<Utc>) -> DateTime<Utc> {
+    time.duration_trunc(Duration::minutes(1)).unwrap_or(time)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(id: &str, pays: &str, minute: u32, second: u32, montant: f64) -> SalesEvent {
+        SalesEvent {
+            event_id: id.into(),
+            event_time: format!("2026-11-25T10:{minute:02}:{second:02}Z").parse().unwrap(),
+            pays: pays.into(),
+            client_id: None,
+            produit: None,
+            categorie: None,
+            quantite: None,
+            prix_unitaire: None,
+            montant,
+        }
+    }
+
+    #[test]
+    fn duplicates_are_counted_once_within_the_horizon() {
+        let mut state = StreamState::new(Duration::seconds(60), 2);
+        let a = event("a", "France", 0, 0, 10.0);
+        assert_eq!(state.classify(&a, None), Outcome::Accepted { late: false });
+        assert_eq!(state.classify(&a, None), Outcome::Duplicate);
+        state.remember("b");
+        state.remember("c");
+        // "a" fell out of a horizon of 2 ids.
+        assert_eq!(state.classify(&a, None), Outcome::Accepted { late: false });
+    }
+
+    #[test]
+    fn late_events_count_in_totals_but_not_in_windows() {
+        let mut state = StreamState::new(Duration::seconds(30), 100);
+        state.apply(&event("a", "UK", 5, 0, 10.0), false);
+        let watermark = state.watermark();
+        let late = event("b", "UK", 4, 0, 5.0);
+        assert_eq!(state.classify(&late, watermark), Outcome::Accepted { late: true });
+        state.apply(&late, true);
+        assert_eq!(state.countries["UK"].total_ventes_live, 15.0);
+        assert_eq!(state.countries["UK"].nb_transactions, 2);
+        assert_eq!(state.windows.len(), 1);
+        assert_eq!(window_start(event("c", "UK", 7, 59, 1.0).event_time).to_rfc3339(), "2026-11-25T10:07:00+00:00");
+    }
+}
