@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs medallion's whole test suite (unit + integration) against real services
 # on 127.0.0.1, which this script installs where missing and starts itself:
-#   PostgreSQL (scripts/pg.sh)
+#   PostgreSQL (scripts/pg.sh), Apache Kafka (scripts/kafka.sh)
 # The build shares one persistent target directory and one profile with the
 # demo and the benchmarks, so nothing is compiled twice.
 #
@@ -15,11 +15,15 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/medallion-target}"
 scripts/toolchain.sh
 
 scripts/pg.sh start
+scripts/kafka.sh start
 if [[ "${MEDALLION_KEEP_SERVICES:-0}" != 1 ]]; then
-    trap 'scripts/pg.sh stop >/dev/null 2>&1 || true' EXIT
+    trap 'scripts/pg.sh stop >/dev/null 2>&1 || true; scripts/kafka.sh stop >/dev/null 2>&1 || true' EXIT
 fi
 eval "$(scripts/pg.sh env)"
+eval "$(scripts/kafka.sh env)"
 export MEDALLION_TEST_DATABASE_URL="$MEDALLION_PG_URL"
+export MEDALLION_TEST_KAFKA="$KAFKA_BOOTSTRAP_SERVERS"
+unset KAFKA_BOOTSTRAP_SERVERS
 unset DATABASE_URL MEDALLION_LAKE
 
 cargo test --locked "$@"

@@ -43,6 +43,18 @@ impl FileSource {
         Ok(files)
     }
 
+    /// The messages of files number `from..to` (in name order).
+    pub fn region_predicate(&self, from: i64, to: i64) -> Result<String> {
+        let names: Vec<String> = self
+            .files()?
+            .iter()
+            .skip(from.max(0) as usize)
+            .take((to - from).max(0) as usize)
+            .filter_map(|p| p.file_name().map(|n| format!("'{}'", n.to_string_lossy().replace('\'', "''"))))
+            .collect();
+        Ok(if names.is_empty() { "false".to_string() } else { format!("topic IN ({})", names.join(", ")) })
+    }
+
     pub fn seek(&mut self, positions: &Positions) -> Result<()> {
         self.next_file = positions.get(&self.key()).copied().unwrap_or(0).max(0) as usize;
         Ok(())

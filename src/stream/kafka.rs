@@ -49,6 +49,15 @@ impl KafkaSource {
         format!("{}:{partition}", self.topic)
     }
 
+    /// Offsets `from..to` of the partition behind `key`.
+    pub fn region_predicate(&self, key: &str, from: i64, to: i64) -> String {
+        let partition = key.rsplit(':').next().and_then(|p| p.parse::<i32>().ok()).unwrap_or(-1);
+        format!(
+            "topic = '{}' AND \"partition\" = {partition} AND \"offset\" >= {from} AND \"offset\" < {to}",
+            self.topic.replace('\'', "''")
+        )
+    }
+
     fn unreachable(&self, err: impl std::fmt::Display) -> Error {
         Error::Other {
             context: format!("Kafka at {} (topic {})", self.brokers, self.topic),

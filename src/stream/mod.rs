@@ -20,7 +20,7 @@ pub mod sink;
 pub mod source;
 pub mod state;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -105,7 +105,26 @@ pub async fn run(
     let mut events_at = lake.committed_positions("bronze", EVENTS, &keys).await?;
     let mut rejects_at = lake.committed_positions("bronze", REJECTS, &keys).await?;
     let mut state = rebuild_state(lake, options).await?;
-    source.seek(&events_at).await?;
+    // Events are committed before rejects: after a crash between the two, the
+    // last batch is read again, and its messages absent from bronze events
+    // are the rejects still to write.
+    let replay_regions: Vec<String> = keys
+        .iter()
+        .filter_map(|k| {
+            let events = *events_at.get(k)?;
+            let rejects = rejects_at.get(k).copied().unwrap_or(0);
+            (rejects < events).then(|| source.region_predicate(k, rejects, events))
+        })
+        .collect::<Result<_>>()?;
+    let replay_accepted = committed_messages(lake, &replay_regions).await?;
+    let start: Positions = keys
+        .iter()
+        .filter_map(|k| match (events_at.get(k), rejects_at.get(k)) {
+            (Some(e), Some(r)) => Some((k.clone(), *e.min(r))),
+            _ => None,
+        })
+        .collect();
+    source.seek(&start).await?;
     let targets = match options.trigger {
         Trigger::AvailableNow => Some(source.end_positions().await?),
         Trigger::Interval(_) => None,
@@ -160,34 +179,44 @@ pub async fn run(
         let mut positions: Positions = BTreeMap::new();
         for message in &messages {
             positions.insert(message.key.clone(), message.next_position);
-            let rejects_has_it = rejects_at.get(&message.key).is_some_and(|p| *p >= message.next_position);
+            let in_events = events_at.get(&message.key).is_some_and(|p| *p >= message.next_position);
+            let in_rejects = rejects_at.get(&message.key).is_some_and(|p| *p >= message.next_position);
+            if in_events {
+                // Replayed after a crash between the two commits: bronze
+                // already decided; only its rejects may be missing.
+                if !in_rejects && !replay_accepted.contains(&(message.topic.clone(), message.partition, message.offset)) {
+                    let reason = match event::parse(&message.payload, &countries) {
+                        Ok(event) => format!("duplicate event_id {}", event.event_id),
+                        Err(reason) => reason,
+                    };
+                    rejected.push((message, reason));
+                }
+                continue;
+            }
             match event::parse(&message.payload, &countries) {
                 Ok(event) => match state.classify(&event, watermark) {
                     Outcome::Accepted { late } => accepted.push((event, message, late)),
                     Outcome::Duplicate => {
                         report.duplicates += 1;
-                        if !rejects_has_it {
-                            rejected.push((message, format!("duplicate event_id {}", event.event_id)));
-                        }
+                        rejected.push((message, format!("duplicate event_id {}", event.event_id)));
                     }
                 },
-                Err(reason) if !rejects_has_it => rejected.push((message, reason)),
-                Err(_) => {}
+                Err(reason) => rejected.push((message, reason)),
             }
         }
 
-        // Commit: rejects first, then events, each with the positions.
-        if !rejected.is_empty() {
-            let batch = sink::rejects_batch(&rejected, ingested_at);
-            lake.append_with_positions("bronze", REJECTS, sink::EVENT_DATE, sink::rejects_schema(), vec![batch], &positions)
-                .await?;
-            rejects_at.extend(positions.clone());
-        }
-        crash_point("between-commits");
+        // Commit: events, then rejects, each with the positions it reached.
+        let events_positions = advanced(&positions, &events_at);
         let batch = sink::events_batch(&accepted, ingested_at);
-        lake.append_with_positions("bronze", EVENTS, sink::EVENT_DATE, sink::events_schema(), vec![batch], &positions)
+        lake.append_with_positions("bronze", EVENTS, sink::EVENT_DATE, sink::events_schema(), vec![batch], &events_positions)
             .await?;
-        events_at.extend(positions);
+        events_at.extend(events_positions);
+        crash_point("between-commits");
+        let rejects_positions = advanced(&positions, &rejects_at);
+        let batch = sink::rejects_batch(&rejected, ingested_at);
+        lake.append_with_positions("bronze", REJECTS, sink::EVENT_DATE, sink::rejects_schema(), vec![batch], &rejects_positions)
+            .await?;
+        rejects_at.extend(rejects_positions);
         crash_point("after-commit");
 
         for (event, _, late) in &accepted {
@@ -238,6 +267,40 @@ pub async fn run(
     report.latency_p50 = quantile(0.5);
     report.latency_p99 = quantile(0.99);
     Ok(report)
+}
+
+/// The positions of `batch` that move `committed` forward (a replayed batch
+/// never moves a table's recorded position back).
+fn advanced(batch: &Positions, committed: &Positions) -> Positions {
+    batch
+        .iter()
+        .map(|(key, next)| (key.clone(), committed.get(key).map_or(*next, |c| (*c).max(*next))))
+        .collect()
+}
+
+/// (topic, partition, offset) of the committed events inside the regions
+/// (SQL predicates from `StreamSource::region_predicate`).
+async fn committed_messages(lake: &Lake, regions: &[String]) -> Result<HashSet<(String, i32, i64)>> {
+    let ctx = catalog::new_session();
+    let mut out = HashSet::new();
+    if regions.is_empty() || !catalog::register_table(&ctx, lake, "bronze", EVENTS).await? {
+        return Ok(out);
+    }
+    let sql = format!(
+        "SELECT topic, \"partition\", \"offset\" FROM bronze.sales_events WHERE {}",
+        regions.iter().map(|r| format!("({r})")).collect::<Vec<_>>().join(" OR ")
+    );
+    let batches = ctx.sql(&sql).await?.collect().await.map_err(|e| Error::lake(format!("bronze.{EVENTS}"), e))?;
+    for batch in batches {
+        let topics = strings(batch.column(0).as_ref());
+        let partitions = cast(batch.column(1), &DataType::Int64).expect("int column");
+        let partitions = partitions.as_any().downcast_ref::<Int64Array>().expect("int64");
+        let offsets = batch.column(2).as_any().downcast_ref::<Int64Array>().expect("int64 offsets");
+        for i in 0..batch.num_rows() {
+            out.insert((topics[i].clone(), partitions.value(i) as i32, offsets.value(i)));
+        }
+    }
+    Ok(out)
 }
 
 /// Test hook: `MEDALLION_CRASH_POINT=<point>` aborts the process there, as a

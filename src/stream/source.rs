@@ -72,6 +72,16 @@ impl StreamSource {
         }
     }
 
+    /// SQL predicate over bronze event columns (`topic`, `partition`,
+    /// `offset`) selecting the messages of `key` between positions `from`
+    /// (included) and `to` (excluded).
+    pub fn region_predicate(&self, key: &str, from: i64, to: i64) -> Result<String> {
+        match self {
+            StreamSource::Kafka(kafka) => Ok(kafka.region_predicate(key, from, to)),
+            StreamSource::Files(files) => files.region_predicate(from, to),
+        }
+    }
+
     /// A printable name.
     pub fn describe(&self) -> String {
         match self {

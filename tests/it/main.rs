@@ -4,4 +4,5 @@
 
 mod batch;
 mod cli;
+mod stream;
 mod support;

@@ -3,7 +3,6 @@
 
 use std::path::Path;
 
-use chrono::NaiveDate;
 use datafusion::arrow::array::{Array, RecordBatch};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
@@ -64,10 +63,6 @@ impl TestLake {
     pub fn url(&self) -> String {
         format!("file://{}", self.dir.path().display())
     }
-}
-
-pub fn date(text: &str) -> NaiveDate {
-    NaiveDate::parse_from_str(text, "%Y-%m-%d").unwrap()
 }
 
 /// A configuration for a test: lake URL, optional database, date.

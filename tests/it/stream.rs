@@ -1,0 +1,254 @@
+//! The streaming path against a real Apache Kafka broker (started by
+//! scripts/test.sh): every valid event in bronze once, every invalid one in
+//! the rejects, live totals equal to sums computed here from what was sent,
+//! and exactly-once through SIGKILLs and crashes between commits.
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use medallion::lake::Lake;
+use medallion::live::LiveHandle;
+use medallion::progress::Progress;
+use medallion::stream::files::FileSource;
+use medallion::stream::kafka::KafkaSource;
+use medallion::stream::source::StreamSource;
+use medallion::stream::{self, StreamOptions};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+use crate::support::*;
+
+fn brokers() -> String {
+    std::env::var("MEDALLION_TEST_KAFKA").expect(
+        "MEDALLION_TEST_KAFKA is not set: run the tests with scripts/test.sh, which starts Apache Kafka",
+    )
+}
+
+async fn create_topic(name: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", brokers()).create().unwrap();
+    let _ = admin.delete_topics(&[name], &AdminOptions::new()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let results = admin
+        .create_topics(&[NewTopic::new(name, partitions, TopicReplication::Fixed(1))], &AdminOptions::new())
+        .await
+        .expect("Kafka admin reachable");
+    for result in results {
+        result.unwrap_or_else(|(topic, e)| panic!("creating {topic}: {e}"));
+    }
+}
+
+/// One message the test sends, and what the stream must make of it.
+struct Sent {
+    key: String,
+    payload: String,
+    /// Some((country as standardised, amount)) when the event is valid and new.
+    counts_as: Option<(String, f64)>,
+}
+
+/// `n` messages: every 20th is invalid in one of five ways, every 50th
+/// repeats the id of a valid event sent two messages before. Countries use aliases the stream must fold.
+fn messages(n: usize, tag: &str) -> Vec<Sent> {
+    let countries = [("France", "France"), ("germany ", "Germany"), ("U.S.A.", "USA"), ("UK", "UK"), ("Brasil", "Brazil")];
+    let mut out = Vec::new();
+    for i in 0..n {
+        let (raw, standard) = countries[i % countries.len()];
+        let amount = ((i * 37) % 1000) as f64 / 4.0;
+        let id = format!("{tag}-{i}");
+        let good = format!(
+            r#"{{"event_id":"{id}","timestamp":"2026-11-25T10:{:02}:{:02}.000Z","pays":"{raw}","client_id":"C{}","montant":{amount},"quantite":2,"extra":true}}"#,
+            (i / 60) % 60,
+            i % 60,
+            i % 7
+        );
+        let (payload, counts_as) = if i % 20 == 0 {
+            let bad = match (i / 20) % 5 {
+                0 => format!("{{\"event_id\":\"{id}\",\"pays\":"),
+                1 => good.replace(&format!(",\"montant\":{amount}"), ""),
+                2 => good.replace(&format!("\"montant\":{amount}"), &format!("\"montant\":\"{amount}\"")),
+                3 => good.replace(&format!("\"montant\":{amount}"), "\"montant\":-1.5"),
+                _ => good.replace("\"timestamp\":\"2026", "\"timestamp\":\"yesterday 2026"),
+            };
+            (bad, None)
+        } else if i % 50 == 1 && i > 50 {
+            // A producer retry: the event sent two messages before, again,
+            // with its key (so in its partition, after it).
+            let earlier: &Sent = &out[i - 2];
+            out.push(Sent { key: earlier.key.clone(), payload: earlier.payload.clone(), counts_as: None });
+            continue;
+        } else {
+            (good, Some((standard.to_string(), amount)))
+        };
+        out.push(Sent { key: format!("C{}", i % 7), payload, counts_as });
+    }
+    out
+}
+
+async fn send(topic: &str, sent: &[Sent]) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("linger.ms", "5")
+        .create()
+        .unwrap();
+    let mut pending = Vec::new();
+    for message in sent {
+        pending.push(producer.send_result(FutureRecord::to(topic).key(&message.key).payload(&message.payload)).unwrap());
+    }
+    for delivery in pending {
+        delivery.await.unwrap().unwrap();
+    }
+}
+
+/// Expected live totals: country → (sum, count).
+fn expected_totals(sent: &[Sent]) -> BTreeMap<String, (f64, i64)> {
+    let mut totals = BTreeMap::new();
+    for (country, amount) in sent.iter().filter_map(|s| s.counts_as.clone()) {
+        let entry = totals.entry(country).or_insert((0.0, 0));
+        entry.0 += amount;
+        entry.1 += 1;
+    }
+    totals
+}
+
+fn assert_totals(actual: &BTreeMap<String, (f64, i64)>, expected: &BTreeMap<String, (f64, i64)>) {
+    assert_eq!(actual.keys().collect::<Vec<_>>(), expected.keys().collect::<Vec<_>>());
+    for (country, (sum, count)) in expected {
+        let (actual_sum, actual_count) = actual[country];
+        assert_eq!(actual_count, *count, "transactions of {country}");
+        assert_close(actual_sum, *sum, &format!("total of {country}"));
+    }
+}
+
+async fn lake_totals(config: &medallion::config::Config) -> BTreeMap<String, (f64, i64)> {
+    rows(&lake_query(config, "SELECT pays, total_ventes_live, nb_transactions FROM gold.live_sales_by_country").await)
+        .into_iter()
+        .map(|r| (r[0].text(), (r[1].f64(), r[2].i64())))
+        .collect()
+}
+
+async fn assert_exactly_once(config: &medallion::config::Config, sent: &[Sent]) {
+    let valid = sent.iter().filter(|s| s.counts_as.is_some()).count() as i64;
+    let events = rows(&lake_query(config,
+        "SELECT COUNT(*), COUNT(DISTINCT event_id), COUNT(DISTINCT CONCAT(topic, ':', \"partition\", ':', \"offset\")) FROM bronze.sales_events").await);
+    assert_eq!(events[0], vec![Cell::Int(valid), Cell::Int(valid), Cell::Int(valid)], "each valid event once");
+    let rejected = rows(&lake_query(config,
+        "SELECT COUNT(*), COUNT(DISTINCT CONCAT(topic, ':', \"partition\", ':', \"offset\")) FROM bronze.sales_events_rejected").await);
+    let invalid = sent.len() as i64 - valid;
+    assert_eq!(rejected[0], vec![Cell::Int(invalid), Cell::Int(invalid)], "each invalid message rejected once");
+    assert_totals(&lake_totals(config).await, &expected_totals(sent));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_events_land_exactly_once_with_rejects_and_live_totals() {
+    let topic = "it-stream-10k";
+    create_topic(topic, 1).await;
+    let sent = messages(10_000, "a");
+    send(topic, &sent).await;
+    let lake = TestLake::new();
+    let config = config(&lake.url(), None, "2026-11-25");
+    let live = LiveHandle::new();
+    let source = StreamSource::Kafka(KafkaSource::new(&brokers(), topic, "it-10k").unwrap());
+    let options = StreamOptions { max_batch: 3_000, ..StreamOptions::default() };
+    let report = stream::run(&config, &Lake::new(&config).unwrap(), source, &options, &live, &Progress::hidden(),
+        Arc::new(AtomicBool::new(false))).await.unwrap();
+    assert!(report.batches >= 4, "several micro-batches: {}", report.batches);
+    assert_exactly_once(&config, &sent).await;
+
+    // The in-memory live table says the same.
+    let in_memory: BTreeMap<String, (f64, i64)> = live.current().countries.iter()
+        .map(|c| (c.pays.clone(), (c.total_ventes_live, c.nb_transactions))).collect();
+    assert_totals(&in_memory, &expected_totals(&sent));
+    let reasons = rows(&lake_query(&config,
+        "SELECT COUNT(*) FROM bronze.sales_events_rejected WHERE reason LIKE 'duplicate event_id%'").await);
+    let duplicates = (0..10_000).filter(|i| i % 50 == 1 && *i > 50 && i % 20 != 0).count() as i64;
+    assert_eq!(reasons[0][0].i64(), duplicates);
+    let raw = rows(&lake_query(&config,
+        "SELECT payload, reason FROM bronze.sales_events_rejected WHERE \"offset\" = 0").await);
+    assert_eq!(raw[0][0].text(), sent[0].payload, "the raw payload is kept");
+    assert!(raw[0][1].text().starts_with("malformed JSON"), "{:?}", raw[0]);
+
+    // Minute windows hold every on-time event.
+    let windows = rows(&lake_query(&config, "SELECT SUM(nb_transactions) FROM gold.sales_by_country_minute").await);
+    let late = rows(&lake_query(&config, "SELECT COUNT(*) FROM bronze.sales_events WHERE is_late").await);
+    assert_eq!(windows[0][0].i64() + late[0][0].i64(), sent.iter().filter(|s| s.counts_as.is_some()).count() as i64);
+
+    // A second run finds nothing new and changes nothing.
+    let source = StreamSource::Kafka(KafkaSource::new(&brokers(), topic, "it-10k").unwrap());
+    let again = stream::run(&config, &Lake::new(&config).unwrap(), source, &options, &LiveHandle::new(),
+        &Progress::hidden(), Arc::new(AtomicBool::new(false))).await.unwrap();
+    assert_eq!(again.events + again.rejected, 0);
+    assert_exactly_once(&config, &sent).await;
+}
+
+fn stream_process(lake: &str, topic: &str, extra: &[&str], env: &[(&str, &str)]) -> Child {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_medallion"));
+    command
+        .args(["stream", "--quiet", "--lake", lake, "--topic", topic, "--brokers", &brokers(), "--max-batch", "150"])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command.spawn().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_and_crashes_between_commits_lose_nothing_and_duplicate_nothing() {
+    let topic = "it-stream-crash";
+    create_topic(topic, 3).await;
+    let sent = messages(6_000, "c");
+    send(topic, &sent).await;
+    let lake = TestLake::new();
+    let config = config(&lake.url(), None, "2026-11-25");
+
+    // A crash between the rejects commit and the events commit, twice.
+    for _ in 0..2 {
+        let status = stream_process(&lake.url(), topic, &["--available-now"], &[("MEDALLION_CRASH_POINT", "between-commits")])
+            .wait()
+            .unwrap();
+        assert!(!status.success(), "the crash hook aborts the process");
+    }
+    // SIGKILL at arbitrary moments of a continuous stream, several times.
+    for delay in [350u64, 700, 220, 900, 500] {
+        let mut child = stream_process(&lake.url(), topic, &["--interval", "50ms"], &[]);
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+    }
+    // Then a clean run to the end.
+    let status = stream_process(&lake.url(), topic, &["--available-now"], &[]).wait().unwrap();
+    assert!(status.success());
+    assert_exactly_once(&config, &sent).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_folder_of_files_is_consumed_once_per_file() {
+    let folder = tempfile::tempdir().unwrap();
+    let first = messages(500, "f1");
+    let second = messages(300, "f2");
+    let write = |name: &str, sent: &[Sent]| {
+        let text: String = sent.iter().map(|s| format!("{}\n", s.payload)).collect();
+        std::fs::write(folder.path().join(name), text).unwrap();
+    };
+    write("0001.jsonl", &first);
+    let lake = TestLake::new();
+    let config = config(&lake.url(), None, "2026-11-25");
+    let run = || async {
+        let source = StreamSource::Files(FileSource::new(folder.path().to_path_buf()).unwrap());
+        stream::run(&config, &Lake::new(&config).unwrap(), source, &StreamOptions::default(), &LiveHandle::new(),
+            &Progress::hidden(), Arc::new(AtomicBool::new(false))).await.unwrap()
+    };
+    run().await;
+    assert_exactly_once(&config, &first).await;
+    write("0002.jsonl", &second);
+    run().await;
+    run().await;
+    let all: Vec<Sent> = first.into_iter().chain(second).collect();
+    assert_exactly_once(&config, &all).await;
+}
