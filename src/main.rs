@@ -130,6 +130,9 @@ struct StreamArgs {
     /// Events older than the newest event time minus this are late: kept and flagged, not windowed
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     lateness: Duration,
+    /// Benchmark reference: read to the end offsets and discard (no decoding, no lake)
+    #[arg(long, hide = true)]
+    discard: bool,
 }
 
 #[derive(Args)]
@@ -268,6 +271,25 @@ async fn execute(command: Command, config: Config, progress: Progress) -> Result
             if format == Format::Table {
                 println!();
             }
+            Ok(())
+        }
+        Command::Stream(args) if args.discard => {
+            let mut source = stream_source(&args)?;
+            source.seek(&Default::default()).await?;
+            let ends = source.end_positions().await?;
+            let total: i64 = ends.values().sum();
+            let started = Instant::now();
+            let (mut messages, mut bytes) = (0i64, 0u64);
+            while messages < total {
+                let batch = source.poll(args.max_batch, Duration::from_secs(5)).await?;
+                if batch.is_empty() {
+                    break;
+                }
+                messages += batch.len() as i64;
+                bytes += batch.iter().map(|m| m.payload.len() as u64).sum::<u64>();
+            }
+            let seconds = started.elapsed().as_secs_f64();
+            println!("raw consume: {messages} messages, {:.1} MB in {seconds:.2} s — {:.0} messages/s", bytes as f64 / 1e6, messages as f64 / seconds);
             Ok(())
         }
         Command::Stream(args) => {
@@ -412,6 +434,27 @@ async fn demo(config: Config, progress: Progress) -> Result<()> {
         let batches = ctx.sql(&sql).await.map_err(medallion::Error::from)?.collect().await.map_err(medallion::Error::from)?;
         println!("\n{title}\n{}", output::render(&batches, Format::Table)?);
     }
+
+    // The streaming path, replayed from files: no Kafka needed.
+    let events_dir = std::env::temp_dir().join("medallion-demo-events");
+    let has_events = std::fs::read_dir(&events_dir)
+        .map(|entries| entries.filter_map(|e| e.ok()).any(|e| e.path().extension().is_some_and(|x| x == "jsonl")))
+        .unwrap_or(false);
+    if !has_events {
+        produce::to_dir(&events_dir, &ProduceOptions { count: 2_000, rate: None, bad_ratio: 0.05, seed: 42 })?;
+    }
+    let source = StreamSource::Files(FileSource::new(events_dir.clone())?);
+    let live = LiveHandle::new();
+    let report =
+        stream::run(&config, &lake, source, &StreamOptions::default(), &live, &progress, Arc::new(AtomicBool::new(false)))
+            .await?;
+    print_stream_summary(&report);
+    let ctx = catalog::session_for(&lake).await?;
+    live.register(&ctx).map_err(medallion::Error::from)?;
+    let sql = "SELECT pays, round(total_ventes_live, 2) AS total_ventes_live, nb_transactions, last_event_time \
+               FROM live.sales_by_country ORDER BY total_ventes_live DESC LIMIT 10";
+    let batches = ctx.sql(sql).await.map_err(medallion::Error::from)?.collect().await.map_err(medallion::Error::from)?;
+    println!("\nLive sales by country (stream replayed from {})\n{}", events_dir.display(), output::render(&batches, Format::Table)?);
     println!("\nNext: medallion sql \"SELECT * FROM gold.rfm_customers LIMIT 10\"");
     Ok(())
 }

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Benchmark of the streaming path (not a test), on a real Kafka broker
+# (scripts/kafka.sh), in one run:
+#   1. the limit: a consumer that reads 1M events and discards them
+#   2. end to end, exactly-once to Delta: `medallion stream --available-now`
+#      over the same 1M events (decode, validate, dedupe, commit, live)
+#   3. latency in continuous mode: `stream --interval 200ms` while 200k
+#      events are produced at 20k/s; p50/p99 from event time to visibility
+#      in live.sales_by_country (printed by the stream at exit)
+# Usage: scripts/bench-stream.sh [EVENTS]   (default 1000000)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/medallion-target}"
+events="${1:-1000000}"
+scripts/toolchain.sh
+cargo build --locked --bin medallion
+medallion="$CARGO_TARGET_DIR/debug/medallion"
+scripts/kafka.sh start
+eval "$(scripts/kafka.sh env)"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+topic="bench-stream-$$"
+scripts/kafka.sh create-topic "$topic" 3 >/dev/null
+
+echo "machine: $(nproc) cores; Kafka on $KAFKA_BOOTSTRAP_SERVERS; topic $topic (3 partitions)"
+"$medallion" produce --quiet --topic "$topic" --count "$events" --bad-ratio 0.01
+raw=$("$medallion" stream --discard --topic "$topic" --max-batch 100000 --quiet)
+echo "$raw"
+end_to_end=$(/usr/bin/time -f "peak RSS %M KB" "$medallion" stream --available-now --quiet --topic "$topic" --max-batch 100000 --lake "file://$work/lake" 2>&1)
+echo "$end_to_end"
+
+latency_topic="$topic-latency"
+scripts/kafka.sh create-topic "$latency_topic" 3 >/dev/null
+"$medallion" stream --quiet --interval 200ms --topic "$latency_topic" --lake "file://$work/latency_lake" >"$work/latency.log" 2>&1 &
+stream_pid=$!
+sleep 2
+"$medallion" produce --quiet --topic "$latency_topic" --count 200000 --rate 20000
+sleep 3
+kill -INT "$stream_pid"
+wait "$stream_pid" || true
+echo "continuous mode (200k events at 20k/s, --interval 200ms):"
+grep -E "stream |latency" "$work/latency.log"
