@@ -23,6 +23,8 @@ eval "$(scripts/pg.sh env)"
 eval "$(scripts/kafka.sh env)"
 export MEDALLION_TEST_DATABASE_URL="$MEDALLION_PG_URL"
 export MEDALLION_TEST_KAFKA="$KAFKA_BOOTSTRAP_SERVERS"
+# Jars for the second, throw-away broker of the broker-restart test.
+export MEDALLION_TEST_KAFKA_LIBS="${MEDALLION_SERVICES_DIR:-$HOME/.cache/medallion-services}/kafka/libs-${KAFKA_VERSION:-4.1.1}"
 unset KAFKA_BOOTSTRAP_SERVERS
 unset DATABASE_URL MEDALLION_LAKE
 

@@ -30,8 +30,12 @@ fn brokers() -> String {
 }
 
 async fn create_topic(name: &str, partitions: i32) {
+    create_topic_on(&brokers(), name, partitions).await
+}
+
+async fn create_topic_on(brokers: &str, name: &str, partitions: i32) {
     let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", brokers()).create().unwrap();
+        ClientConfig::new().set("bootstrap.servers", brokers).create().unwrap();
     let _ = admin.delete_topics(&[name], &AdminOptions::new()).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let results = admin
@@ -90,8 +94,12 @@ fn messages(n: usize, tag: &str) -> Vec<Sent> {
 }
 
 async fn send(topic: &str, sent: &[Sent]) {
+    send_to(&brokers(), topic, sent).await
+}
+
+async fn send_to(brokers: &str, topic: &str, sent: &[Sent]) {
     let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
+        .set("bootstrap.servers", brokers)
         .set("linger.ms", "5")
         .create()
         .unwrap();
@@ -186,9 +194,13 @@ async fn ten_thousand_events_land_exactly_once_with_rejects_and_live_totals() {
 }
 
 fn stream_process(lake: &str, topic: &str, extra: &[&str], env: &[(&str, &str)]) -> Child {
+    stream_process_on(&brokers(), lake, topic, extra, env)
+}
+
+fn stream_process_on(brokers: &str, lake: &str, topic: &str, extra: &[&str], env: &[(&str, &str)]) -> Child {
     let mut command = Command::new(env!("CARGO_BIN_EXE_medallion"));
     command
-        .args(["stream", "--quiet", "--lake", lake, "--topic", topic, "--brokers", &brokers(), "--max-batch", "150"])
+        .args(["stream", "--quiet", "--lake", lake, "--topic", topic, "--brokers", brokers, "--max-batch", "150"])
         .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null());
@@ -251,4 +263,62 @@ async fn a_folder_of_files_is_consumed_once_per_file() {
     run().await;
     let all: Vec<Sent> = first.into_iter().chain(second).collect();
     assert_exactly_once(&config, &all).await;
+}
+
+/// A broker of the test's own (other ports, other state), so stopping it
+/// disturbs no other test. Stopped when dropped.
+struct OwnBroker {
+    state: tempfile::TempDir,
+}
+
+impl OwnBroker {
+    const BROKERS: &'static str = "127.0.0.1:59192";
+
+    fn kafka_sh(&self, command: &str) {
+        let libs = std::env::var("MEDALLION_TEST_KAFKA_LIBS")
+            .expect("MEDALLION_TEST_KAFKA_LIBS is not set: run the tests with scripts/test.sh");
+        let status = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka.sh"))
+            .arg(command)
+            .env("MEDALLION_SERVICES_DIR", self.state.path())
+            .env("KAFKA_PORT", "59192")
+            .env("KAFKA_CONTROLLER_PORT", "59193")
+            .env("KAFKA_LIBS", libs)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kafka.sh {command} failed");
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        self.kafka_sh("stop");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_restart_during_consumption_loses_nothing() {
+    let broker = OwnBroker { state: tempfile::tempdir().unwrap() };
+    broker.kafka_sh("start");
+    let topic = "it-stream-restart";
+    create_topic_on(OwnBroker::BROKERS, topic, 3).await;
+    let sent = messages(8_000, "r");
+    send_to(OwnBroker::BROKERS, topic, &sent[..4_000]).await;
+    let lake = TestLake::new();
+    let config = config(&lake.url(), None, "2026-11-25");
+
+    let mut child = stream_process_on(OwnBroker::BROKERS, &lake.url(), topic, &["--interval", "100ms"], &[]);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    broker.kafka_sh("stop");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    broker.kafka_sh("start");
+    send_to(OwnBroker::BROKERS, topic, &sent[4_000..]).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(child.try_wait().unwrap().is_none(), "the stream survived the broker restart");
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let status = stream_process_on(OwnBroker::BROKERS, &lake.url(), topic, &["--available-now"], &[]).wait().unwrap();
+    assert!(status.success());
+    assert_exactly_once(&config, &sent).await;
 }
