@@ -10,6 +10,7 @@
 //! when present, must have their type. Unknown extra fields are tolerated.
 //! Country is standardised with the same map as silver.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
@@ -32,8 +33,59 @@ pub struct SalesEvent {
     pub montant: f64,
 }
 
+/// The contract as a typed record: the fast path, borrowing from the payload.
+#[derive(serde::Deserialize)]
+struct Typed<'a> {
+    #[serde(borrow)]
+    event_id: Cow<'a, str>,
+    #[serde(borrow)]
+    timestamp: Cow<'a, str>,
+    #[serde(borrow)]
+    pays: Cow<'a, str>,
+    montant: f64,
+    #[serde(borrow, default)]
+    client_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    produit: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    categorie: Option<Cow<'a, str>>,
+    #[serde(default)]
+    quantite: Option<i64>,
+    #[serde(default)]
+    prix_unitaire: Option<f64>,
+}
+
 /// Parses and validates one message; the error is the reject reason.
+///
+/// Well-formed events take a typed fast path; anything it refuses is parsed
+/// again generically to say precisely what is wrong.
 pub fn parse(payload: &[u8], countries: &BTreeMap<String, String>) -> Result<SalesEvent, String> {
+    if let Ok(typed) = serde_json::from_slice::<Typed>(payload) {
+        if !typed.event_id.trim().is_empty() && !typed.pays.trim().is_empty() && typed.montant.is_finite() && typed.montant >= 0.0 {
+            if let Ok(time) = DateTime::parse_from_rfc3339(&typed.timestamp) {
+                return Ok(SalesEvent {
+                    event_id: typed.event_id.into_owned(),
+                    event_time: time.with_timezone(&Utc),
+                    pays: standardise(&typed.pays, countries),
+                    client_id: typed.client_id.map(Cow::into_owned),
+                    produit: typed.produit.map(Cow::into_owned),
+                    categorie: typed.categorie.map(Cow::into_owned),
+                    quantite: typed.quantite,
+                    prix_unitaire: typed.prix_unitaire,
+                    montant: typed.montant,
+                });
+            }
+        }
+    }
+    parse_generic(payload, countries)
+}
+
+fn standardise(raw: &str, countries: &BTreeMap<String, String>) -> String {
+    countries.get(&normalise_key(raw)).cloned().unwrap_or_else(|| raw.trim().to_string())
+}
+
+/// The generic path: every check, with a precise reason.
+fn parse_generic(payload: &[u8], countries: &BTreeMap<String, String>) -> Result<SalesEvent, String> {
     let value: Value = serde_json::from_slice(payload).map_err(|e| format!("malformed JSON: {e}"))?;
     let Value::Object(object) = value else {
         return Err("not a JSON object".into());
@@ -44,7 +96,7 @@ pub fn parse(payload: &[u8], countries: &BTreeMap<String, String>) -> Result<Sal
         .map_err(|_| format!("timestamp '{timestamp}' is not RFC 3339"))?
         .with_timezone(&Utc);
     let raw_country = required_string(&object, "pays")?;
-    let pays = countries.get(&normalise_key(&raw_country)).cloned().unwrap_or_else(|| raw_country.trim().to_string());
+    let pays = standardise(&raw_country, countries);
     let montant = match object.get("montant") {
         None | Some(Value::Null) => return Err("missing field montant".into()),
         Some(Value::Number(n)) => n.as_f64().filter(|v| v.is_finite()).ok_or("montant is not a finite number")?,
@@ -113,6 +165,19 @@ mod tests {
         assert_eq!(event.quantite, Some(3));
         assert_eq!(event.montant, 54.0);
         assert_eq!(event.event_time.timestamp_millis(), 1_764_065_702_123);
+    }
+
+    #[test]
+    fn fast_and_generic_paths_agree() {
+        let c = countries();
+        let payload = br#"{"event_id":"e1","timestamp":"2026-11-25T10:00:00+01:00","pays":" u.k. ","montant":3,"quantite":null}"#;
+        let fast = parse(payload, &c).unwrap();
+        assert_eq!(fast, parse_generic(payload, &c).unwrap());
+        assert_eq!(fast.pays, "UK");
+        // Typed fast path refuses a float quantity; the generic one says why.
+        let float_quantity = br#"{"event_id":"e","timestamp":"2026-11-25T10:00:00Z","pays":"UK","montant":1,"quantite":2.5}"#;
+        assert_eq!(parse(float_quantity, &c).unwrap_err(), "quantite must be an integer");
+        assert_eq!(parse(br#"{"event_id":" ","timestamp":"2026-11-25T10:00:00Z","pays":"UK","montant":1}"#, &c).unwrap_err(), "event_id is empty");
     }
 
     #[test]

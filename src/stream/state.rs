@@ -18,8 +18,10 @@ pub struct StreamState {
     pub max_event_time: Option<DateTime<Utc>>,
     /// How late an event may be before it misses its window.
     pub allowed_lateness: Duration,
-    seen: HashSet<String>,
-    seen_order: VecDeque<String>,
+    /// 128-bit fingerprints of recent event ids (collision odds ~1e-26 at a
+    /// million ids), oldest first in `seen_order`.
+    seen: HashSet<u128>,
+    seen_order: VecDeque<u128>,
     /// How many recent event ids are remembered for duplicate detection.
     pub dedupe_horizon: usize,
 }
@@ -51,11 +53,11 @@ impl StreamState {
 
     /// Remembers an event id; false when it was already seen.
     pub fn remember(&mut self, event_id: &str) -> bool {
-        if self.seen.contains(event_id) {
+        let fingerprint = fingerprint(event_id);
+        if !self.seen.insert(fingerprint) {
             return false;
         }
-        self.seen.insert(event_id.to_string());
-        self.seen_order.push_back(event_id.to_string());
+        self.seen_order.push_back(fingerprint);
         while self.seen_order.len() > self.dedupe_horizon {
             if let Some(old) = self.seen_order.pop_front() {
                 self.seen.remove(&old);
@@ -93,6 +95,18 @@ impl StreamState {
         }
         self.max_event_time = Some(self.max_event_time.map_or(event.event_time, |t| t.max(event.event_time)));
     }
+}
+
+/// Two independent 64-bit SipHashes of an id.
+fn fingerprint(id: &str) -> u128 {
+    use std::hash::{Hash, Hasher};
+    let half = |salt: u8| {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        salt.hash(&mut hasher);
+        id.hash(&mut hasher);
+        hasher.finish() as u128
+    };
+    (half(0) << 64) | half(1)
 }
 
 /// The start of the 1-minute tumbling window holding `time`.
