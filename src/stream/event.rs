@@ -164,7 +164,7 @@ mod tests {
         assert_eq!(event.pays, "France");
         assert_eq!(event.quantite, Some(3));
         assert_eq!(event.montant, 54.0);
-        assert_eq!(event.event_time.timestamp_millis(), 1_764_065_702_123);
+        assert_eq!(event.event_time.timestamp_millis(), 1_795_601_702_123); // python: datetime(2026,11,25,10,15,2,123000,utc)
     }
 
     #[test]
