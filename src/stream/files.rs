@@ -7,6 +7,7 @@
 //! timestamp prefix), so a half-written or earlier-sorting file is never read.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use super::source::{Positions, RawMessage};
 use crate::error::{Error, Result};
@@ -71,7 +72,8 @@ impl FileSource {
         while self.next_file < files.len() && messages.len() < max {
             let path = &files[self.next_file];
             let text = std::fs::read(path).map_err(|e| Error::other(format!("reading {}", path.display()), e))?;
-            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name: Arc<str> = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default().into();
+            let key: Arc<str> = self.key().into();
             self.next_file += 1;
             for (line_number, line) in text.split(|b| *b == b'\n').enumerate() {
                 if line.iter().all(u8::is_ascii_whitespace) {
@@ -81,7 +83,7 @@ impl FileSource {
                     topic: name.clone(),
                     partition: 0,
                     offset: line_number as i64 + 1,
-                    key: self.key(),
+                    key: key.clone(),
                     next_position: self.next_file as i64,
                     payload: line.to_vec(),
                 });

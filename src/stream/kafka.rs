@@ -124,24 +124,34 @@ impl KafkaSource {
     }
 
     pub async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<RawMessage>> {
-        let topic = self.topic.clone();
+        let topic: Arc<str> = self.topic.as_str().into();
         let polled = self
             .blocking(move |consumer| {
                 let deadline = Instant::now() + wait;
                 let mut out = Vec::new();
+                // One shared key string per partition.
+                let mut keys: Vec<Arc<str>> = Vec::new();
                 while out.len() < max {
                     let left = deadline.saturating_duration_since(Instant::now());
                     // Once messages arrived, only drain what is already buffered.
                     let timeout = if out.is_empty() { left } else { Duration::ZERO };
                     match consumer.poll(timeout) {
-                        Some(Ok(message)) => out.push(RawMessage {
-                            topic: message.topic().to_string(),
-                            partition: message.partition(),
-                            offset: message.offset(),
-                            key: format!("{topic}:{}", message.partition()),
-                            next_position: message.offset() + 1,
-                            payload: message.payload().unwrap_or_default().to_vec(),
-                        }),
+                        Some(Ok(message)) => {
+                            let partition = message.partition();
+                            let slot = partition.max(0) as usize;
+                            while keys.len() <= slot {
+                                let p = keys.len();
+                                keys.push(format!("{topic}:{p}").into());
+                            }
+                            out.push(RawMessage {
+                                topic: topic.clone(),
+                                partition,
+                                offset: message.offset(),
+                                key: keys[slot].clone(),
+                                next_position: message.offset() + 1,
+                                payload: message.payload().unwrap_or_default().to_vec(),
+                            })
+                        }
                         Some(Err(err)) => {
                             // Transport errors (a broker restarting) are retried by
                             // librdkafka itself; report and keep going.

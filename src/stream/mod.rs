@@ -132,13 +132,12 @@ pub async fn run(
     persist_live(lake, &state).await?;
 
     let bar = progress.spinner(&format!("stream {}", source.describe()));
+    let mut progress = LoopProgress::default();
     let mut report = StreamReport::default();
-    let mut latencies: Vec<f64> = Vec::new();
-    let mut recent: VecDeque<(Instant, u64)> = VecDeque::new();
-    let mut lag = BTreeMap::new();
-    let mut lag_checked = Instant::now() - Duration::from_secs(10);
     let mut idle_since: Option<Instant> = None;
-    publish(live, &state, &report, &lag, 0.0);
+    publish(live, &state, &report, &progress.lag, 0.0);
+    // The commit of batch n runs while batch n+1 is polled and decoded.
+    let mut in_flight: Option<InFlight> = None;
 
     loop {
         if let Some(targets) = &targets {
@@ -153,13 +152,16 @@ pub async fn run(
             Trigger::AvailableNow => Duration::from_millis(500),
             Trigger::Interval(interval) => interval,
         };
-        let batch_started = Instant::now();
         let mut messages = source.poll(options.max_batch, wait).await?;
         if let Some(targets) = &targets {
             // Only what existed at start.
-            messages.retain(|m| targets.get(&m.key).is_some_and(|end| m.next_position <= *end));
+            messages.retain(|m| targets.get(m.key.as_ref()).is_some_and(|end| m.next_position <= *end));
         }
         if messages.is_empty() {
+            if let Some(batch) = in_flight.take() {
+                let context = FinishContext { lake, live, state: &state, source: &source, bar: &bar };
+                finish(batch, context, &mut events_at, &mut rejects_at, &mut report, &mut progress).await?;
+            }
             if targets.is_some() {
                 let idle = *idle_since.get_or_insert_with(Instant::now);
                 if idle.elapsed() > Duration::from_secs(30) {
@@ -171,7 +173,6 @@ pub async fn run(
         }
         idle_since = None;
 
-        let polled_at = Instant::now();
         // Decode, validate, dedupe.
         let watermark = state.watermark();
         let ingested_at = Utc::now();
@@ -180,18 +181,18 @@ pub async fn run(
         let mut positions: Positions = BTreeMap::new();
         let parsed = parse_all(&messages, &countries);
         for (message, parsed) in messages.iter().zip(parsed) {
-            match positions.get_mut(&message.key) {
+            match positions.get_mut(message.key.as_ref()) {
                 Some(position) => *position = (*position).max(message.next_position),
                 None => {
-                    positions.insert(message.key.clone(), message.next_position);
+                    positions.insert(message.key.to_string(), message.next_position);
                 }
             }
-            let in_events = events_at.get(&message.key).is_some_and(|p| *p >= message.next_position);
-            let in_rejects = rejects_at.get(&message.key).is_some_and(|p| *p >= message.next_position);
+            let in_events = events_at.get(message.key.as_ref()).is_some_and(|p| *p >= message.next_position);
+            let in_rejects = rejects_at.get(message.key.as_ref()).is_some_and(|p| *p >= message.next_position);
             if in_events {
                 // Replayed after a crash between the two commits: bronze
                 // already decided; only its rejects may be missing.
-                if !in_rejects && !replay_accepted.contains(&(message.topic.clone(), message.partition, message.offset)) {
+                if !in_rejects && !replay_accepted.contains(&(message.topic.to_string(), message.partition, message.offset)) {
                     let reason = match parsed {
                         Ok(event) => format!("duplicate event_id {}", event.event_id),
                         Err(reason) => reason,
@@ -212,67 +213,46 @@ pub async fn run(
             }
         }
 
-        let decoded_at = Instant::now();
-        // Commit: events, then rejects, each with the positions it reached.
-        let events_positions = advanced(&positions, &events_at);
-        let batch = sink::events_batch(&accepted, ingested_at);
-        lake.append_with_positions("bronze", EVENTS, sink::EVENT_DATE, sink::events_schema(), vec![batch], &events_positions)
-            .await?;
-        events_at.extend(events_positions);
-        crash_point("between-commits");
-        let rejects_positions = advanced(&positions, &rejects_at);
-        let batch = sink::rejects_batch(&rejected, ingested_at);
-        lake.append_with_positions("bronze", REJECTS, sink::EVENT_DATE, sink::rejects_schema(), vec![batch], &rejects_positions)
-            .await?;
-        rejects_at.extend(rejects_positions);
-        crash_point("after-commit");
-
+        // The previous batch must be committed before this one is.
+        if let Some(batch) = in_flight.take() {
+            let context = FinishContext { lake, live, state: &state, source: &source, bar: &bar };
+            finish(batch, context, &mut events_at, &mut rejects_at, &mut report, &mut progress).await?;
+        }
         for (event, _, late) in &accepted {
             state.apply(event, *late);
         }
-        let committed_at = Instant::now();
-        persist_live(lake, &state).await?;
-        tracing::debug!(
-            "batch of {}: poll {:?}, decode {:?}, commit {:?}, persist {:?}",
-            messages.len(),
-            polled_at - batch_started,
-            decoded_at - polled_at,
-            committed_at - decoded_at,
-            committed_at.elapsed()
-        );
-        report.batches += 1;
-        report.events += accepted.len() as u64;
-        report.rejected += rejected.len() as u64;
-        report.late += accepted.iter().filter(|(_, _, late)| *late).count() as u64;
-
-        if lag_checked.elapsed() >= Duration::from_secs(1) {
-            if let Ok(ends) = source.end_positions().await {
-                lag = ends.iter().map(|(k, end)| (k.clone(), (end - events_at.get(k).copied().unwrap_or(0)).max(0))).collect();
-            }
-            lag_checked = Instant::now();
-        }
-        recent.push_back((Instant::now(), messages.len() as u64));
-        while recent.len() > 1 && recent.front().is_some_and(|(t, _)| t.elapsed() > Duration::from_secs(5)) {
-            recent.pop_front();
-        }
-        let window = recent.front().map(|(t, _)| t.elapsed().as_secs_f64()).unwrap_or(0.0).max(batch_started.elapsed().as_secs_f64());
-        let rate = recent.iter().map(|(_, n)| *n as f64).sum::<f64>() / window.max(1e-3);
-        publish(live, &state, &report, &lag, rate);
-        let visible = Utc::now();
-        for (event, _, _) in &accepted {
-            if latencies.len() < 2_000_000 {
-                latencies.push((visible - event.event_time).num_microseconds().unwrap_or(0) as f64 / 1e6);
-            }
-        }
-        bar.set_position(report.events + report.rejected);
-        bar.set_message(format!(
-            "{:.0} events/s · {} batches · {} rejected · lag {}",
-            rate,
-            report.batches,
-            report.rejected,
-            lag.values().sum::<i64>()
-        ));
+        // Commit: events, then rejects, each with the positions it reached.
+        let events_positions = advanced(&positions, &events_at);
+        let rejects_positions = advanced(&positions, &rejects_at);
+        let events_batch = sink::events_batch(&accepted, ingested_at);
+        let rejects_batch = sink::rejects_batch(&rejected, ingested_at);
+        let writer = lake.clone();
+        let task = tokio::spawn(async move {
+            writer
+                .append_with_positions("bronze", EVENTS, sink::EVENT_DATE, sink::events_schema(), vec![events_batch], &events_positions)
+                .await?;
+            crash_point("between-commits");
+            writer
+                .append_with_positions("bronze", REJECTS, sink::EVENT_DATE, sink::rejects_schema(), vec![rejects_batch], &rejects_positions)
+                .await?;
+            crash_point("after-commit");
+            Ok::<_, Error>((events_positions, rejects_positions))
+        });
+        in_flight = Some(InFlight {
+            task,
+            messages: messages.len() as u64,
+            events: accepted.len() as u64,
+            rejected: rejected.len() as u64,
+            late: accepted.iter().filter(|(_, _, late)| *late).count() as u64,
+            event_times: accepted.iter().map(|(e, _, _)| e.event_time).collect(),
+        });
     }
+    if let Some(batch) = in_flight.take() {
+        let context = FinishContext { lake, live, state: &state, source: &source, bar: &bar };
+        finish(batch, context, &mut events_at, &mut rejects_at, &mut report, &mut progress).await?;
+    }
+    let mut latencies = std::mem::take(&mut progress.latencies);
+    let mut lag = progress.lag.clone();
     bar.finish_and_clear();
     if let Ok(ends) = source.end_positions().await {
         lag = ends.iter().map(|(k, end)| (k.clone(), (end - events_at.get(k).copied().unwrap_or(0)).max(0))).collect();
@@ -284,6 +264,84 @@ pub async fn run(
     report.latency_p50 = quantile(0.5);
     report.latency_p99 = quantile(0.99);
     Ok(report)
+}
+
+/// A micro-batch whose commit is running.
+struct InFlight {
+    task: tokio::task::JoinHandle<Result<(Positions, Positions)>>,
+    messages: u64,
+    events: u64,
+    rejected: u64,
+    late: u64,
+    event_times: Vec<chrono::DateTime<Utc>>,
+}
+
+/// Rate, lag and latency bookkeeping of the loop.
+#[derive(Default)]
+struct LoopProgress {
+    latencies: Vec<f64>,
+    recent: VecDeque<(Instant, u64)>,
+    lag: BTreeMap<String, i64>,
+    lag_checked: Option<Instant>,
+}
+
+/// What finishing a batch reads.
+struct FinishContext<'a> {
+    lake: &'a Lake,
+    live: &'a LiveHandle,
+    state: &'a StreamState,
+    source: &'a StreamSource,
+    bar: &'a indicatif::ProgressBar,
+}
+
+/// Waits for a batch's commits, then makes it visible: positions, gold
+/// live tables, the live view, counters.
+async fn finish(
+    batch: InFlight,
+    context: FinishContext<'_>,
+    events_at: &mut Positions,
+    rejects_at: &mut Positions,
+    report: &mut StreamReport,
+    progress: &mut LoopProgress,
+) -> Result<()> {
+    let (events_positions, rejects_positions) =
+        batch.task.await.map_err(|e| Error::other("stream commit", e))??;
+    events_at.extend(events_positions);
+    rejects_at.extend(rejects_positions);
+    persist_live(context.lake, context.state).await?;
+    report.batches += 1;
+    report.events += batch.events;
+    report.rejected += batch.rejected;
+    report.late += batch.late;
+    if progress.lag_checked.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+        if let Ok(ends) = context.source.end_positions().await {
+            progress.lag =
+                ends.iter().map(|(k, end)| (k.clone(), (end - events_at.get(k).copied().unwrap_or(0)).max(0))).collect();
+        }
+        progress.lag_checked = Some(Instant::now());
+    }
+    progress.recent.push_back((Instant::now(), batch.messages));
+    while progress.recent.len() > 1 && progress.recent.front().is_some_and(|(t, _)| t.elapsed() > Duration::from_secs(5)) {
+        progress.recent.pop_front();
+    }
+    let window = progress.recent.front().map(|(t, _)| t.elapsed().as_secs_f64()).unwrap_or(0.0).max(0.2);
+    let rate = progress.recent.iter().map(|(_, n)| *n as f64).sum::<f64>() / window;
+    publish(context.live, context.state, report, &progress.lag, rate);
+    let visible = Utc::now();
+    for time in &batch.event_times {
+        if progress.latencies.len() < 2_000_000 {
+            progress.latencies.push((visible - *time).num_microseconds().unwrap_or(0) as f64 / 1e6);
+        }
+    }
+    context.bar.set_position(report.events + report.rejected);
+    context.bar.set_message(format!(
+        "{:.0} events/s · {} batches · {} rejected · lag {}",
+        rate,
+        report.batches,
+        report.rejected,
+        progress.lag.values().sum::<i64>()
+    ));
+    Ok(())
 }
 
 /// Parses a batch on every core (parsing is independent per message; the

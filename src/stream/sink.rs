@@ -88,7 +88,7 @@ pub fn events_batch(events: &[(SalesEvent, &RawMessage, bool)], ingested_at: Dat
             Arc::new(events.iter().map(|(e, _, _)| e.prix_unitaire).collect::<Float64Array>()),
             Arc::new(Float64Array::from_iter_values(events.iter().map(|(e, _, _)| e.montant))),
             Arc::new(events.iter().map(|(_, _, late)| Some(*late)).collect::<BooleanArray>()),
-            Arc::new(StringArray::from_iter_values(events.iter().map(|(_, m, _)| m.topic.as_str()))),
+            Arc::new(StringArray::from_iter_values(events.iter().map(|(_, m, _)| m.topic.as_ref()))),
             Arc::new(Int32Array::from_iter_values(events.iter().map(|(_, m, _)| m.partition))),
             Arc::new(Int64Array::from_iter_values(events.iter().map(|(_, m, _)| m.offset))),
             Arc::new(micros_array(events.iter().map(|_| at))),
@@ -107,7 +107,7 @@ pub fn rejects_batch(rejects: &[(&RawMessage, String)], ingested_at: DateTime<Ut
         vec![
             Arc::new(StringArray::from_iter_values(rejects.iter().map(|(m, _)| String::from_utf8_lossy(&m.payload).into_owned()))),
             Arc::new(StringArray::from_iter_values(rejects.iter().map(|(_, reason)| reason.as_str()))),
-            Arc::new(StringArray::from_iter_values(rejects.iter().map(|(m, _)| m.topic.as_str()))),
+            Arc::new(StringArray::from_iter_values(rejects.iter().map(|(m, _)| m.topic.as_ref()))),
             Arc::new(Int32Array::from_iter_values(rejects.iter().map(|(m, _)| m.partition))),
             Arc::new(Int64Array::from_iter_values(rejects.iter().map(|(m, _)| m.offset))),
             Arc::new(micros_array(rejects.iter().map(|_| at))),

@@ -7,6 +7,7 @@
 //! positions, so nothing is lost and nothing is counted twice.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::files::FileSource;
@@ -16,14 +17,14 @@ use crate::error::Result;
 /// One raw message.
 #[derive(Debug, Clone)]
 pub struct RawMessage {
-    /// Kafka topic, or the file name.
-    pub topic: String,
+    /// Kafka topic, or the file name (shared, not copied per message).
+    pub topic: Arc<str>,
     /// Kafka partition (0 for files).
     pub partition: i32,
     /// Kafka offset, or the line number in the file (1-based).
     pub offset: i64,
     /// Position key this message advances.
-    pub key: String,
+    pub key: Arc<str>,
     /// The key's position once this message is consumed.
     pub next_position: i64,
     /// The message bytes.
