@@ -20,6 +20,7 @@ pub mod pipeline;
 pub mod produce;
 pub mod progress;
 pub mod quality;
+mod rng;
 pub mod source;
 pub mod stream;
 

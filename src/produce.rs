@@ -15,6 +15,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use crate::error::{one_line, Error, Result};
+use crate::rng::Rng;
 use crate::source::dump::Dump;
 
 /// What to send.
@@ -79,21 +80,6 @@ fn catalog() -> Result<Catalog> {
     })
 }
 
-/// SplitMix64: seeded and portable.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 /// The generator of event payloads.
 pub struct EventGenerator {
     catalog: Catalog,
@@ -113,7 +99,7 @@ pub struct Generated {
 
 impl EventGenerator {
     pub fn new(bad_ratio: f64, seed: u64) -> Result<EventGenerator> {
-        Ok(EventGenerator { catalog: catalog()?, rng: Rng(seed), bad_ratio, produced: 0, last_valid: None })
+        Ok(EventGenerator { catalog: catalog()?, rng: Rng::new(seed), bad_ratio, produced: 0, last_valid: None })
     }
 
     pub fn next_event(&mut self) -> Generated {
