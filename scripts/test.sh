@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs medallion's whole test suite (unit + integration) against real services
 # on 127.0.0.1, which this script installs where missing and starts itself:
-#   PostgreSQL (scripts/pg.sh), Apache Kafka (scripts/kafka.sh)
+#   PostgreSQL (scripts/pg.sh), Apache Kafka (scripts/kafka.sh),
+#   an S3 server, s3s-fs (scripts/s3.sh); the S3 fault tests start their own
+#   private instances through the same script, on other ports
 # The build shares one persistent target directory and one profile with the
 # demo and the benchmarks, so nothing is compiled twice.
 #
@@ -16,8 +18,9 @@ scripts/toolchain.sh
 
 scripts/pg.sh start
 scripts/kafka.sh start
+scripts/s3.sh start
 if [[ "${MEDALLION_KEEP_SERVICES:-0}" != 1 ]]; then
-    trap 'scripts/pg.sh stop >/dev/null 2>&1 || true; scripts/kafka.sh stop >/dev/null 2>&1 || true' EXIT
+    trap 'scripts/pg.sh stop >/dev/null 2>&1 || true; scripts/kafka.sh stop >/dev/null 2>&1 || true; scripts/s3.sh stop >/dev/null 2>&1 || true' EXIT
 fi
 eval "$(scripts/pg.sh env)"
 eval "$(scripts/kafka.sh env)"
@@ -26,6 +29,15 @@ export MEDALLION_TEST_KAFKA="$KAFKA_BOOTSTRAP_SERVERS"
 # Jars for the second, throw-away broker of the broker-restart test.
 export MEDALLION_TEST_KAFKA_LIBS="${MEDALLION_SERVICES_DIR:-$HOME/.cache/medallion-services}/kafka/libs-${KAFKA_VERSION:-4.1.1}"
 unset KAFKA_BOOTSTRAP_SERVERS
-unset DATABASE_URL MEDALLION_LAKE
+# The S3 server for the tests, under test-only names: the AWS_* variables
+# stay unset so that no other test talks to S3 by accident.
+eval "$(scripts/s3.sh env)"
+export MEDALLION_TEST_S3_ENDPOINT="$AWS_ENDPOINT_URL"
+export MEDALLION_TEST_S3_ACCESS_KEY_ID="$AWS_ACCESS_KEY_ID"
+export MEDALLION_TEST_S3_SECRET_ACCESS_KEY="$AWS_SECRET_ACCESS_KEY"
+export MEDALLION_TEST_S3_REGION="$AWS_REGION"
+export MEDALLION_TEST_S3_SCRIPT="$PWD/scripts/s3.sh"
+unset DATABASE_URL MEDALLION_LAKE AWS_ENDPOINT_URL AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_REGION \
+    AWS_DEFAULT_REGION AWS_ALLOW_HTTP AWS_SESSION_TOKEN AWS_PROFILE MEDALLION_CREATE_BUCKETS
 
 cargo test --locked "$@"

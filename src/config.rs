@@ -23,6 +23,8 @@ pub struct Overrides {
     pub database_url: Option<String>,
     pub date: Option<String>,
     pub models_dir: Option<PathBuf>,
+    /// `--create-buckets`: create missing S3 buckets.
+    pub create_buckets: Option<bool>,
 }
 
 /// The `medallion.toml` file. Every field is optional.
@@ -135,7 +137,7 @@ fn default_country_aliases() -> BTreeMap<String, String> {
 }
 
 /// S3 connection settings. Used only when the lake URL is `s3://`.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct S3Config {
     pub endpoint: Option<String>,
     pub region: Option<String>,
@@ -146,6 +148,22 @@ pub struct S3Config {
     pub create_buckets: bool,
     /// Bucket per layer when the lake URL names no bucket (`s3://`).
     pub buckets: BTreeMap<String, String>,
+}
+
+/// Everything but the secret key, which shows as `***` when set.
+impl std::fmt::Debug for S3Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Config")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &self.secret_access_key.as_ref().map(|_| "***"))
+            .field("allow_http", &self.allow_http)
+            .field("virtual_hosted_style", &self.virtual_hosted_style)
+            .field("create_buckets", &self.create_buckets)
+            .field("buckets", &self.buckets)
+            .finish()
+    }
 }
 
 /// The resolved configuration of one command.
@@ -188,7 +206,11 @@ impl Config {
             virtual_hosted_style: env_bool("AWS_VIRTUAL_HOSTED_STYLE_REQUEST")
                 .or(file.s3.virtual_hosted_style)
                 .unwrap_or(false),
-            create_buckets: env_bool("MEDALLION_CREATE_BUCKETS").or(file.s3.create_buckets).unwrap_or(false),
+            create_buckets: overrides
+                .create_buckets
+                .or(env_bool("MEDALLION_CREATE_BUCKETS"))
+                .or(file.s3.create_buckets)
+                .unwrap_or(false),
             buckets,
         };
         Ok(Config {
@@ -294,6 +316,13 @@ mod tests {
         assert_eq!(lookup[&normalise_key("  germany ")], "Germany");
         assert_eq!(lookup[&normalise_key("U.S.A.")], "USA");
         assert_eq!(lookup[&normalise_key("united kingdom")], "UK");
+    }
+
+    #[test]
+    fn s3_debug_hides_the_secret_key() {
+        let s3 = S3Config { secret_access_key: Some("Sup3rSecretKey".into()), ..Default::default() };
+        let text = format!("{s3:?}");
+        assert!(!text.contains("Sup3rSecretKey") && text.contains("***"), "{text}");
     }
 
     #[test]

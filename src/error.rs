@@ -36,6 +36,10 @@ pub enum Error {
     #[error("lake table {table}: {reason}")]
     Lake { table: String, reason: String, transient: bool },
 
+    /// The lake's storage (an S3 endpoint or bucket) failed or refused us.
+    #[error("{what}: {reason}")]
+    Storage { what: String, reason: String, transient: bool },
+
     /// A SQL model failed to plan or run.
     #[error("model {model}: {reason}")]
     Model { model: String, reason: String },
@@ -61,15 +65,22 @@ impl Error {
         match self {
             Error::SourceConnect { transient, .. }
             | Error::SourceRead { transient, .. }
-            | Error::Lake { transient, .. } => *transient,
+            | Error::Lake { transient, .. }
+            | Error::Storage { transient, .. } => *transient,
             _ => false,
         }
     }
 
-    /// Wraps a lake (Delta / object store / DataFusion) failure for `table`.
+    /// Wraps a lake (Delta / object store / DataFusion) failure for `table`,
+    /// adding what to do for the failures a user can fix (credentials, a
+    /// missing bucket, a concurrent writer, an unreachable server).
     pub fn lake(table: impl fmt::Display, err: impl fmt::Display) -> Self {
         let reason = one_line(&err.to_string());
-        let transient = looks_transient(&reason);
+        let transient = looks_transient(&reason) || is_commit_conflict(&reason);
+        let reason = match lake_advice(&reason) {
+            Some(advice) => format!("{reason}; {advice}"),
+            None => reason,
+        };
         Error::Lake { table: table.to_string(), reason, transient }
     }
 
@@ -108,6 +119,28 @@ fn looks_transient(reason: &str) -> bool {
         .any(|needle| lower.contains(needle))
 }
 
+/// A Delta commit lost the race against another writer of the same table.
+fn is_commit_conflict(reason: &str) -> bool {
+    ["Failed to commit transaction", "Tried committing existing table version"].iter().any(|n| reason.contains(n))
+}
+
+/// What to do about a lake failure, when the message shows a known cause.
+fn lake_advice(reason: &str) -> Option<&'static str> {
+    let lower = reason.to_ascii_lowercase();
+    let has = |needles: &[&str]| needles.iter().any(|n| lower.contains(&n.to_ascii_lowercase()));
+    if is_commit_conflict(reason) {
+        Some("another writer committed to this table at the same time; nothing of this write was kept: run the command again")
+    } else if has(&["SignatureDoesNotMatch", "InvalidAccessKeyId", "403 Forbidden", "status 403", "AccessDenied", "InvalidToken"]) {
+        Some("the S3 server rejected the credentials: check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
+    } else if has(&["NoSuchBucket"]) {
+        Some("the bucket does not exist: create it or rerun with --create-buckets")
+    } else if looks_transient(reason) {
+        Some("the storage server did not answer: check that it runs and the endpoint (AWS_ENDPOINT_URL)")
+    } else {
+        None
+    }
+}
+
 impl From<datafusion::error::DataFusionError> for Error {
     fn from(err: datafusion::error::DataFusionError) -> Self {
         Error::Query(one_line(&err.to_string()))
@@ -135,5 +168,17 @@ mod tests {
         assert!(Error::lake("bronze.orders", "error sending request: connection refused").is_transient());
         assert!(!Error::lake("bronze.orders", "Permission denied (os error 13)").is_transient());
         assert!(!Error::Config("bad".into()).is_transient());
+    }
+
+    #[test]
+    fn lake_failures_carry_advice() {
+        let conflict = Error::lake("bronze.orders", "Transaction failed: Failed to commit transaction: concurrent append");
+        assert!(conflict.is_transient());
+        assert!(conflict.to_string().contains("another writer"), "{conflict}");
+        let denied = Error::lake("layer bronze", "Client error with status 403 Forbidden: SignatureDoesNotMatch");
+        assert!(!denied.is_transient());
+        assert!(denied.to_string().contains("AWS_SECRET_ACCESS_KEY"), "{denied}");
+        let down = Error::lake("layer bronze", "error sending request for url (http://127.0.0.1:1/bronze/x)");
+        assert!(down.to_string().contains("AWS_ENDPOINT_URL"), "{down}");
     }
 }

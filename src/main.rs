@@ -61,6 +61,9 @@ struct GlobalArgs {
     /// Folder of SQL models (silver/*.sql, gold/*.sql) to run instead of the built-in ones
     #[arg(long, global = true, env = "MEDALLION_MODELS")]
     models: Option<PathBuf>,
+    /// Create the lake's S3 buckets when they are missing (also MEDALLION_CREATE_BUCKETS=true)
+    #[arg(long, global = true)]
+    create_buckets: bool,
     /// No progress bars
     #[arg(long, short, global = true)]
     quiet: bool,
@@ -197,6 +200,7 @@ fn main() -> ExitCode {
         database_url: cli.global.database_url.clone(),
         date: cli.global.date.clone(),
         models_dir: cli.global.models.clone(),
+        create_buckets: cli.global.create_buckets.then_some(true),
     };
     let config = match Config::load(overrides) {
         Ok(config) => config,

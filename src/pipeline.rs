@@ -148,6 +148,7 @@ pub async fn run_models(
     let stage = if layer == "silver" { "refine" } else { "aggregate" };
     let started = Instant::now();
     let ((tables, failures, quarantined), attempts) = with_retry(stage, || async {
+        lake.ensure_buckets().await?;
         let ctx = catalog::session_for(lake).await?;
         models::register_reference_tables(&ctx, config)?;
         check_inputs(&ctx, layer, config)?;

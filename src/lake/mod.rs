@@ -8,6 +8,7 @@
 
 pub mod catalog;
 pub mod location;
+pub mod s3;
 
 use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroU64;
@@ -54,11 +55,26 @@ pub enum Rows {
 }
 
 /// Handle on the lake. Cheap to clone.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Lake {
     location: LakeLocation,
     storage_options: HashMap<String, String>,
+    /// Create missing S3 buckets instead of failing (`--create-buckets`).
+    create_buckets: bool,
 }
+
+/// Shows where the lake is, never the storage options (they hold secrets).
+impl std::fmt::Debug for Lake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lake").field("location", &self.location.describe()).finish_non_exhaustive()
+    }
+}
+
+/// Retries of one S3 request inside object_store, kept small so that an
+/// unreachable server fails in seconds; the pipeline retries whole stages.
+const S3_MAX_RETRIES: &str = "3";
+const S3_RETRY_TIMEOUT: &str = "15s";
+const S3_CONNECT_TIMEOUT: &str = "5s";
 
 impl Lake {
     /// Opens the lake described by the configuration (no I/O yet).
@@ -84,8 +100,11 @@ impl Lake {
             // Atomic put-if-absent (If-None-Match: *) makes concurrent Delta
             // commits safe without a DynamoDB lock table.
             storage_options.insert("aws_conditional_put".into(), "etag".into());
+            storage_options.insert("max_retries".into(), S3_MAX_RETRIES.into());
+            storage_options.insert("retry_timeout".into(), S3_RETRY_TIMEOUT.into());
+            storage_options.insert("connect_timeout".into(), S3_CONNECT_TIMEOUT.into());
         }
-        Ok(Lake { location, storage_options })
+        Ok(Lake { location, storage_options, create_buckets: config.s3.create_buckets })
     }
 
     pub fn location(&self) -> &LakeLocation {
@@ -243,10 +262,23 @@ impl Lake {
         Ok(names)
     }
 
-    /// Checks that the lake can be written, before any work starts: a probe
-    /// object is written and removed in each layer. Fails with one line
-    /// naming the layer and the reason, leaving the lake as it was.
+    /// On S3, checks that every bucket of the lake exists, creating the
+    /// missing ones when asked (`--create-buckets`); otherwise fails naming
+    /// the missing bucket. A no-op for local lakes.
+    pub async fn ensure_buckets(&self) -> Result<()> {
+        if !self.location.is_s3() {
+            return Ok(());
+        }
+        let client = s3::BucketClient::new(&self.storage_options)?;
+        client.ensure(&self.location.buckets(&LAYERS), self.create_buckets).await
+    }
+
+    /// Checks that the lake can be written, before any work starts: the S3
+    /// buckets exist (see `ensure_buckets`), then a probe object is written
+    /// and removed in each layer. Fails with one line naming the layer and
+    /// the reason, leaving the lake as it was.
     pub async fn check_writable(&self) -> Result<()> {
+        self.ensure_buckets().await?;
         for layer in LAYERS {
             let store = self.layer_store(layer)?;
             let probe = deltalake::Path::from("_medallion_write_probe");

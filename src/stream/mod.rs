@@ -100,6 +100,7 @@ pub async fn run(
     stop: Arc<AtomicBool>,
 ) -> Result<StreamReport> {
     let started = Instant::now();
+    lake.ensure_buckets().await?;
     let countries = config.countries.lookup();
     let keys = source.keys().await?;
     let mut events_at = lake.committed_positions("bronze", EVENTS, &keys).await?;

@@ -9,7 +9,7 @@ use medallion::progress::Progress;
 use crate::support::*;
 
 /// Order lines as the spec defines them, computed by PostgreSQL itself.
-const PG_LINES: &str = "
+pub(crate) const PG_LINES: &str = "
     SELECT od.order_id, o.customer_id, cu.company_name, cu.country, c.category_name, od.quantity, o.order_date,
            od.unit_price::float8 * od.quantity * (1 - od.discount::float8) AS line_total
     FROM order_details od
@@ -18,7 +18,7 @@ const PG_LINES: &str = "
     JOIN categories c ON c.category_id = p.category_id
     JOIN customers cu ON cu.customer_id = o.customer_id";
 
-fn pg_rfm_sql() -> String {
+pub(crate) fn pg_rfm_sql() -> String {
     format!(
         "WITH lines AS ({PG_LINES}),
          ref AS (SELECT MAX(order_date) + 1 AS reference_date FROM lines),

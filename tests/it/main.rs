@@ -5,4 +5,5 @@
 mod batch;
 mod cli;
 mod stream;
+mod s3;
 mod support;

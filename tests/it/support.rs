@@ -73,6 +73,7 @@ pub fn config(lake: &str, database_url: Option<&str>, day: &str) -> Config {
         database_url: database_url.map(str::to_string),
         date: Some(day.to_string()),
         models_dir: None,
+        create_buckets: None,
     })
     .unwrap()
 }
@@ -181,4 +182,156 @@ pub async fn pg_rows(url: &str, sql: &str) -> Vec<Vec<Cell>> {
 pub fn assert_close(actual: f64, expected: f64, what: &str) {
     let tolerance = 1e-9 * expected.abs().max(1.0);
     assert!((actual - expected).abs() <= tolerance, "{what}: got {actual}, expected {expected}");
+}
+
+// ---------------------------------------------------------------- S3 ------
+
+/// One setting of the test S3 server, exported by scripts/test.sh.
+fn s3_setting(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the tests with scripts/test.sh, which starts the S3 server (scripts/s3.sh)")
+    })
+}
+
+/// Where an S3 server listens and how to sign in to it.
+#[derive(Debug, Clone)]
+pub struct S3Endpoint {
+    pub url: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub region: String,
+}
+
+impl S3Endpoint {
+    /// The shared test server started by scripts/test.sh.
+    pub fn shared() -> S3Endpoint {
+        S3Endpoint {
+            url: s3_setting("MEDALLION_TEST_S3_ENDPOINT"),
+            access_key_id: s3_setting("MEDALLION_TEST_S3_ACCESS_KEY_ID"),
+            secret_access_key: s3_setting("MEDALLION_TEST_S3_SECRET_ACCESS_KEY"),
+            region: s3_setting("MEDALLION_TEST_S3_REGION"),
+        }
+    }
+
+    /// The `AWS_*` variables a `medallion` process needs for this server.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL", self.url.clone()),
+            ("AWS_ACCESS_KEY_ID", self.access_key_id.clone()),
+            ("AWS_SECRET_ACCESS_KEY", self.secret_access_key.clone()),
+            ("AWS_REGION", self.region.clone()),
+            ("AWS_ALLOW_HTTP", "true".to_string()),
+        ]
+    }
+
+    /// Points a configuration at this server.
+    pub fn apply(&self, config: &mut Config) {
+        config.s3.endpoint = Some(self.url.clone());
+        config.s3.access_key_id = Some(self.access_key_id.clone());
+        config.s3.secret_access_key = Some(self.secret_access_key.clone());
+        config.s3.region = Some(self.region.clone());
+        config.s3.allow_http = true;
+    }
+}
+
+/// A test configuration on an S3 lake of `endpoint`.
+pub fn s3_config(endpoint: &S3Endpoint, lake: &str, database_url: Option<&str>, day: &str) -> Config {
+    let mut config = config(lake, database_url, day);
+    endpoint.apply(&mut config);
+    config
+}
+
+/// A name no other test run uses (bucket prefixes, bucket names).
+pub fn unique_name(stem: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    format!("{stem}-{}-{}", std::process::id(), nanos % 1_000_000_000)
+}
+
+/// A private s3s-fs server (own port, own state dir) started with
+/// scripts/s3.sh, for tests that stop it or break it. Stopped on drop.
+pub struct PrivateS3 {
+    pub endpoint: S3Endpoint,
+    pub port: u16,
+    pub state: tempfile::TempDir,
+}
+
+impl PrivateS3 {
+    pub fn start() -> PrivateS3 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let state = tempfile::tempdir().unwrap();
+        let mut endpoint = S3Endpoint::shared();
+        endpoint.url = format!("http://127.0.0.1:{port}");
+        let server = PrivateS3 { endpoint, port, state };
+        server.script("start");
+        server
+    }
+
+    /// Runs scripts/s3.sh for this instance; panics loudly when it fails.
+    pub fn script(&self, command: &str) {
+        let output = std::process::Command::new(s3_setting("MEDALLION_TEST_S3_SCRIPT"))
+            .arg(command)
+            .env("S3_PORT", self.port.to_string())
+            .env("MEDALLION_SERVICES_DIR", self.state.path())
+            .output()
+            .expect("scripts/s3.sh runs");
+        assert!(
+            output.status.success(),
+            "scripts/s3.sh {command} on port {} failed: {}",
+            self.port,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    /// The folder holding the server's buckets.
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        self.state.path().join("s3/data")
+    }
+
+    pub fn stop(&self) {
+        self.script("stop");
+    }
+}
+
+impl Drop for PrivateS3 {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(s3_setting("MEDALLION_TEST_S3_SCRIPT"))
+            .arg("stop")
+            .env("S3_PORT", self.port.to_string())
+            .env("MEDALLION_SERVICES_DIR", self.state.path())
+            .output();
+    }
+}
+
+/// The commits of a Delta table read straight from its `_delta_log`
+/// objects: `(version, medallion.partition metadata, operation)`, in order.
+pub async fn table_history(config: &Config, layer: &str, table: &str) -> Vec<(i64, String, String)> {
+    use futures::TryStreamExt;
+    use object_store::ObjectStoreExt;
+    let lake = Lake::new(config).unwrap();
+    let store = lake.layer_store(layer).unwrap();
+    let log = deltalake::Path::from(format!("{table}/_delta_log"));
+    let mut names: Vec<String> = store
+        .list(Some(&log))
+        .map_ok(|meta| meta.location.filename().unwrap_or_default().to_string())
+        .try_collect()
+        .await
+        .unwrap();
+    names.retain(|name| name.ends_with(".json") && name.len() == 25);
+    names.sort();
+    let mut commits = Vec::new();
+    for name in names {
+        let version: i64 = name.trim_end_matches(".json").parse().unwrap();
+        let path = deltalake::Path::from(format!("{table}/_delta_log/{name}"));
+        let bytes = store.get(&path).await.unwrap().bytes().await.unwrap();
+        let text = String::from_utf8(bytes.to_vec()).unwrap();
+        let info = text
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .find_map(|action| action.get("commitInfo").cloned())
+            .unwrap_or_else(|| panic!("{layer}.{table} version {version} has no commitInfo"));
+        let partition = info["medallion.partition"].as_str().unwrap_or_default().to_string();
+        let operation = info["operation"].as_str().unwrap_or_default().to_string();
+        commits.push((version, partition, operation));
+    }
+    commits
 }
