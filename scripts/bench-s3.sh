@@ -49,7 +49,7 @@ measure() {
 # The S3 operations logged since line $1 of the s3s-fs log, e.g. "GetObject=12 PutObject=9".
 ops_since() {
     tail -n +"$(($1 + 1))" "$s3_log" | sed -E 's/\x1b\[[0-9;]*m//g' | grep 'resolved route' \
-        | sed -E 's/.*op[:=] *([A-Za-z]+).*/\1/' \
+        | sed -E 's/.*op[:=] *([A-Za-z0-9]+).*/\1/' \
         | sort | uniq -c | awk '{printf "%s%s=%s", (NR>1?" ":""), $2, $1}'
 }
 requests_since() { tail -n +"$(($1 + 1))" "$s3_log" | grep -c 'resolved route' || true; }
