@@ -194,6 +194,7 @@ enum SourceCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.global.quiet);
+    quiet_worker_panics();
     let overrides = Overrides {
         config_file: cli.global.config.clone(),
         lake: cli.global.lake.clone(),
@@ -226,6 +227,21 @@ fn fail(err: &anyhow::Error, secrets: &[String]) -> ExitCode {
     }
     eprintln!("error: {}", medallion::error::one_line(&message));
     ExitCode::FAILURE
+}
+
+/// A panic inside a runtime worker task (seen: deltalake aborting an upload
+/// the failed S3 server already closed) reaches the command as an error and
+/// is reported on its one line; printing it too would break that line, so it
+/// goes to the debug log. Panics of the main thread print as usual.
+fn quiet_worker_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if std::thread::current().name() == Some("main") {
+            default(info);
+        } else {
+            tracing::debug!("worker task panicked: {info}");
+        }
+    }));
 }
 
 /// Warnings (such as retries) on stderr; `--quiet` keeps only errors.
