@@ -68,8 +68,12 @@ struct GlobalArgs {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Build the whole lake from the built-in Northwind data (no database needed) and show the KPIs
-    Demo,
+    /// Build the whole lake from the built-in Northwind data (no database needed), show the KPIs, then serve the dashboard
+    Demo {
+        /// Stop after the KPIs instead of serving the dashboard
+        #[arg(long)]
+        no_serve: bool,
+    },
     /// Run ingest → refine → aggregate for one date
     Run(SourceArgs),
     /// Bronze: land full snapshots of the source tables for the date
@@ -234,7 +238,7 @@ fn init_logging(quiet: bool) {
 
 async fn execute(command: Command, config: Config, progress: Progress) -> Result<()> {
     match command {
-        Command::Demo => demo(config, progress).await,
+        Command::Demo { no_serve } => demo(config, progress, no_serve).await,
         Command::Run(args) => {
             let lake = Lake::new(&config)?;
             let source = batch_source(&config, &args)?;
@@ -414,7 +418,7 @@ fn batch_source(config: &Config, args: &SourceArgs) -> Result<BatchSource> {
 }
 
 /// `medallion demo`: the vendored Northwind through every layer, then the KPIs.
-async fn demo(config: Config, progress: Progress) -> Result<()> {
+async fn demo(config: Config, progress: Progress, _no_serve: bool) -> Result<()> {
     let lake = Lake::new(&config)?;
     println!("medallion demo: built-in Northwind → {} (snapshot {})", lake.location().describe(), config.date);
     let started = Instant::now();

@@ -37,6 +37,7 @@ const BUILTIN: &[(&str, &str, &str, Option<&str>)] = &[
         Some(include_str!("../../models/silver/sales_master.expectations.toml")),
     ),
     ("gold", "kpi_category_sales", include_str!("../../models/gold/kpi_category_sales.sql"), None),
+    ("gold", "kpi_country_sales", include_str!("../../models/gold/kpi_country_sales.sql"), None),
     ("gold", "kpi_revenue", include_str!("../../models/gold/kpi_revenue.sql"), None),
     ("gold", "kpi_top_countries", include_str!("../../models/gold/kpi_top_countries.sql"), None),
     ("gold", "rfm_customers", include_str!("../../models/gold/rfm_customers.sql"), None),
