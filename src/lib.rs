@@ -25,6 +25,7 @@ pub mod progress;
 pub mod quality;
 mod rng;
 pub mod runs;
+pub mod serve;
 pub mod source;
 pub mod stream;
 
