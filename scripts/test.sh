@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs medallion's whole test suite (unit + integration) against real services
 # on 127.0.0.1, which this script installs where missing and starts itself:
-#   PostgreSQL (scripts/pg.sh), Apache Kafka (scripts/kafka.sh)
+#   PostgreSQL (scripts/pg.sh), Apache Kafka (scripts/kafka.sh), and Debian's
+#   chromium for the dashboard test
 # The build shares one persistent target directory and one profile with the
 # demo and the benchmarks, so nothing is compiled twice.
 #
@@ -16,6 +17,13 @@ scripts/toolchain.sh
 
 scripts/pg.sh start
 scripts/kafka.sh start
+# The dashboard is tested in a real headless browser (Debian's chromium).
+if ! command -v chromium >/dev/null 2>&1; then
+    echo "test.sh: installing chromium (apt) for the dashboard test" >&2
+    if [[ "$(id -u)" == 0 ]]; then SUDO=""; else SUDO="sudo"; fi
+    $SUDO apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+fi
 if [[ "${MEDALLION_KEEP_SERVICES:-0}" != 1 ]]; then
     trap 'scripts/pg.sh stop >/dev/null 2>&1 || true; scripts/kafka.sh stop >/dev/null 2>&1 || true' EXIT
 fi

@@ -240,7 +240,8 @@ async fn rfm(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
 /// The live state as the API shows it.
 pub fn live_json(snapshot: &LiveSnapshot) -> Value {
     let mut value = serde_json::to_value(snapshot).unwrap_or_else(|_| json!({}));
-    let total: f64 = snapshot.countries.iter().map(|c| c.total_ventes_live).sum();
+    // `+ 0.0` turns the empty sum (-0.0) into 0.
+    let total: f64 = snapshot.countries.iter().map(|c| c.total_ventes_live).sum::<f64>() + 0.0;
     let transactions: i64 = snapshot.countries.iter().map(|c| c.nb_transactions).sum();
     value["total_ventes_live"] = json!(total);
     value["nb_transactions"] = json!(transactions);

@@ -4,5 +4,6 @@
 
 mod batch;
 mod cli;
+mod serve;
 mod stream;
 mod support;
