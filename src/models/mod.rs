@@ -292,7 +292,7 @@ mod tests {
     fn builtin_models_load_in_order() {
         let set = ModelSet::builtin().unwrap();
         let gold: Vec<&str> = set.layer("gold").iter().map(|m| m.name.as_str()).collect();
-        assert_eq!(gold, vec!["kpi_category_sales", "kpi_revenue", "kpi_top_countries", "rfm_customers", "rfm_segments"]);
+        assert_eq!(gold, vec!["kpi_category_sales", "kpi_country_sales", "kpi_revenue", "kpi_top_countries", "rfm_customers", "rfm_segments"]);
         assert_eq!(set.layer("silver")[0].expectations.len(), 8);
     }
 
