@@ -3,7 +3,8 @@
 # on 127.0.0.1, which this script installs where missing and starts itself:
 #   PostgreSQL (scripts/pg.sh), Apache Kafka (scripts/kafka.sh),
 #   an S3 server, s3s-fs (scripts/s3.sh); the S3 fault tests start their own
-#   private instances through the same script, on other ports
+#   private instances through the same script, on other ports;
+#   and Debian's chromium for the dashboard test
 # The build shares one persistent target directory and one profile with the
 # demo and the benchmarks, so nothing is compiled twice.
 #
@@ -19,6 +20,13 @@ scripts/toolchain.sh
 scripts/pg.sh start
 scripts/kafka.sh start
 scripts/s3.sh start
+# The dashboard is tested in a real headless browser (Debian's chromium).
+if ! command -v chromium >/dev/null 2>&1; then
+    echo "test.sh: installing chromium (apt) for the dashboard test" >&2
+    if [[ "$(id -u)" == 0 ]]; then SUDO=""; else SUDO="sudo"; fi
+    $SUDO apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+fi
 if [[ "${MEDALLION_KEEP_SERVICES:-0}" != 1 ]]; then
     trap 'scripts/pg.sh stop >/dev/null 2>&1 || true; scripts/kafka.sh stop >/dev/null 2>&1 || true; scripts/s3.sh stop >/dev/null 2>&1 || true' EXIT
 fi

@@ -35,6 +35,7 @@ struct FileConfig {
     database_url: Option<String>,
     models_dir: Option<PathBuf>,
     extract_parallelism: Option<usize>,
+    token: Option<String>,
     #[serde(default)]
     countries: CountryConfig,
     #[serde(default)]
@@ -181,6 +182,10 @@ pub struct Config {
     pub extract_parallelism: usize,
     pub countries: CountryConfig,
     pub s3: S3Config,
+    /// Access token of the serving layer (`MEDALLION_TOKEN` or `token`): the
+    /// HTTP API wants it as a bearer token, the PostgreSQL endpoint as the
+    /// password. `None` leaves both open (they bind to loopback by default).
+    pub token: Option<String>,
 }
 
 impl Config {
@@ -223,6 +228,7 @@ impl Config {
                 .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(2, 8)),
             countries: file.countries,
             s3,
+            token: env("MEDALLION_TOKEN").or(file.token).filter(|t| !t.trim().is_empty()),
         })
     }
 
@@ -236,6 +242,9 @@ impl Config {
         }
         if let Some(secret) = &self.s3.secret_access_key {
             secrets.push(secret.clone());
+        }
+        if let Some(token) = &self.token {
+            secrets.push(token.clone());
         }
         secrets.retain(|s| s.len() >= 3);
         secrets

@@ -7,6 +7,9 @@
 //! * `quality`  — expectations declared next to models
 //! * `lake`     — Delta tables under one lake URL, DataFusion catalog
 //! * `pipeline` — the DAG: ingest → refine → aggregate, with retries
+//! * `runs`     — run history in `gold.pipeline_runs`
+//! * `live`     — the live state of the stream (`live.sales_by_country`)
+//! * `serve`    — dashboard, HTTP API, PostgreSQL wire endpoint
 //! * `report`   — queries the gold layer for summaries
 
 pub mod bronze;
@@ -21,6 +24,8 @@ pub mod produce;
 pub mod progress;
 pub mod quality;
 mod rng;
+pub mod runs;
+pub mod serve;
 pub mod source;
 pub mod stream;
 

@@ -71,8 +71,14 @@ struct GlobalArgs {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Build the whole lake from the built-in Northwind data (no database needed) and show the KPIs
-    Demo,
+    /// Build the whole lake from the built-in Northwind data (no database needed), show the KPIs, then serve the dashboard
+    Demo {
+        /// Stop after the KPIs instead of serving the dashboard
+        #[arg(long)]
+        no_serve: bool,
+        #[command(flatten)]
+        serve: ServeArgs,
+    },
     /// Run ingest → refine → aggregate for one date
     Run(SourceArgs),
     /// Bronze: land full snapshots of the source tables for the date
@@ -93,11 +99,54 @@ enum Command {
     Stream(StreamArgs),
     /// Publish realistic sales events (to Kafka, or to a folder for `stream --source`)
     Produce(ProduceArgs),
+    /// Serve the dashboard, the HTTP API and the PostgreSQL wire endpoint over the lake
+    Serve(ServeArgs),
+    /// Load-test the serving layer (used by scripts/bench-serve.sh)
+    #[command(hide = true)]
+    BenchServe {
+        /// Concurrent clients per scenario
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+        /// Seconds per scenario
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
     /// Manage the source database
     Source {
         #[command(subcommand)]
         command: SourceCommand,
     },
+}
+
+#[derive(Args, Clone)]
+struct ServeArgs {
+    /// Address of the dashboard and HTTP API (use 0.0.0.0:8080 to listen on every interface)
+    #[arg(long, default_value = "127.0.0.1:8080", env = "MEDALLION_ADDR")]
+    addr: std::net::SocketAddr,
+    /// Address of the read-only PostgreSQL wire endpoint
+    #[arg(long, default_value = "127.0.0.1:15432", env = "MEDALLION_PG_ADDR")]
+    pg_addr: std::net::SocketAddr,
+    /// Do not start the PostgreSQL wire endpoint
+    #[arg(long)]
+    no_pg: bool,
+    /// Most rows POST /api/sql returns
+    #[arg(long, default_value_t = 10_000)]
+    sql_row_limit: usize,
+    /// Longest a POST /api/sql query may run, in seconds
+    #[arg(long, default_value_t = 30)]
+    sql_timeout: u64,
+}
+
+impl ServeArgs {
+    fn options(&self) -> medallion::serve::ServeOptions {
+        medallion::serve::ServeOptions {
+            http_addr: self.addr,
+            pg_addr: (!self.no_pg).then_some(self.pg_addr),
+            sql_row_limit: self.sql_row_limit,
+            sql_timeout: std::time::Duration::from_secs(self.sql_timeout.max(1)),
+            ..Default::default()
+        }
+    }
 }
 
 #[derive(Args)]
@@ -254,7 +303,23 @@ fn init_logging(quiet: bool) {
 
 async fn execute(command: Command, config: Config, progress: Progress) -> Result<()> {
     match command {
-        Command::Demo => demo(config, progress).await,
+        Command::Demo { no_serve, serve } => {
+            demo(&config, progress).await?;
+            if no_serve {
+                return Ok(());
+            }
+            println!();
+            let lake = Lake::new(&config)?;
+            medallion::serve::run(&config, lake, LiveHandle::new(), serve.options()).await?;
+            Ok(())
+        }
+        Command::Serve(args) => {
+            let lake = Lake::new(&config)?;
+            println!("medallion serve: {}", lake.location().describe());
+            medallion::serve::run(&config, lake, LiveHandle::new(), args.options()).await?;
+            Ok(())
+        }
+        Command::BenchServe { clients, seconds } => bench_serve(&config, clients, seconds).await,
         Command::Run(args) => {
             let lake = Lake::new(&config)?;
             let source = batch_source(&config, &args)?;
@@ -434,12 +499,12 @@ fn batch_source(config: &Config, args: &SourceArgs) -> Result<BatchSource> {
 }
 
 /// `medallion demo`: the vendored Northwind through every layer, then the KPIs.
-async fn demo(config: Config, progress: Progress) -> Result<()> {
-    let lake = Lake::new(&config)?;
+async fn demo(config: &Config, progress: Progress) -> Result<()> {
+    let lake = Lake::new(config)?;
     println!("medallion demo: built-in Northwind → {} (snapshot {})", lake.location().describe(), config.date);
     let started = Instant::now();
     let source = BatchSource::Dump(Dump::northwind()?);
-    let reports = pipeline::run(&config, &lake, &source, &progress).await?;
+    let reports = pipeline::run(config, &lake, &source, &progress).await?;
     print_summary(&reports, started);
 
     let ctx = catalog::session_for(&lake).await?;
@@ -476,6 +541,38 @@ async fn demo(config: Config, progress: Progress) -> Result<()> {
     let batches = ctx.sql(sql).await.map_err(medallion::Error::from)?.collect().await.map_err(medallion::Error::from)?;
     println!("\nLive sales by country (stream replayed from {})\n{}", events_dir.display(), output::render(&batches, Format::Table)?);
     println!("\nNext: medallion sql \"SELECT * FROM gold.rfm_customers LIMIT 10\"");
+    Ok(())
+}
+
+/// `medallion bench-serve`: serves the lake on free loopback ports and loads
+/// it: `/health` (the reference), `/api/kpis`, and a query over PG wire.
+async fn bench_serve(config: &Config, clients: usize, seconds: u64) -> Result<()> {
+    use medallion::serve::{self, bench};
+    let lake = Lake::new(config)?;
+    let options = serve::ServeOptions {
+        http_addr: "127.0.0.1:0".parse()?,
+        pg_addr: Some("127.0.0.1:0".parse()?),
+        ..Default::default()
+    };
+    let server = serve::start(config, lake, LiveHandle::new(), options).await?;
+    let token = config.token.as_deref();
+    let duration = std::time::Duration::from_secs(seconds.max(1));
+    let http = server.http_addr();
+    let pg = server.pg_addr().context("the PostgreSQL endpoint did not start")?;
+    println!("serving bench: {clients} concurrent clients, {seconds} s per scenario, server and clients in one process");
+    // Warm up the caches and connections once.
+    bench::http_get(http, "/api/kpis", token, 1, std::time::Duration::from_millis(200)).await?;
+    let runs = [
+        bench::http_get(http, "/health", token, clients, duration).await?,
+        bench::http_get(http, "/api/kpis", token, clients, duration).await?,
+        bench::pg_query(pg, "SELECT total_revenue, orders FROM gold.kpi_revenue", token, clients, duration).await?,
+    ];
+    for run in &runs {
+        println!("{run}");
+    }
+    let reference = runs[0].p99.as_secs_f64().max(1e-9);
+    println!("p99 /api/kpis = {:.1}x the /health p99", runs[1].p99.as_secs_f64() / reference);
+    server.shutdown().await;
     Ok(())
 }
 

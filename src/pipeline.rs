@@ -4,13 +4,14 @@
 //! built, so rerunning a date recomputes every stage and gives the same
 //! tables. A stage that fails for a transient reason (connection reset,
 //! timeout) is retried with exponential backoff; bad credentials, a missing
-//! table or bad SQL fail at once.
+//! table or bad SQL fail at once. Every stage, successful or failed, is
+//! recorded in `gold.pipeline_runs` (see `runs`).
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 
 use crate::bronze;
 use crate::config::Config;
@@ -18,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::lake::{catalog, Lake};
 use crate::models::{self, ModelSet};
 use crate::progress::Progress;
+use crate::runs::{self, RunRecord, RunStatus};
 use crate::source::dump::Dump;
 use crate::source::postgres::PostgresSource;
 use crate::source::NORTHWIND_TABLES;
@@ -87,8 +89,14 @@ where
     unreachable!("the last attempt returns")
 }
 
-/// Bronze: full snapshots of the source tables as the `date` partition.
+/// Bronze: full snapshots of the source tables as the `date` partition
+/// (recorded in the run history as command `ingest`).
 pub async fn ingest(config: &Config, lake: &Lake, source: &BatchSource, progress: &Progress) -> Result<StageReport> {
+    let mut recorder = Recorder::new(config, lake, "ingest");
+    recorder.stage("ingest", ingest_stage(config, lake, source, progress)).await
+}
+
+async fn ingest_stage(config: &Config, lake: &Lake, source: &BatchSource, progress: &Progress) -> Result<StageReport> {
     let started = Instant::now();
     let (mut report, attempts) = with_retry("ingest", || ingest_once(config, lake, source, progress)).await?;
     report.duration = started.elapsed();
@@ -137,7 +145,17 @@ async fn ingest_once(config: &Config, lake: &Lake, source: &BatchSource, progres
     Ok(report)
 }
 
-/// Silver (`layer = "silver"`) or gold (`"gold"`) models for the date.
+/// The stage that builds a layer: `refine` for silver, `aggregate` for gold.
+pub fn stage_of(layer: &str) -> &'static str {
+    if layer == "silver" {
+        "refine"
+    } else {
+        "aggregate"
+    }
+}
+
+/// Silver (`layer = "silver"`) or gold (`"gold"`) models for the date
+/// (recorded in the run history as command `refine` or `aggregate`).
 pub async fn run_models(
     config: &Config,
     lake: &Lake,
@@ -145,7 +163,19 @@ pub async fn run_models(
     layer: &str,
     progress: &Progress,
 ) -> Result<StageReport> {
-    let stage = if layer == "silver" { "refine" } else { "aggregate" };
+    let stage = stage_of(layer);
+    let mut recorder = Recorder::new(config, lake, stage);
+    recorder.stage(stage, models_stage(config, lake, models, layer, progress)).await
+}
+
+async fn models_stage(
+    config: &Config,
+    lake: &Lake,
+    models: &ModelSet,
+    layer: &str,
+    progress: &Progress,
+) -> Result<StageReport> {
+    let stage = stage_of(layer);
     let started = Instant::now();
     let ((tables, failures, quarantined), attempts) = with_retry(stage, || async {
         lake.ensure_buckets().await?;
@@ -198,14 +228,103 @@ fn check_inputs(ctx: &datafusion::prelude::SessionContext, layer: &str, config: 
     Ok(())
 }
 
-/// The whole DAG for one date.
+/// The whole DAG for one date (recorded as command `run`, one record per stage).
 pub async fn run(config: &Config, lake: &Lake, source: &BatchSource, progress: &Progress) -> Result<Vec<StageReport>> {
-    let models = ModelSet::load(config.models_dir.as_deref())?;
+    let mut recorder = Recorder::new(config, lake, "run");
+    let models = match ModelSet::load(config.models_dir.as_deref()) {
+        Ok(models) => models,
+        Err(err) => {
+            recorder.failed("load models", Utc::now(), Duration::ZERO, &err).await;
+            return Err(err);
+        }
+    };
     let mut reports = Vec::new();
-    reports.push(ingest(config, lake, source, progress).await?);
-    reports.push(run_models(config, lake, &models, "silver", progress).await?);
-    reports.push(run_models(config, lake, &models, "gold", progress).await?);
+    reports.push(recorder.stage("ingest", ingest_stage(config, lake, source, progress)).await?);
+    reports.push(recorder.stage("refine", models_stage(config, lake, &models, "silver", progress)).await?);
+    reports.push(recorder.stage("aggregate", models_stage(config, lake, &models, "gold", progress)).await?);
     Ok(reports)
+}
+
+/// Writes one `RunRecord` per stage of one command to `gold.pipeline_runs`.
+struct Recorder<'a> {
+    lake: &'a Lake,
+    run_id: String,
+    command: String,
+    date: chrono::NaiveDate,
+    secrets: Vec<String>,
+}
+
+impl<'a> Recorder<'a> {
+    fn new(config: &Config, lake: &'a Lake, command: &str) -> Recorder<'a> {
+        Recorder {
+            lake,
+            run_id: runs::new_run_id(),
+            command: command.to_string(),
+            date: config.date,
+            secrets: config.secrets(),
+        }
+    }
+
+    /// Runs a stage and records its outcome; returns the outcome unchanged.
+    async fn stage(&mut self, stage: &str, work: impl Future<Output = Result<StageReport>>) -> Result<StageReport> {
+        let started_at = Utc::now();
+        let clock = Instant::now();
+        let outcome = work.await;
+        match &outcome {
+            Ok(report) => self.write(self.record_ok(stage, started_at, report)).await,
+            Err(err) => self.failed(stage, started_at, clock.elapsed(), err).await,
+        }
+        outcome
+    }
+
+    fn record_ok(&self, stage: &str, started_at: DateTime<Utc>, report: &StageReport) -> RunRecord {
+        let tables: serde_json::Map<String, serde_json::Value> =
+            report.tables.iter().map(|(t, rows)| (t.clone(), serde_json::json!(rows))).collect();
+        let details = serde_json::json!({
+            "tables": tables,
+            "failures_by_rule": report.failures_by_rule,
+            "attempts": report.attempts,
+            "source_bytes": report.source_bytes,
+        });
+        RunRecord {
+            run_id: self.run_id.clone(),
+            command: self.command.clone(),
+            snapshot_date: Some(self.date),
+            stage: stage.to_string(),
+            started_at,
+            duration_ms: report.duration.as_millis() as i64,
+            status: RunStatus::Ok,
+            rows: report.rows() as i64,
+            quarantined: report.quarantined as i64,
+            details: details.to_string(),
+            error: None,
+        }
+    }
+
+    async fn failed(&mut self, stage: &str, started_at: DateTime<Utc>, took: Duration, err: &Error) {
+        let mut message = crate::error::one_line(&err.to_string());
+        for secret in &self.secrets {
+            message = message.replace(secret.as_str(), "***");
+        }
+        let record = RunRecord {
+            run_id: self.run_id.clone(),
+            command: self.command.clone(),
+            snapshot_date: Some(self.date),
+            stage: stage.to_string(),
+            started_at,
+            duration_ms: took.as_millis() as i64,
+            status: RunStatus::Failed,
+            rows: 0,
+            quarantined: 0,
+            details: "{}".into(),
+            error: Some(message),
+        };
+        self.write(record).await;
+    }
+
+    async fn write(&self, record: RunRecord) {
+        runs::append_best_effort(self.lake, &[record]).await;
+    }
 }
 
 #[cfg(test)]

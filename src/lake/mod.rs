@@ -241,6 +241,22 @@ impl Lake {
         Ok(written.version().unwrap_or_default() as i64)
     }
 
+    /// Appends rows to a table (created on first use) in one Delta commit.
+    /// Used for logs such as `gold.pipeline_runs`, where every write adds.
+    pub async fn append(&self, layer: &str, table: &str, batches: Vec<RecordBatch>) -> Result<i64> {
+        let name = format!("{layer}.{table}");
+        let handle = self.table(layer, table).await?;
+        let commit = CommitProperties::default()
+            .with_metadata([("medallion.table".to_string(), serde_json::json!(name))]);
+        let written = handle
+            .write(batches)
+            .with_save_mode(SaveMode::Append)
+            .with_commit_properties(commit)
+            .await
+            .map_err(|e| Error::lake(&name, e))?;
+        Ok(written.version().unwrap_or_default() as i64)
+    }
+
     /// Names of the Delta tables in a layer (folders holding a `_delta_log`).
     pub async fn list_tables(&self, layer: &str) -> Result<Vec<String>> {
         let store = self.layer_store(layer)?;

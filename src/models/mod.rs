@@ -37,6 +37,7 @@ const BUILTIN: &[(&str, &str, &str, Option<&str>)] = &[
         Some(include_str!("../../models/silver/sales_master.expectations.toml")),
     ),
     ("gold", "kpi_category_sales", include_str!("../../models/gold/kpi_category_sales.sql"), None),
+    ("gold", "kpi_country_sales", include_str!("../../models/gold/kpi_country_sales.sql"), None),
     ("gold", "kpi_revenue", include_str!("../../models/gold/kpi_revenue.sql"), None),
     ("gold", "kpi_top_countries", include_str!("../../models/gold/kpi_top_countries.sql"), None),
     ("gold", "rfm_customers", include_str!("../../models/gold/rfm_customers.sql"), None),
@@ -291,7 +292,7 @@ mod tests {
     fn builtin_models_load_in_order() {
         let set = ModelSet::builtin().unwrap();
         let gold: Vec<&str> = set.layer("gold").iter().map(|m| m.name.as_str()).collect();
-        assert_eq!(gold, vec!["kpi_category_sales", "kpi_revenue", "kpi_top_countries", "rfm_customers", "rfm_segments"]);
+        assert_eq!(gold, vec!["kpi_category_sales", "kpi_country_sales", "kpi_revenue", "kpi_top_countries", "rfm_customers", "rfm_segments"]);
         assert_eq!(set.layer("silver")[0].expectations.len(), 8);
     }
 

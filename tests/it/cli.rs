@@ -31,10 +31,16 @@ fn assert_one_line_failure(output: &Output) -> String {
     text
 }
 
+/// No data table in any layer (the run history, gold.pipeline_runs, may
+/// record the failure).
 fn lake_is_empty(lake: &TestLake) -> bool {
     ["bronze", "silver", "gold"].iter().all(|layer| {
         let dir = lake.dir.path().join(layer);
-        !dir.exists() || std::fs::read_dir(&dir).unwrap().all(|e| !e.unwrap().path().join("_delta_log").exists())
+        !dir.exists()
+            || std::fs::read_dir(&dir).unwrap().all(|e| {
+                let path = e.unwrap().path();
+                path.ends_with("pipeline_runs") || !path.join("_delta_log").exists()
+            })
     })
 }
 
@@ -50,6 +56,13 @@ async fn wrong_password_is_one_line_naming_the_target_without_the_password() {
     assert!(text.contains("password"), "says what is wrong: {text}");
     assert!(!text.contains("Wr0ngSecret"), "secret leaked: {text}");
     assert!(lake_is_empty(&lake));
+
+    // The failure is in the run history, with the error line and no secret.
+    let config = config(&lake.url(), None, "2026-11-25");
+    let runs = rows(&lake_query(&config, "SELECT command, stage, status, error FROM gold.pipeline_runs").await);
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!((runs[0][0].text(), runs[0][1].text(), runs[0][2].text()), ("run".into(), "ingest".into(), "failed".into()));
+    assert!(runs[0][3].text().contains("password") && !runs[0][3].text().contains("Wr0ngSecret"), "{runs:?}");
 }
 
 #[test]
@@ -100,7 +113,7 @@ async fn demo_needs_no_database_and_shows_the_true_kpis() {
         "SELECT round(SUM(od.unit_price::float8 * od.quantity * (1 - od.discount::float8))::numeric, 2)::text
          FROM order_details od JOIN orders o ON o.order_id = od.order_id").await;
     let lake = TestLake::new();
-    let output = medallion(&["demo", "--lake", &lake.url(), "--date", "2026-11-25", "--quiet"], &[]);
+    let output = medallion(&["demo", "--lake", &lake.url(), "--date", "2026-11-25", "--quiet", "--no-serve"], &[]);
     assert!(output.status.success(), "{}", stderr(&output));
     let text = stdout(&output);
     assert!(text.contains(&expected[0][0].text()), "total revenue {} not in:\n{text}", expected[0][0].text());

@@ -4,6 +4,7 @@
 
 mod batch;
 mod cli;
+mod serve;
 mod stream;
 mod s3;
 mod support;

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Benchmark of the serving layer (not a test). Builds a lake from the built-in
+# Northwind (`medallion demo --no-serve`), then `medallion bench-serve` serves
+# it on free loopback ports and, in the same run, drives N concurrent clients
+# (keep-alive connections) for a fixed time against
+#   * GET /health             — the reference: a bare HTTP round trip
+#   * GET /api/kpis           — KPIs (cached per Delta version of the gold tables)
+#   * a PG-wire query         — SELECT over gold.kpi_revenue through pgwire
+# and prints requests/s and p50/p99 latency of each, plus p99 kpis / p99 health.
+#
+# Usage: scripts/bench-serve.sh [CLIENTS] [SECONDS]     (default: 64 10)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/medallion-target}"
+clients="${1:-64}"
+seconds="${2:-10}"
+
+scripts/toolchain.sh
+cargo build --locked --bin medallion
+medallion="$CARGO_TARGET_DIR/debug/medallion"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+unset MEDALLION_TOKEN
+
+echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB; build: $(basename "$(dirname "$medallion")") profile"
+"$medallion" demo --no-serve --quiet --lake "file://$work/lake" >/dev/null
+"$medallion" bench-serve --quiet --lake "file://$work/lake" --clients "$clients" --seconds "$seconds"

@@ -1,0 +1,256 @@
+// medallion dashboard: fetches /api/*, draws SVG charts by hand and follows
+// /api/live/stream (server-sent events read through fetch, so the bearer
+// token travels in a header, never in a URL). The token, when the server
+// wants one, is asked once and kept in sessionStorage (this tab only).
+"use strict";
+
+const TOKEN_KEY = "medallion-token";
+const SEGMENT_COLORS = {
+  "Champions": "#2f9e6b", "Loyal Customers": "#3b6fd8", "Potential Loyalists": "#7a5af5",
+  "Need Attention": "#e0a526", "At Risk": "#e8743b", "Hibernating": "#8d99ae",
+};
+const SCORE_COLORS = ["#d64545", "#e8743b", "#e0a526", "#6cb36c", "#2f9e6b"];
+const money = new Intl.NumberFormat("en-US", { style: "currency", currency: "USD", maximumFractionDigits: 0 });
+const money2 = new Intl.NumberFormat("en-US", { style: "currency", currency: "USD", minimumFractionDigits: 2, maximumFractionDigits: 2 });
+const count = new Intl.NumberFormat("en-US");
+
+const $ = (id) => document.getElementById(id);
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
+
+const state = { customers: [], sort: { key: "monetary", dir: -1 }, liveUpdates: 0, lastCombined: 0 };
+
+// ---- API access and the token ----------------------------------------------
+function authHeaders() {
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  return token ? { Authorization: "Bearer " + token } : {};
+}
+
+let asking = null;
+function askToken() {
+  if (!asking) {
+    asking = new Promise((resolve) => {
+      const dialog = $("token-dialog");
+      $("token-form").onsubmit = () => {
+        sessionStorage.setItem(TOKEN_KEY, $("token-input").value.trim());
+        $("token-button").hidden = false;
+        asking = null;
+        resolve();
+      };
+      dialog.showModal();
+    });
+  }
+  return asking;
+}
+
+async function api(path) {
+  for (;;) {
+    const response = await fetch(path, { headers: authHeaders() });
+    if (response.status === 401) { await askToken(); continue; }
+    const body = await response.json().catch(() => ({}));
+    if (!response.ok) throw new Error(body.error || `${path}: HTTP ${response.status}`);
+    return body;
+  }
+}
+
+function showError(message) {
+  const el = $("error");
+  el.hidden = !message;
+  el.textContent = message || "";
+}
+
+// ---- SVG helpers --------------------------------------------------------------
+function svg(width, height, inner) {
+  return `<svg viewBox="0 0 ${width} ${height}" preserveAspectRatio="xMinYMin meet" role="img">${inner}</svg>`;
+}
+
+// Horizontal bars: items [{label, value, parts?:[{value,color}]}].
+function barChart(items, { color = "#3b6fd8", format = money.format, width = 520 } = {}) {
+  if (!items.length) return '<p class="empty">No data.</p>';
+  const row = 26, labelW = 120, valueW = 92, barW = width - labelW - valueW;
+  const max = Math.max(...items.map((i) => i.value), 1e-9);
+  let inner = "";
+  items.forEach((item, i) => {
+    const y = i * row;
+    inner += `<text x="${labelW - 8}" y="${y + 17}" text-anchor="end">${esc(item.label)}</text>`;
+    let x = labelW;
+    for (const part of item.parts || [{ value: item.value, color }]) {
+      const w = Math.max(0, (part.value / max) * barW);
+      inner += `<rect x="${x}" y="${y + 5}" width="${w.toFixed(1)}" height="${row - 10}" rx="3" fill="${part.color}"><title>${esc(item.label)}: ${esc(format(part.value))}</title></rect>`;
+      x += w;
+    }
+    inner += `<text x="${x + 6}" y="${y + 17}" class="axis">${esc(format(item.value))}</text>`;
+  });
+  return svg(width, items.length * row + 4, inner);
+}
+
+function donut(items) {
+  const total = items.reduce((s, i) => s + i.value, 0) || 1;
+  const r = 70, c = 2 * Math.PI * r;
+  let offset = 0, inner = "";
+  for (const item of items) {
+    const len = (item.value / total) * c;
+    inner += `<circle r="${r}" cx="85" cy="85" fill="none" stroke="${item.color}" stroke-width="26" stroke-dasharray="${len.toFixed(2)} ${(c - len).toFixed(2)}" stroke-dashoffset="${(-offset).toFixed(2)}" transform="rotate(-90 85 85)"><title>${esc(item.label)}: ${item.value}</title></circle>`;
+    offset += len;
+  }
+  inner += `<text x="85" y="82" text-anchor="middle" style="font-size:22px;font-weight:700">${count.format(total)}</text><text x="85" y="100" text-anchor="middle" class="axis">customers</text>`;
+  return svg(170, 170, inner);
+}
+
+// ---- panels -------------------------------------------------------------------
+function setNumber(id, value, format) {
+  const el = $(id);
+  el.dataset.value = value;
+  el.textContent = value == null ? "—" : format(value);
+}
+
+async function loadKpis() {
+  const k = await api("/api/kpis");
+  setNumber("kpi-total-revenue", k.total_revenue, money2.format);
+  setNumber("kpi-orders", k.orders, count.format);
+  setNumber("kpi-customers", k.customers, count.format);
+  setNumber("kpi-avg-order-value", k.avg_order_value, money2.format);
+  $("snapshot").textContent = "snapshot " + k.snapshot_date;
+  $("top-countries").innerHTML = k.top_countries.map((c) =>
+    `<li data-country="${esc(c.country)}" data-revenue="${c.revenue}"><span class="rank">${c.rank}</span><span class="country">${esc(c.country)}</span><span class="amount">${money.format(c.revenue)}</span></li>`).join("");
+  $("category-chart").innerHTML = barChart(k.categories.map((c) => ({ label: c.category_name, value: c.revenue })), { width: 420 });
+  const segments = k.segments.map((s) => ({ label: s.segment, value: s.customers, share: s.share_of_revenue, color: SEGMENT_COLORS[s.segment] || "#999" }));
+  $("segment-chart").innerHTML = donut(segments);
+  $("segment-legend").innerHTML = segments.map((s) =>
+    `<li><i class="sw" style="background:${s.color}"></i><span>${esc(s.label)}</span><span class="num">${s.value} · ${(100 * s.share).toFixed(1)}% rev.</span></li>`).join("");
+}
+
+async function loadCustomers() {
+  const rfm = await api("/api/rfm");
+  state.customers = rfm.customers;
+  renderCustomers();
+}
+
+function renderCustomers() {
+  const query = $("customer-search").value.trim().toLowerCase();
+  const { key, dir } = state.sort;
+  const rows = state.customers
+    .filter((c) => !query || [c.customer_id, c.company_name, c.country, c.segment].some((v) => String(v ?? "").toLowerCase().includes(query)))
+    .sort((a, b) => (a[key] < b[key] ? -1 : a[key] > b[key] ? 1 : 0) * dir);
+  const score = (s) => `<span class="score" style="background:${SCORE_COLORS[(s || 1) - 1]}">${s}</span>`;
+  $("customers").tBodies[0].innerHTML = rows.map((c) => `<tr>
+    <td>${esc(c.customer_id)}</td><td>${esc(c.company_name)}</td><td>${esc(c.country)}</td>
+    <td><span class="seg" style="background:${SEGMENT_COLORS[c.segment] || "#999"}">${esc(c.segment)}</span></td>
+    <td class="num">${c.recency_days}</td><td class="num">${c.frequency}</td><td class="num">${money2.format(c.monetary)}</td>
+    <td class="num">${score(c.r_score)}</td><td class="num">${score(c.f_score)}</td><td class="num">${score(c.m_score)}</td></tr>`).join("");
+  $("customer-count").textContent = `${rows.length} of ${state.customers.length}`;
+  for (const th of $("customers").tHead.rows[0].cells) {
+    th.classList.toggle("sorted-asc", th.dataset.key === key && dir === 1);
+    th.classList.toggle("sorted-desc", th.dataset.key === key && dir === -1);
+  }
+}
+
+function renderLive(live) {
+  state.liveUpdates += 1;
+  const el = $("live-total");
+  el.dataset.updates = state.liveUpdates;
+  setNumber("live-total", live.total_ventes_live, money2.format);
+  el.dataset.updates = state.liveUpdates;
+  $("live-eps").textContent = live.events_per_second.toFixed(1);
+  $("live-eps").dataset.value = live.events_per_second;
+  $("live-transactions").textContent = count.format(live.nb_transactions);
+  $("live-batches").textContent = count.format(live.batches_committed);
+  $("live-rejected").textContent = count.format(live.rejected);
+  $("live-lag").textContent = count.format(live.total_lag);
+  $("live-updated").textContent = live.updated_at ? "updated " + new Date(live.updated_at).toLocaleTimeString() : "";
+  const countries = [...live.countries].sort((a, b) => b.total_ventes_live - a.total_ventes_live);
+  $("live-chart").innerHTML = countries.length
+    ? barChart(countries.map((c) => ({ label: c.pays, value: c.total_ventes_live })), { color: "#e8743b" })
+    : '<p class="empty">No live data yet: start <code>medallion stream</code>.</p>';
+  $("live-chart").dataset.countries = countries.map((c) => c.pays).join(",");
+  document.body.classList.toggle("live-on-page", countries.length > 0);
+  if (Date.now() - state.lastCombined > 2000) loadCombined().catch(() => {});
+}
+
+async function loadCombined() {
+  state.lastCombined = Date.now();
+  const data = await api("/api/combined");
+  const rows = data.countries.slice(0, 14).map((c) => ({
+    label: c.country, value: c.total_revenue,
+    parts: [{ value: c.batch_revenue, color: "#3b6fd8" }, { value: c.live_revenue, color: "#e8743b" }],
+  }));
+  $("combined-chart").innerHTML = barChart(rows);
+}
+
+async function followLive() {
+  for (;;) {
+    try {
+      const response = await fetch("/api/live/stream", { headers: authHeaders() });
+      if (response.status === 401) { await askToken(); continue; }
+      if (!response.ok || !response.body) throw new Error("HTTP " + response.status);
+      $("live-status").textContent = "live: connected";
+      $("live-status").className = "pill live-on";
+      const reader = response.body.getReader();
+      const decoder = new TextDecoder();
+      let buffer = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer += decoder.decode(value, { stream: true });
+        let end;
+        while ((end = buffer.indexOf("\n\n")) >= 0) {
+          const block = buffer.slice(0, end);
+          buffer = buffer.slice(end + 2);
+          const data = block.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trimStart()).join("\n");
+          if (data) renderLive(JSON.parse(data));
+        }
+      }
+    } catch (err) {
+      // fall through to reconnect
+    }
+    $("live-status").textContent = "live: reconnecting";
+    $("live-status").className = "pill live-off";
+    await sleep(2000);
+  }
+}
+
+async function loadRuns() {
+  const { runs } = await api("/api/runs?limit=60");
+  $("runs").tBodies[0].innerHTML = runs.map((r) => {
+    const d = r.details || {};
+    const failures = Object.entries(d.failures_by_rule || {}).filter(([, n]) => n > 0).map(([rule, n]) => `${rule}: ${n}`);
+    const lag = d.lag ? Object.values(d.lag).reduce((a, b) => a + b, 0) : null;
+    const detail = r.error ? r.error
+      : failures.length ? "quarantine " + failures.join(", ")
+      : lag != null ? `lag ${lag} · ${d.batches ?? 0} batches · ${d.rejected ?? 0} rejected`
+      : Object.entries(d.tables || {}).map(([t, n]) => `${t} ${n}`).join(", ");
+    return `<tr><td>${esc(new Date(r.started_at).toLocaleString())}</td><td>${esc(r.command)}</td><td>${esc(r.stage)}</td>
+      <td class="num">${(r.duration_ms / 1000).toFixed(2)} s</td><td class="num">${count.format(r.rows)}</td><td class="num">${count.format(r.quarantined)}</td>
+      <td class="status-${esc(r.status)}">${esc(r.status)}</td><td class="details" title="${esc(detail)}">${esc(detail)}</td></tr>`;
+  }).join("") || '<tr><td colspan="8" class="empty">No runs recorded yet.</td></tr>';
+}
+
+async function loadTables() {
+  const { tables } = await api("/api/tables");
+  $("tables").tBodies[0].innerHTML = tables.map((t) => `<tr>
+    <td><span class="layer layer-${esc(t.layer)}">${esc(t.layer)}</span></td><td>${esc(t.table)}</td>
+    <td class="num">${t.rows == null ? "—" : count.format(t.rows)}</td><td class="num">${t.version ?? "—"}</td>
+    <td>${t.last_commit ? esc(new Date(t.last_commit).toLocaleString()) : "—"}</td></tr>`).join("");
+}
+
+async function refreshAll() {
+  const results = await Promise.allSettled([loadKpis(), loadCustomers(), loadRuns(), loadTables(), loadCombined()]);
+  const failed = results.find((r) => r.status === "rejected");
+  showError(failed ? failed.reason.message : "");
+}
+
+// ---- wiring ---------------------------------------------------------------------
+$("customer-search").addEventListener("input", renderCustomers);
+for (const th of $("customers").tHead.rows[0].cells) {
+  th.addEventListener("click", () => {
+    const key = th.dataset.key;
+    state.sort = { key, dir: state.sort.key === key ? -state.sort.dir : (["customer_id", "company_name", "country", "segment"].includes(key) ? 1 : -1) };
+    renderCustomers();
+  });
+}
+$("token-button").hidden = !sessionStorage.getItem(TOKEN_KEY);
+$("token-button").addEventListener("click", () => { sessionStorage.removeItem(TOKEN_KEY); askToken().then(refreshAll); });
+
+refreshAll();
+followLive();
+setInterval(refreshAll, 15000);

@@ -1,0 +1,318 @@
+//! The HTTP side: dashboard assets, the JSON API, server-sent events and
+//! bearer-token auth.
+//!
+//! | route | what |
+//! |---|---|
+//! | `GET /` | the dashboard (HTML/CSS/JS compiled into the binary) |
+//! | `GET /health` | liveness, never needs the token |
+//! | `GET /api/kpis` | revenue KPIs, top countries, categories, segments (latest snapshot) |
+//! | `GET /api/rfm` | RFM segments and every customer's scores |
+//! | `GET /api/live` | the live state (per-country totals, events/s, lag) |
+//! | `GET /api/live/stream` | the same, pushed as server-sent events on every change |
+//! | `GET /api/combined` | `serving.sales_by_country`, one row per country |
+//! | `GET /api/tables` | the table catalog (layer, rows, Delta version, last commit) |
+//! | `GET /api/runs` | run history from `gold.pipeline_runs` |
+//! | `GET /metrics` | Prometheus text |
+//! | `POST /api/sql` | read-only SQL (see `sql`) |
+//!
+//! Errors are JSON `{"error": "..."}`: one line, never a stack trace.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use bytes::Bytes;
+use datafusion::arrow::array::RecordBatch;
+use futures::{Stream, StreamExt};
+use serde_json::{json, Map, Value};
+
+use super::state::AppState;
+use super::{metrics, sql};
+use crate::error::Error;
+use crate::live::LiveSnapshot;
+
+const INDEX_HTML: &str = include_str!("dashboard/index.html");
+const APP_JS: &str = include_str!("dashboard/app.js");
+const STYLE_CSS: &str = include_str!("dashboard/style.css");
+
+/// Every route, with auth on the API.
+pub fn router(state: Arc<AppState>) -> Router {
+    let api = Router::new()
+        .route("/api/kpis", get(kpis))
+        .route("/api/rfm", get(rfm))
+        .route("/api/live", get(live))
+        .route("/api/live/stream", get(live_stream))
+        .route("/api/combined", get(combined))
+        .route("/api/tables", get(tables))
+        .route("/api/runs", get(runs))
+        .route("/api/sql", post(sql::handle))
+        .route("/metrics", get(metrics::handle))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .route("/", get(|| async { asset(INDEX_HTML, "text/html; charset=utf-8") }))
+        .route("/app.js", get(|| async { asset(APP_JS, "text/javascript; charset=utf-8") }))
+        .route("/style.css", get(|| async { asset(STYLE_CSS, "text/css; charset=utf-8") }))
+        .route("/health", get(health))
+        .merge(api)
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint: see / for the dashboard and /api/* for the API") })
+        .with_state(state)
+}
+
+fn asset(body: &'static str, content_type: &'static str) -> Response {
+    ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "no-cache")], body).into_response()
+}
+
+/// An API failure: status and a one-line message.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError { status, message: crate::error::one_line(&message.into()) }
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(err: Error) -> Self {
+        let status = match err {
+            Error::Query(_) => StatusCode::BAD_REQUEST,
+            Error::Config(_) => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(status, err.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, axum::Json(json!({ "error": self.message }))).into_response()
+    }
+}
+
+/// Refuses API calls without the configured bearer token.
+async fn require_token(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    if let Some(token) = &state.token {
+        if !bearer_matches(request.headers(), token) {
+            let mut response = ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong token: send the header `Authorization: Bearer <token>` (MEDALLION_TOKEN)",
+            )
+            .into_response();
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return response;
+        }
+    }
+    next.run(request).await
+}
+
+fn bearer_matches(headers: &HeaderMap, token: &str) -> bool {
+    let Some(given) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+    else {
+        return false;
+    };
+    constant_time_eq(given.trim().as_bytes(), token.as_bytes())
+}
+
+/// Compares without an early exit, so timing does not reveal the token.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        diff |= (*a.get(i).unwrap_or(&0) ^ *b.get(i).unwrap_or(&0)) as usize;
+    }
+    diff == 0
+}
+
+async fn health(State(state): State<Arc<AppState>>) -> Response {
+    axum::Json(json!({
+        "status": "ok",
+        "uptime_seconds": state.started_at.elapsed().as_secs(),
+        "auth": state.token.is_some(),
+    }))
+    .into_response()
+}
+
+/// A JSON body that is already serialised.
+fn json_bytes(bytes: Bytes) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], bytes).into_response()
+}
+
+/// Rows as JSON objects (nulls kept), through arrow-json.
+pub fn batches_to_json(batches: &[RecordBatch]) -> Result<Vec<Map<String, Value>>, Error> {
+    let mut out = Vec::new();
+    {
+        let mut writer = arrow_json::WriterBuilder::new()
+            .with_explicit_nulls(true)
+            .build::<_, arrow_json::writer::JsonArray>(&mut out);
+        let refs: Vec<&RecordBatch> = batches.iter().collect();
+        writer.write_batches(&refs)?;
+        writer.finish()?;
+    }
+    if out.is_empty() {
+        return Ok(Vec::new());
+    }
+    serde_json::from_slice(&out).map_err(|e| Error::other("JSON encoding", e))
+}
+
+async fn rows(state: &AppState, sql: &str) -> Result<Vec<Map<String, Value>>, Error> {
+    batches_to_json(&state.query(sql).await?)
+}
+
+fn require(state: &AppState, table: &str) -> Result<(), Error> {
+    if state.has_table(table) {
+        Ok(())
+    } else {
+        Err(Error::Config(format!(
+            "{table} does not exist yet: build the lake first (`medallion run` or `medallion demo --no-serve`)"
+        )))
+    }
+}
+
+/// `WHERE snapshot_date = <latest of that table>`.
+fn latest(table: &str) -> String {
+    format!("snapshot_date = (SELECT MAX(snapshot_date) FROM {table})")
+}
+
+const KPI_TABLES: [&str; 4] = ["gold.kpi_revenue", "gold.kpi_top_countries", "gold.kpi_category_sales", "gold.rfm_segments"];
+
+async fn kpis(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let bytes = state.cached("kpis", &KPI_TABLES, || build_kpis(&state)).await?;
+    Ok(json_bytes(bytes))
+}
+
+async fn build_kpis(state: &AppState) -> Result<Bytes, Error> {
+    for table in KPI_TABLES {
+        require(state, table)?;
+    }
+    let revenue = rows(state, &format!(
+        "SELECT CAST(snapshot_date AS VARCHAR) AS snapshot_date, total_revenue, orders, customers, avg_order_value
+         FROM gold.kpi_revenue WHERE {}", latest("gold.kpi_revenue"))).await?;
+    let top = rows(state, &format!(
+        "SELECT \"rank\", country, revenue FROM gold.kpi_top_countries WHERE {} ORDER BY \"rank\"",
+        latest("gold.kpi_top_countries"))).await?;
+    let categories = rows(state, &format!(
+        "SELECT category_name, revenue, quantity, orders FROM gold.kpi_category_sales WHERE {} ORDER BY revenue DESC",
+        latest("gold.kpi_category_sales"))).await?;
+    let segments = rows(state, &format!(
+        "SELECT segment, customers, revenue, share_of_revenue FROM gold.rfm_segments WHERE {} ORDER BY revenue DESC",
+        latest("gold.rfm_segments"))).await?;
+    let mut body = revenue.into_iter().next().unwrap_or_default();
+    body.insert("top_countries".into(), Value::from(top.into_iter().map(Value::Object).collect::<Vec<_>>()));
+    body.insert("categories".into(), Value::from(categories.into_iter().map(Value::Object).collect::<Vec<_>>()));
+    body.insert("segments".into(), Value::from(segments.into_iter().map(Value::Object).collect::<Vec<_>>()));
+    Ok(Bytes::from(serde_json::to_vec(&body).map_err(|e| Error::other("JSON encoding", e))?))
+}
+
+async fn rfm(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let tables = ["gold.rfm_customers", "gold.rfm_segments"];
+    let bytes = state
+        .cached("rfm", &tables, || async {
+            for table in tables {
+                require(&state, table)?;
+            }
+            let segments = rows(&state, &format!(
+                "SELECT segment, customers, revenue, share_of_revenue FROM gold.rfm_segments WHERE {} ORDER BY revenue DESC",
+                latest("gold.rfm_segments"))).await?;
+            let customers = rows(&state, &format!(
+                "SELECT CAST(snapshot_date AS VARCHAR) AS snapshot_date, customer_id, company_name, country, recency_days,
+                        frequency, monetary, r_score, f_score, m_score, segment
+                 FROM gold.rfm_customers WHERE {} ORDER BY monetary DESC", latest("gold.rfm_customers"))).await?;
+            let snapshot = customers.first().and_then(|c| c.get("snapshot_date").cloned()).unwrap_or(Value::Null);
+            let body = json!({ "snapshot_date": snapshot, "segments": segments, "customers": customers });
+            Ok(Bytes::from(body.to_string()))
+        })
+        .await?;
+    Ok(json_bytes(bytes))
+}
+
+/// The live state as the API shows it.
+pub fn live_json(snapshot: &LiveSnapshot) -> Value {
+    let mut value = serde_json::to_value(snapshot).unwrap_or_else(|_| json!({}));
+    // `+ 0.0` turns the empty sum (-0.0) into 0.
+    let total: f64 = snapshot.countries.iter().map(|c| c.total_ventes_live).sum::<f64>() + 0.0;
+    let transactions: i64 = snapshot.countries.iter().map(|c| c.nb_transactions).sum();
+    value["total_ventes_live"] = json!(total);
+    value["nb_transactions"] = json!(transactions);
+    value["total_lag"] = json!(snapshot.lag.values().sum::<i64>());
+    value
+}
+
+async fn live(State(state): State<Arc<AppState>>) -> Response {
+    axum::Json(live_json(&state.live.current())).into_response()
+}
+
+async fn live_stream(State(state): State<Arc<AppState>>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let receiver = state.live.subscribe();
+    let first = live_json(&state.live.current()).to_string();
+    let stop = super::stopped(state.shutdown.subscribe());
+    let updates = futures::stream::unfold(receiver, |mut receiver| async move {
+        receiver.changed().await.ok()?;
+        let snapshot = receiver.borrow_and_update().clone();
+        Some((live_json(&snapshot).to_string(), receiver))
+    });
+    let events = futures::stream::once(async move { first })
+        .chain(updates)
+        .map(|data| Ok(Event::default().event("live").data(data)))
+        .take_until(stop);
+    Sse::new(events).keep_alive(KeepAlive::default())
+}
+
+async fn combined(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    if !state.has_table("serving.sales_by_country") {
+        return Ok(axum::Json(json!({ "countries": [] })).into_response());
+    }
+    let countries = rows(&state,
+        "SELECT country,
+                COALESCE(SUM(CASE WHEN source = 'batch' THEN revenue END), 0) AS batch_revenue,
+                COALESCE(SUM(CASE WHEN source = 'live' THEN revenue END), 0)  AS live_revenue,
+                COALESCE(SUM(revenue), 0)                                       AS total_revenue
+         FROM serving.sales_by_country GROUP BY country ORDER BY total_revenue DESC, country").await?;
+    Ok(axum::Json(json!({ "countries": countries })).into_response())
+}
+
+async fn tables(State(state): State<Arc<AppState>>) -> Response {
+    axum::Json(json!({ "tables": state.catalog().await })).into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct RunsQuery {
+    limit: Option<usize>,
+}
+
+async fn runs(State(state): State<Arc<AppState>>, Query(query): Query<RunsQuery>) -> Result<Response, ApiError> {
+    if !state.has_table("gold.pipeline_runs") {
+        return Ok(axum::Json(json!({ "runs": [] })).into_response());
+    }
+    let limit = query.limit.unwrap_or(200).clamp(1, 5000);
+    let mut runs = rows(&state, &format!(
+        "SELECT run_id, command, CAST(snapshot_date AS VARCHAR) AS snapshot_date, stage, started_at, duration_ms,
+                status, \"rows\", quarantined, details, error
+         FROM gold.pipeline_runs ORDER BY started_at DESC LIMIT {limit}")).await?;
+    for run in runs.iter_mut() {
+        if let Some(Value::String(text)) = run.get("details") {
+            let parsed = serde_json::from_str(text).unwrap_or(Value::Null);
+            run.insert("details".into(), parsed);
+        }
+    }
+    Ok(axum::Json(json!({ "runs": runs })).into_response())
+}
+
+/// Body helper for modules that build their own responses.
+pub fn text_response(status: StatusCode, content_type: &'static str, body: impl Into<Body>) -> Response {
+    let mut response = Response::new(body.into());
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}

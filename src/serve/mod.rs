@@ -1,0 +1,181 @@
+//! The serving layer: a web dashboard, a JSON/CSV/Arrow HTTP API with
+//! read-only SQL, and a read-only PostgreSQL wire endpoint for psql and BI
+//! tools — all over one shared DataFusion session that sees every Delta table
+//! of the lake, the live tables of the stream and the combined views.
+//!
+//! * `state`     — the shared session, kept current with the lake; caches
+//! * `views`     — `serving.sales_by_country` (batch ∪ live)
+//! * `readonly`  — which statements are allowed (SELECT / WITH / EXPLAIN …)
+//! * `http`      — axum routes, bearer-token auth, SSE
+//! * `sql`       — `POST /api/sql`: limit, timeout, JSON / CSV / Arrow IPC
+//! * `metrics`   — Prometheus text
+//! * `pg`        — the PostgreSQL wire endpoint (datafusion-postgres)
+//! * `bench`     — the load generator behind `scripts/bench-serve.sh`
+//!
+//! `run` serves until Ctrl-C; `start` binds and returns a `Server` with the
+//! bound addresses (tests bind port 0). The stream calls either with the
+//! `LiveHandle` it publishes to and `follow_lake_live: false`; `medallion
+//! serve` alone follows `gold.live_sales_by_country` instead.
+
+pub mod bench;
+mod http;
+mod metrics;
+mod pg;
+mod readonly;
+mod sql;
+mod state;
+mod views;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::lake::Lake;
+use crate::live::LiveHandle;
+
+pub use readonly::check_read_only;
+pub use state::AppState;
+
+/// How the server runs.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// HTTP address (dashboard + API). Port 0 picks a free port.
+    pub http_addr: SocketAddr,
+    /// PostgreSQL wire address; `None` disables the endpoint.
+    pub pg_addr: Option<SocketAddr>,
+    /// Refresh the live state from `gold.live_sales_by_country` (true when no
+    /// stream runs in this process).
+    pub follow_lake_live: bool,
+    /// How often the session looks for new Delta versions.
+    pub refresh_interval: Duration,
+    /// Most rows `POST /api/sql` returns.
+    pub sql_row_limit: usize,
+    /// Longest a `POST /api/sql` query may run.
+    pub sql_timeout: Duration,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            pg_addr: Some(SocketAddr::from(([127, 0, 0, 1], 15432))),
+            follow_lake_live: true,
+            refresh_interval: Duration::from_secs(1),
+            sql_row_limit: 10_000,
+            sql_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A running server.
+pub struct Server {
+    http_addr: SocketAddr,
+    pg_addr: Option<SocketAddr>,
+    state: Arc<AppState>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Server {
+    /// The bound HTTP address.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// The bound PostgreSQL wire address, when enabled.
+    pub fn pg_addr(&self) -> Option<SocketAddr> {
+        self.pg_addr
+    }
+
+    /// The shared state (session, live handle).
+    pub fn state(&self) -> &Arc<AppState> {
+        &self.state
+    }
+
+    /// Stops accepting, lets open HTTP requests finish, and waits for the tasks.
+    pub async fn shutdown(self) {
+        let _ = self.state.shutdown.send(true);
+        for task in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+    }
+}
+
+/// Binds the endpoints, loads the lake into the session and starts serving.
+pub async fn start(config: &Config, lake: Lake, live: LiveHandle, options: ServeOptions) -> Result<Server> {
+    let http_listener = bind(options.http_addr, "HTTP", "--addr").await?;
+    let pg_listener = match options.pg_addr {
+        Some(addr) => Some(bind(addr, "PostgreSQL wire", "--pg-addr").await?),
+        None => None,
+    };
+    let state = AppState::new(config, lake, live, options.clone()).await?;
+    let signal = state.shutdown.subscribe();
+    let mut tasks = Vec::new();
+    tasks.push(tokio::spawn(state::refresh_loop(state.clone(), signal.clone())));
+
+    let http_addr = local_addr(&http_listener)?;
+    let router = http::router(state.clone());
+    let http_signal = signal.clone();
+    tasks.push(tokio::spawn(async move {
+        let stop = stopped(http_signal);
+        if let Err(err) = axum::serve(http_listener, router).with_graceful_shutdown(stop).await {
+            tracing::error!("HTTP server stopped: {err}");
+        }
+    }));
+
+    let mut pg_addr = None;
+    if let Some(listener) = pg_listener {
+        pg_addr = Some(local_addr(&listener)?);
+        let handlers = pg::handlers(&state)?;
+        tasks.push(tokio::spawn(pg::accept_loop(listener, handlers, signal.clone())));
+    }
+    Ok(Server { http_addr, pg_addr, state, tasks })
+}
+
+/// Serves until Ctrl-C (or SIGTERM), printing where to connect.
+pub async fn run(config: &Config, lake: Lake, live: LiveHandle, options: ServeOptions) -> Result<()> {
+    let server = start(config, lake, live, options).await?;
+    let auth = if config.token.is_some() { " (token required)" } else { "" };
+    println!("dashboard   http://{}/{auth}", server.http_addr());
+    if let Some(pg) = server.pg_addr() {
+        println!("PostgreSQL  psql -h {} -p {} -U medallion -d lake{auth}", pg.ip(), pg.port());
+    }
+    println!("Ctrl-C stops the server.");
+    wait_for_stop_signal().await;
+    server.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+async fn bind(addr: SocketAddr, what: &str, flag: &str) -> Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        Error::Config(format!("cannot listen for {what} on {addr}: {e}; choose another address with {flag}"))
+    })
+}
+
+/// Resolves once shutdown is requested.
+pub(crate) async fn stopped(mut signal: tokio::sync::watch::Receiver<bool>) {
+    let _ = signal.wait_for(|stop| *stop).await.is_ok();
+}
+
+fn local_addr(listener: &TcpListener) -> Result<SocketAddr> {
+    listener.local_addr().map_err(|e| Error::other("listening socket", e))
+}

@@ -1,0 +1,160 @@
+//! `POST /api/sql`: read-only SQL over every table, with a row limit and a
+//! timeout, answered as JSON, CSV or Arrow IPC by the `Accept` header.
+//!
+//! Body: `{"sql": "SELECT ...", "limit": 100, "timeout_ms": 5000}` (limit and
+//! timeout optional, capped by the server's `--sql-row-limit` and
+//! `--sql-timeout`). The statement is judged by kind (`readonly`) and planned
+//! with DDL, DML and session statements disabled, so nothing can write. A
+//! result longer than the limit is cut and flagged (`truncated` in JSON, the
+//! `X-Medallion-Truncated` header otherwise).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::execution::context::SQLOptions;
+use serde_json::json;
+
+use super::http::{batches_to_json, text_response, ApiError};
+use super::readonly::check_read_only;
+use super::state::AppState;
+use crate::error::Error;
+
+const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SqlRequest {
+    sql: String,
+    limit: Option<usize>,
+    timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Answer {
+    Json,
+    Csv,
+    Arrow,
+}
+
+pub async fn handle(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    let request: SqlRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(StatusCode::BAD_REQUEST, format!("the body must be JSON like {{\"sql\": \"SELECT 1\"}}: {e}"))
+    })?;
+    check_read_only(&request.sql).map_err(|message| ApiError::new(StatusCode::BAD_REQUEST, message))?;
+    let answer = negotiate(&headers)?;
+    let max_rows = state.options.sql_row_limit;
+    let limit = request.limit.unwrap_or(max_rows).min(max_rows);
+    let max_time = state.options.sql_timeout;
+    let timeout = request.timeout_ms.map(Duration::from_millis).unwrap_or(max_time).min(max_time);
+
+    let started = Instant::now();
+    let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
+    let work = async {
+        let frame = state.ctx.sql_with_options(&request.sql, options).await?;
+        let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
+        // One row past the limit tells whether the result was cut.
+        let batches = frame.limit(0, Some(limit + 1))?.collect().await?;
+        Ok::<_, datafusion::error::DataFusionError>((schema, batches))
+    };
+    let (schema, batches) = match tokio::time::timeout(timeout, work).await {
+        Ok(result) => result.map_err(Error::from)?,
+        Err(_) => {
+            return Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("the query ran longer than {} ms and was stopped: add filters or a LIMIT", timeout.as_millis()),
+            ))
+        }
+    };
+    let (batches, truncated) = cut(batches, limit);
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    let mut response = match answer {
+        Answer::Json => {
+            let rows = batches_to_json(&batches)?;
+            let columns: Vec<_> =
+                schema.fields().iter().map(|f| json!({ "name": f.name(), "type": f.data_type().to_string() })).collect();
+            let body = json!({
+                "columns": columns,
+                "rows": rows,
+                "row_count": rows.len(),
+                "truncated": truncated,
+                "limit": limit,
+                "elapsed_ms": elapsed_ms,
+            });
+            axum::Json(body).into_response()
+        }
+        Answer::Csv => {
+            let mut out = Vec::new();
+            {
+                let mut writer = arrow_csv::WriterBuilder::new().with_header(true).build(&mut out);
+                for batch in &batches {
+                    writer.write(batch).map_err(Error::from)?;
+                }
+            }
+            if batches.is_empty() {
+                let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+                out = format!("{}\n", names.join(",")).into_bytes();
+            }
+            text_response(StatusCode::OK, "text/csv; charset=utf-8", out)
+        }
+        Answer::Arrow => {
+            let mut out = Vec::new();
+            {
+                let mut writer = datafusion::arrow::ipc::writer::StreamWriter::try_new(&mut out, &schema).map_err(Error::from)?;
+                for batch in &batches {
+                    writer.write(batch).map_err(Error::from)?;
+                }
+                writer.finish().map_err(Error::from)?;
+            }
+            text_response(StatusCode::OK, ARROW_STREAM, out)
+        }
+    };
+    let flag = if truncated { "true" } else { "false" };
+    response.headers_mut().insert("x-medallion-truncated", HeaderValue::from_static(flag));
+    Ok(response)
+}
+
+/// The first format the client accepts, JSON by default.
+fn negotiate(headers: &HeaderMap) -> Result<Answer, ApiError> {
+    let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
+        return Ok(Answer::Json);
+    };
+    for part in accept.split(',') {
+        let media = part.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        match media.as_str() {
+            "application/json" | "*/*" | "application/*" | "" => return Ok(Answer::Json),
+            "text/csv" | "text/*" => return Ok(Answer::Csv),
+            ARROW_STREAM | "application/vnd.apache.arrow" => return Ok(Answer::Arrow),
+            _ => {}
+        }
+    }
+    Err(ApiError::new(
+        StatusCode::NOT_ACCEPTABLE,
+        format!("cannot answer as '{accept}': accept application/json, text/csv or {ARROW_STREAM}"),
+    ))
+}
+
+/// At most `limit` rows; whether rows were dropped.
+fn cut(batches: Vec<RecordBatch>, limit: usize) -> (Vec<RecordBatch>, bool) {
+    let mut kept = Vec::new();
+    let mut left = limit;
+    let mut truncated = false;
+    for batch in batches {
+        if batch.num_rows() <= left {
+            left -= batch.num_rows();
+            kept.push(batch);
+        } else {
+            truncated = true;
+            if left > 0 {
+                kept.push(batch.slice(0, left));
+            }
+            left = 0;
+        }
+    }
+    (kept, truncated)
+}
