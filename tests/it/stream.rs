@@ -274,19 +274,28 @@ struct OwnBroker {
 impl OwnBroker {
     const BROKERS: &'static str = "127.0.0.1:59192";
 
+    /// Runs `scripts/kafka.sh <command>` for this broker; a start is tried
+    /// twice (a JVM start on a loaded 2-core machine can miss its deadline).
     fn kafka_sh(&self, command: &str) {
         let libs = std::env::var("MEDALLION_TEST_KAFKA_LIBS")
             .expect("MEDALLION_TEST_KAFKA_LIBS is not set: run the tests with scripts/test.sh");
-        let status = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka.sh"))
-            .arg(command)
-            .env("MEDALLION_SERVICES_DIR", self.state.path())
-            .env("KAFKA_PORT", "59192")
-            .env("KAFKA_CONTROLLER_PORT", "59193")
-            .env("KAFKA_LIBS", libs)
-            .stdout(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(status.success(), "kafka.sh {command} failed");
+        let attempts = if command == "start" { 2 } else { 1 };
+        let mut last_error = String::new();
+        for _ in 0..attempts {
+            let output = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka.sh"))
+                .arg(command)
+                .env("MEDALLION_SERVICES_DIR", self.state.path())
+                .env("KAFKA_PORT", "59192")
+                .env("KAFKA_CONTROLLER_PORT", "59193")
+                .env("KAFKA_LIBS", &libs)
+                .output()
+                .unwrap();
+            if output.status.success() {
+                return;
+            }
+            last_error = String::from_utf8_lossy(&output.stderr).into_owned();
+        }
+        panic!("kafka.sh {command} failed: {last_error}");
     }
 }
 
