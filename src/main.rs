@@ -398,7 +398,23 @@ async fn execute(command: Command, config: Config, progress: Progress) -> Result
                     flag.store(true, Ordering::SeqCst);
                 }
             });
-            let report = stream::run(&config, &lake, source, &options, &LiveHandle::new(), &progress, stop).await?;
+            let started_at = chrono::Utc::now();
+            let result = stream::run(&config, &lake, source, &options, &LiveHandle::new(), &progress, stop).await;
+            // The run record (gold.pipeline_runs), also when the stream failed.
+            let summary = match &result {
+                Ok(report) => medallion::runs::StreamRun {
+                    batches: report.batches,
+                    events: report.events,
+                    rejected: report.rejected,
+                    events_per_second: (report.events + report.rejected) as f64 / report.duration.as_secs_f64().max(1e-9),
+                    lag: report.lag.clone(),
+                },
+                Err(_) => medallion::runs::StreamRun::default(),
+            };
+            let error = result.as_ref().err().map(|e| e.to_string());
+            let record = medallion::runs::stream_record(&medallion::runs::new_run_id(), started_at, &summary, error);
+            medallion::runs::append_best_effort(&lake, &[record]).await;
+            let report = result?;
             print_stream_summary(&report);
             Ok(())
         }
