@@ -331,3 +331,20 @@ async fn a_broker_restart_during_consumption_loses_nothing() {
     assert!(status.success());
     assert_exactly_once(&config, &sent).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_file_stream_runs_exactly_once_on_the_s3_lake() {
+    let s3 = S3Endpoint::shared();
+    let folder = tempfile::tempdir().unwrap();
+    let sent = messages(2_000, "s3");
+    let text: String = sent.iter().map(|s| format!("{}\n", s.payload)).collect();
+    std::fs::write(folder.path().join("0001.jsonl"), text).unwrap();
+    let lake_url = format!("s3://bronze/{}/lake", unique_name("stream"));
+    let config = s3_config(&s3, &lake_url, None, "2026-11-25");
+    for _ in 0..2 {
+        let source = StreamSource::Files(FileSource::new(folder.path().to_path_buf()).unwrap());
+        stream::run(&config, &Lake::new(&config).unwrap(), source, &StreamOptions::default(), &LiveHandle::new(),
+            &Progress::hidden(), Arc::new(AtomicBool::new(false))).await.unwrap();
+    }
+    assert_exactly_once(&config, &sent).await;
+}
