@@ -19,14 +19,8 @@ use tokio::net::TcpStream;
 
 use crate::support::*;
 
-const PG_LINES: &str = "
-    SELECT od.order_id, o.customer_id, cu.country, c.category_name, od.quantity,
-           od.unit_price::float8 * od.quantity * (1 - od.discount::float8) AS line_total
-    FROM order_details od
-    JOIN orders o ON o.order_id = od.order_id
-    JOIN products p ON p.product_id = od.product_id
-    JOIN categories c ON c.category_id = p.category_id
-    JOIN customers cu ON cu.customer_id = o.customer_id";
+/// Order lines as the spec defines them (shared with the batch tests).
+use crate::batch::PG_LINES;
 
 /// A lake built by the batch pipeline from the real Northwind in PostgreSQL.
 async fn northwind_lake(name: &str) -> (String, TestLake, Config) {
