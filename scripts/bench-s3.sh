@@ -8,7 +8,7 @@
 # per S3 operation, counted from s3s-fs's own request log ("resolved route").
 #
 # Usage: scripts/bench-s3.sh [SCALE]      (default: 100)
-#   S3_PORT (default 59050) is the port of the private s3s-fs instance.
+#   S3_PORT (default 29050) is the port of the private s3s-fs instance.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -28,7 +28,7 @@ admin_url="$MEDALLION_PG_URL"
 
 work="$(mktemp -d)"
 services="$work/services"
-export S3_PORT="${S3_PORT:-59050}"
+export S3_PORT="${S3_PORT:-29050}"
 cleanup() {
     MEDALLION_SERVICES_DIR="$services" scripts/s3.sh stop >/dev/null 2>&1 || true
     rm -rf "$work"

@@ -14,8 +14,8 @@
 #                  unless it exists; fails if it exists with another count.
 #   env            print `export ...` lines for a client.
 #
-# Broker: PLAINTEXT://127.0.0.1:${KAFKA_PORT:-59092}, controller on
-# 127.0.0.1:${KAFKA_CONTROLLER_PORT:-59093}, no authentication. Topics are
+# Broker: PLAINTEXT://127.0.0.1:${KAFKA_PORT:-29092}, controller on
+# 127.0.0.1:${KAFKA_CONTROLLER_PORT:-29093}, no authentication. Topics are
 # auto-created on first use too (1 partition). Kafka version: ${KAFKA_VERSION:-4.1.1}
 # (org.apache.kafka:kafka_2.13 + kafka-tools, run on the machine's Java 17).
 #
@@ -24,8 +24,8 @@
 set -euo pipefail
 
 readonly HOST=127.0.0.1
-readonly PORT="${KAFKA_PORT:-59092}"
-readonly CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-59093}"
+readonly PORT="${KAFKA_PORT:-29092}"
+readonly CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-29093}"
 readonly VERSION="${KAFKA_VERSION:-4.1.1}"
 readonly LOG4J_VERSION=2.24.3
 readonly DEFAULT_TOPIC=ventes-temps-reel
@@ -192,7 +192,11 @@ launch() {
 }
 
 fail_start() {
-    tail -n 20 "$LOGS/server.log" "$LOGS/kafka.out" >&2 2>/dev/null || true
+    {
+        echo "--- first errors in $LOGS/server.log:"
+        grep -m 15 -E ' (ERROR|FATAL) |Exception' "$LOGS/server.log" || true
+        tail -n 20 "$LOGS/server.log" "$LOGS/kafka.out"
+    } >&2 2>/dev/null || true
     die "$1 (logs: $LOGS)"
 }
 
@@ -250,6 +254,10 @@ wait_ready_and_create_default_topic() {
 
 cmd_start() {
     mkdir -p "$STATE" "$DATA" "$LOGS"
+    # A broker left running on other ports (KAFKA_PORT changed): restart it.
+    if is_running && ! grep -qx "listeners=PLAINTEXT://$HOST:$PORT,CONTROLLER://$HOST:$CONTROLLER_PORT" "$CONFIG"; then
+        cmd_stop >/dev/null
+    fi
     if ! is_running; then
         ensure_java
         fetch_jars

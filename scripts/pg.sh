@@ -9,7 +9,7 @@
 #   status  exit 0 and say so when running, exit 1 otherwise.
 #   env     print `export ...` lines for a client (MEDALLION_PG_URL, DATABASE_URL).
 #
-# Server: 127.0.0.1:${PGPORT:-55432} (TCP on 127.0.0.1 only), unix socket in
+# Server: 127.0.0.1:${PGPORT:-25432} (TCP on 127.0.0.1 only), unix socket in
 # <state>/run. Role `medallion` / password `medallion` (superuser), database
 # `medallion`. TCP logins use scram-sha-256, so a wrong password is refused.
 # Test-only settings: fsync, synchronous_commit and full_page_writes are off.
@@ -21,7 +21,7 @@
 # directories get o+x (traverse only, no listing).
 set -euo pipefail
 
-readonly PORT="${PGPORT:-55432}"
+readonly PORT="${PGPORT:-25432}"
 readonly HOST=127.0.0.1
 readonly PG_USER=medallion
 readonly PG_PASSWORD=medallion
@@ -163,6 +163,10 @@ cmd_start() {
     fi
     ensure_os_user
     ensure_traversable
+    # A server left running on another port (PGPORT changed): restart it.
+    if is_running && ! grep -qx "port = $PORT" "$DATA/medallion.conf" 2>/dev/null; then
+        as_pg "$BINDIR/pg_ctl" stop -D "$DATA" -m fast -w >/dev/null || die "pg_ctl stop failed (log: $LOG)"
+    fi
     if ! is_running; then
         init_cluster
         install -d -o "$OS_USER" -g "$(id -gn "$OS_USER")" -m 700 "$SOCK"

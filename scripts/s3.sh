@@ -9,7 +9,7 @@
 #   status  exit 0 and say so when running, exit 1 otherwise.
 #   env     print `export AWS_...` lines for a client.
 #
-# Server: http://127.0.0.1:${S3_PORT:-59000}, path-style requests, region
+# Server: http://127.0.0.1:${S3_PORT:-29000}, path-style requests, region
 # us-east-1 (any region is accepted), access key `medallion-test`, secret key
 # `medallion-test-secret` (SigV4; unsigned or wrongly signed requests get 403).
 # A bucket is a top-level folder of <state>/data.
@@ -25,7 +25,7 @@
 set -euo pipefail
 
 readonly HOST=127.0.0.1
-readonly PORT="${S3_PORT:-59000}"
+readonly PORT="${S3_PORT:-29000}"
 readonly ACCESS_KEY=medallion-test
 readonly SECRET_KEY=medallion-test-secret
 readonly REGION=us-east-1

@@ -270,7 +270,7 @@ async fn a_fail_the_run_rule_stops_before_writing() {
         .unwrap();
     let models = tempfile::tempdir().unwrap();
     for layer in ["silver", "gold"] {
-        let from = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models").join(layer);
+        let from = repo_path("models").join(layer);
         std::fs::create_dir_all(models.path().join(layer)).unwrap();
         for entry in std::fs::read_dir(from).unwrap() {
             let path = entry.unwrap().path();
@@ -398,7 +398,7 @@ async fn generated_northwind_at_scale_10_joins_cleanly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn models_from_a_folder_replace_the_builtin_ones() {
-    let set = ModelSet::load(Some(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models"))).unwrap();
+    let set = ModelSet::load(Some(&repo_path("models"))).unwrap();
     let builtin = ModelSet::builtin().unwrap();
     let names = |s: &ModelSet, l: &str| s.layer(l).iter().map(|m| m.name.clone()).collect::<Vec<_>>();
     assert_eq!(names(&set, "gold"), names(&builtin, "gold"), "the built-in list matches the models folder");

@@ -93,7 +93,7 @@ fn unwritable_lake_and_bad_date_are_clear_errors() {
     let blocker = tempfile::NamedTempFile::new().unwrap();
     let lake = format!("file://{}/lake", blocker.path().display());
     let output = medallion(&["ingest", "--lake", &lake, "--quiet", "--from-dump",
-        concat!(env!("CARGO_MANIFEST_DIR"), "/data/northwind/northwind.sql")], &[]);
+        &northwind_dump()], &[]);
     let text = assert_one_line_failure(&output);
     assert!(text.contains("layer bronze"), "{text}");
 

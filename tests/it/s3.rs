@@ -15,7 +15,6 @@ use medallion::lake::Lake;
 use crate::batch::{pg_rfm_sql, PG_LINES};
 use crate::support::*;
 
-const DUMP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/northwind/northwind.sql");
 
 /// A `medallion` command with no ambient lake, database or AWS settings.
 fn medallion_command(args: &[&str], env: &[(&str, String)]) -> Command {
@@ -166,7 +165,7 @@ async fn missing_bucket_is_one_clear_line_and_create_buckets_fixes_it() {
     let bucket = unique_name("it-lake");
     let lake_url = format!("s3://{bucket}/p");
     let env = s3.env();
-    let args = ["ingest", "--lake", &lake_url, "--from-dump", DUMP, "--date", "2026-10-03", "--quiet"];
+    let args = ["ingest", "--lake", &lake_url, "--from-dump", &northwind_dump(), "--date", "2026-10-03", "--quiet"];
 
     let output = medallion(&args, &env);
     let text = assert_one_line_failure(&output, &[s3.secret_access_key.as_str()]);
@@ -192,7 +191,7 @@ async fn missing_bucket_is_one_clear_line_and_create_buckets_fixes_it() {
     )
     .unwrap();
     let config_path = config_file.path().to_str().unwrap();
-    let args = ["ingest", "--lake", "s3://", "--config", config_path, "--from-dump", DUMP, "--quiet"];
+    let args = ["ingest", "--lake", "s3://", "--config", config_path, "--from-dump", &northwind_dump(), "--quiet"];
     let output = medallion(&args, &env);
     let text = assert_one_line_failure(&output, &[s3.secret_access_key.as_str()]);
     assert!(text.contains(&format!("{stem}-")), "{text}");
@@ -226,7 +225,7 @@ async fn counts_at_version(config: &medallion::config::Config, table: &str, vers
 /// Runs two `medallion ingest` processes on the same lake at the same time.
 fn ingest_twice_at_once(lake_url: &str, dates: [&str; 2], env: &[(&str, String)]) -> [Output; 2] {
     let spawn = |date: &str| {
-        medallion_command(&["ingest", "--lake", lake_url, "--from-dump", DUMP, "--date", date, "--quiet"], env)
+        medallion_command(&["ingest", "--lake", lake_url, "--from-dump", &northwind_dump(), "--date", date, "--quiet"], env)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -243,7 +242,7 @@ async fn concurrent_writers_on_s3_never_lose_a_commit() {
     let lake_url = format!("s3://bronze/{}", unique_name("concurrent"));
     let env = s3.env();
     let config = s3_config(&s3, &lake_url, None, "2026-10-04");
-    let base = medallion(&["ingest", "--lake", &lake_url, "--from-dump", DUMP, "--date", "2026-10-04", "--quiet"], &env);
+    let base = medallion(&["ingest", "--lake", &lake_url, "--from-dump", &northwind_dump(), "--date", "2026-10-04", "--quiet"], &env);
     assert!(base.status.success(), "{}", stderr(&base));
 
     // Two dates at once, then the same date twice at once.
@@ -290,7 +289,7 @@ fn s3_server_down_at_start_fails_in_bounded_time_with_one_line() {
     let mut s3 = S3Endpoint::shared();
     s3.url = format!("http://127.0.0.1:{port}");
     let started = Instant::now();
-    let output = medallion(&["ingest", "--lake", "s3://", "--from-dump", DUMP, "--quiet"], &s3.env());
+    let output = medallion(&["ingest", "--lake", "s3://", "--from-dump", &northwind_dump(), "--quiet"], &s3.env());
     let elapsed = started.elapsed();
     let text = assert_one_line_failure(&output, &[s3.secret_access_key.as_str()]);
     assert!(text.contains(&format!("127.0.0.1:{port}")) && text.contains("AWS_ENDPOINT_URL"), "{text}");
@@ -307,7 +306,7 @@ async fn wrong_s3_credentials_are_one_line_without_the_secret() {
     wrong_key.access_key_id = "nobody-here".to_string();
     for endpoint in [wrong_secret, wrong_key] {
         let env = endpoint.env();
-        let output = medallion(&["ingest", "--lake", "s3://", "--from-dump", DUMP, "--quiet"], &env);
+        let output = medallion(&["ingest", "--lake", "s3://", "--from-dump", &northwind_dump(), "--quiet"], &env);
         let text = assert_one_line_failure(&output, &[secret, s3.secret_access_key.as_str()]);
         assert!(text.contains("credentials") && text.contains("AWS_SECRET_ACCESS_KEY"), "{text}");
 

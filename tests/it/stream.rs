@@ -269,10 +269,18 @@ async fn a_folder_of_files_is_consumed_once_per_file() {
 /// disturbs no other test. Stopped when dropped.
 struct OwnBroker {
     state: tempfile::TempDir,
+    port: u16,
+    controller_port: u16,
 }
 
 impl OwnBroker {
-    const BROKERS: &'static str = "127.0.0.1:59192";
+    fn new() -> OwnBroker {
+        OwnBroker { state: tempfile::tempdir().unwrap(), port: unused_service_port(), controller_port: unused_service_port() }
+    }
+
+    fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
 
     /// Runs `scripts/kafka.sh <command>` for this broker; a start is tried
     /// twice (a JVM start on a loaded 2-core machine can miss its deadline).
@@ -282,11 +290,11 @@ impl OwnBroker {
         let attempts = if command == "start" { 2 } else { 1 };
         let mut last_error = String::new();
         for _ in 0..attempts {
-            let output = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka.sh"))
+            let output = Command::new(repo_path("scripts/kafka.sh"))
                 .arg(command)
                 .env("MEDALLION_SERVICES_DIR", self.state.path())
-                .env("KAFKA_PORT", "59192")
-                .env("KAFKA_CONTROLLER_PORT", "59193")
+                .env("KAFKA_PORT", self.port.to_string())
+                .env("KAFKA_CONTROLLER_PORT", self.controller_port.to_string())
                 .env("KAFKA_LIBS", &libs)
                 .output()
                 .unwrap();
@@ -307,27 +315,28 @@ impl Drop for OwnBroker {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_restart_during_consumption_loses_nothing() {
-    let broker = OwnBroker { state: tempfile::tempdir().unwrap() };
+    let broker = OwnBroker::new();
+    let brokers = broker.brokers();
     broker.kafka_sh("start");
     let topic = "it-stream-restart";
-    create_topic_on(OwnBroker::BROKERS, topic, 3).await;
+    create_topic_on(&brokers, topic, 3).await;
     let sent = messages(8_000, "r");
-    send_to(OwnBroker::BROKERS, topic, &sent[..4_000]).await;
+    send_to(&brokers, topic, &sent[..4_000]).await;
     let lake = TestLake::new();
     let config = config(&lake.url(), None, "2026-11-25");
 
-    let mut child = stream_process_on(OwnBroker::BROKERS, &lake.url(), topic, &["--interval", "100ms"], &[]);
+    let mut child = stream_process_on(&brokers, &lake.url(), topic, &["--interval", "100ms"], &[]);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     broker.kafka_sh("stop");
     tokio::time::sleep(Duration::from_secs(2)).await;
     broker.kafka_sh("start");
-    send_to(OwnBroker::BROKERS, topic, &sent[4_000..]).await;
+    send_to(&brokers, topic, &sent[4_000..]).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(child.try_wait().unwrap().is_none(), "the stream survived the broker restart");
     child.kill().unwrap();
     child.wait().unwrap();
 
-    let status = stream_process_on(OwnBroker::BROKERS, &lake.url(), topic, &["--available-now"], &[]).wait().unwrap();
+    let status = stream_process_on(&brokers, &lake.url(), topic, &["--available-now"], &[]).wait().unwrap();
     assert!(status.success());
     assert_exactly_once(&config, &sent).await;
 }

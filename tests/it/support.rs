@@ -1,7 +1,7 @@
 //! Shared test plumbing: a fresh PostgreSQL database per test, a temporary
 //! lake, and helpers to read query results as plain Rust values.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use datafusion::arrow::array::{Array, RecordBatch};
 use datafusion::arrow::compute::cast;
@@ -11,6 +11,19 @@ use medallion::lake::{catalog, Lake};
 use medallion::pipeline::{self, BatchSource};
 use medallion::progress::Progress;
 use tokio_postgres::NoTls;
+
+/// A file of this repository. Read from the environment at run time (cargo
+/// sets CARGO_MANIFEST_DIR when it runs tests), not baked in at compile time:
+/// clones sharing one target dir may reuse a test binary built in another.
+pub fn repo_path(relative: &str) -> PathBuf {
+    let root = std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
+    Path::new(&root).join(relative)
+}
+
+/// The vendored real Northwind dump.
+pub fn northwind_dump() -> String {
+    repo_path("data/northwind/northwind.sql").to_string_lossy().into_owned()
+}
 
 /// The superuser URL of the test PostgreSQL server (set by scripts/test.sh).
 pub fn admin_url() -> String {
@@ -38,7 +51,7 @@ pub async fn fresh_database(name: &str) -> String {
 pub async fn northwind_database(name: &str) -> String {
     let url = fresh_database(name).await;
     let mut client = pg_connect(&url).await;
-    let sql = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("data/northwind/northwind.sql")).unwrap();
+    let sql = std::fs::read_to_string(repo_path("data/northwind/northwind.sql")).unwrap();
     medallion::source::generator::load_dump(&mut client, name, &sql).await.unwrap();
     url
 }
@@ -249,6 +262,28 @@ pub fn unique_name(stem: &str) -> String {
 
 /// A private s3s-fs server (own port, own state dir) started with
 /// scripts/s3.sh, for tests that stop it or break it. Stopped on drop.
+/// A loopback port for a server a test starts (and may restart) itself.
+///
+/// Taken below the kernel's ephemeral range (32768 and up): a port in that
+/// range can be held at any moment as the local end of some outgoing
+/// connection, and the server's bind would then fail. The ports handed out
+/// are spread by process id and never repeat within one test process.
+pub fn unused_service_port() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    const FIRST: u16 = 20_000;
+    const SPAN: u16 = 10_000;
+    let offset = (std::process::id() % u32::from(SPAN)) as u16;
+    loop {
+        let step = NEXT.fetch_add(1, Ordering::Relaxed);
+        assert!(step < SPAN, "no free loopback port left in {FIRST}..{}", FIRST + SPAN);
+        let port = FIRST + (offset + step) % SPAN;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
 pub struct PrivateS3 {
     pub endpoint: S3Endpoint,
     pub port: u16,
@@ -257,7 +292,7 @@ pub struct PrivateS3 {
 
 impl PrivateS3 {
     pub fn start() -> PrivateS3 {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = unused_service_port();
         let state = tempfile::tempdir().unwrap();
         let mut endpoint = S3Endpoint::shared();
         endpoint.url = format!("http://127.0.0.1:{port}");
