@@ -366,7 +366,8 @@ async fn execute(command: Command, config: Config, progress: Progress) -> Result
             let started = Instant::now();
             let (mut messages, mut bytes) = (0i64, 0u64);
             while messages < total {
-                let batch = source.poll(args.max_batch, Duration::from_secs(5)).await?;
+                // The same polling as `stream --available-now`.
+                let batch = source.poll(args.max_batch, Duration::from_secs(5), Duration::from_millis(250)).await?;
                 if batch.is_empty() {
                     break;
                 }

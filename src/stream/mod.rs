@@ -10,8 +10,8 @@
 //! between the two commits, in the middle of one) loses nothing and writes
 //! nothing twice. The live aggregate, the event-time windows and the dedupe
 //! memory are rebuilt from bronze, then kept in memory (`live.sales_by_country`)
-//! and persisted after each batch (`gold.live_sales_by_country`,
-//! `gold.sales_by_country_minute`).
+//! and persisted behind the bronze commits, at most once per second and at
+//! the end (`gold.live_sales_by_country`, `gold.sales_by_country_minute`).
 
 pub mod event;
 pub mod files;
@@ -130,7 +130,9 @@ pub async fn run(
         Trigger::AvailableNow => Some(source.end_positions().await?),
         Trigger::Interval(_) => None,
     };
-    persist_live(lake, &state).await?;
+    LiveTables::of(&state).write(lake).await?;
+    let mut last_persist = Instant::now();
+    let mut live_dirty = false;
 
     let bar = progress.spinner(&format!("stream {}", source.describe()));
     let mut progress = LoopProgress::default();
@@ -140,27 +142,41 @@ pub async fn run(
     // The commit of batch n runs while batch n+1 is polled and decoded.
     let mut in_flight: Option<InFlight> = None;
 
+    // How far the source has been read (committed or not).
+    let mut read_to = start.clone();
     loop {
+        let mut max_batch = options.max_batch;
         if let Some(targets) = &targets {
-            if targets.iter().all(|(key, end)| events_at.get(key).copied().unwrap_or(0) >= *end) {
+            let remaining: i64 =
+                targets.iter().map(|(key, end)| (end - read_to.get(key).copied().unwrap_or(0)).max(0)).sum();
+            if remaining == 0 {
                 break;
             }
+            // Ask for no more than is left, so the last poll need not linger.
+            max_batch = max_batch.min(usize::try_from(remaining).unwrap_or(usize::MAX));
         }
         if stop.load(Ordering::SeqCst) {
             break;
         }
-        let wait = match options.trigger {
-            Trigger::AvailableNow => Duration::from_millis(500),
-            Trigger::Interval(interval) => interval,
+        // How long to wait for a first message, then for more to fill the
+        // batch: a catch-up fills whole batches; a live stream closes one
+        // per interval.
+        let (wait, linger) = match options.trigger {
+            Trigger::AvailableNow => (Duration::from_millis(500), Duration::from_millis(250)),
+            Trigger::Interval(interval) => (interval, interval),
         };
-        let mut messages = source.poll(options.max_batch, wait).await?;
+        let mut messages = source.poll(max_batch, wait, linger).await?;
+        for message in &messages {
+            let read = read_to.entry(message.key.to_string()).or_insert(0);
+            *read = (*read).max(message.next_position);
+        }
         if let Some(targets) = &targets {
             // Only what existed at start.
             messages.retain(|m| targets.get(m.key.as_ref()).is_some_and(|end| m.next_position <= *end));
         }
         if messages.is_empty() {
             if let Some(batch) = in_flight.take() {
-                let context = FinishContext { lake, live, state: &state, source: &source, bar: &bar };
+                let context = FinishContext { live, state: &state, source: &source, bar: &bar };
                 finish(batch, context, &mut events_at, &mut rejects_at, &mut report, &mut progress).await?;
             }
             if targets.is_some() {
@@ -216,12 +232,19 @@ pub async fn run(
 
         // The previous batch must be committed before this one is.
         if let Some(batch) = in_flight.take() {
-            let context = FinishContext { lake, live, state: &state, source: &source, bar: &bar };
+            let context = FinishContext { live, state: &state, source: &source, bar: &bar };
             finish(batch, context, &mut events_at, &mut rejects_at, &mut report, &mut progress).await?;
         }
         for (event, _, late) in &accepted {
             state.apply(event, *late);
         }
+        // The gold live tables follow bronze at most once per second (and
+        // once more at the end); they are derived, rebuilt on restart.
+        let live_tables = (last_persist.elapsed() >= PERSIST_EVERY).then(|| {
+            last_persist = Instant::now();
+            LiveTables::of(&state)
+        });
+        live_dirty = live_tables.is_none();
         // Commit: events, then rejects, each with the positions it reached.
         let events_positions = advanced(&positions, &events_at);
         let rejects_positions = advanced(&positions, &rejects_at);
@@ -237,6 +260,9 @@ pub async fn run(
                 .append_with_positions("bronze", REJECTS, sink::EVENT_DATE, sink::rejects_schema(), vec![rejects_batch], &rejects_positions)
                 .await?;
             crash_point("after-commit");
+            if let Some(tables) = live_tables {
+                tables.write(&writer).await?;
+            }
             Ok::<_, Error>((events_positions, rejects_positions))
         });
         in_flight = Some(InFlight {
@@ -249,16 +275,24 @@ pub async fn run(
         });
     }
     if let Some(batch) = in_flight.take() {
-        let context = FinishContext { lake, live, state: &state, source: &source, bar: &bar };
+        let context = FinishContext { live, state: &state, source: &source, bar: &bar };
         finish(batch, context, &mut events_at, &mut rejects_at, &mut report, &mut progress).await?;
     }
-    let mut latencies = std::mem::take(&mut progress.latencies);
-    let mut lag = progress.lag.clone();
-    bar.finish_and_clear();
-    if let Ok(ends) = source.end_positions().await {
-        lag = ends.iter().map(|(k, end)| (k.clone(), (end - events_at.get(k).copied().unwrap_or(0)).max(0))).collect();
+    if live_dirty {
+        LiveTables::of(&state).write(lake).await?;
     }
-    report.lag = lag;
+    let mut latencies = std::mem::take(&mut progress.latencies);
+    bar.finish_and_clear();
+    // Lag against the newest end positions known; asked for only when none are.
+    progress.collect_ends().await;
+    let ends = match progress.known_ends.take().or(targets) {
+        Some(ends) => Some(ends),
+        None => source.end_positions().await.ok(),
+    };
+    report.lag = match ends {
+        Some(ends) => lag_of(&ends, &events_at),
+        None => progress.lag.clone(),
+    };
     report.duration = started.elapsed();
     latencies.sort_by(|a, b| a.total_cmp(b));
     let quantile = |q: f64| (!latencies.is_empty()).then(|| latencies[((latencies.len() - 1) as f64 * q) as usize]);
@@ -283,12 +317,41 @@ struct LoopProgress {
     latencies: Vec<f64>,
     recent: VecDeque<(Instant, u64)>,
     lag: BTreeMap<String, i64>,
-    lag_checked: Option<Instant>,
+    /// The newest end positions fetched, and the fetch under way (run in
+    /// the background: a round trip to the broker must not stall batches).
+    known_ends: Option<Positions>,
+    ends_probe: Option<tokio::task::JoinHandle<Result<Positions>>>,
+    last_probe: Option<Instant>,
+}
+
+impl LoopProgress {
+    /// Starts a background fetch of the end positions, at most once a second.
+    fn probe_ends(&mut self, source: &StreamSource) {
+        if self.ends_probe.is_none() && self.last_probe.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+            self.last_probe = Some(Instant::now());
+            self.ends_probe = Some(source.end_positions_in_background());
+        }
+    }
+
+    /// Takes the result of a finished probe, if any.
+    async fn collect_ends(&mut self) {
+        if self.ends_probe.as_ref().is_some_and(|probe| probe.is_finished()) {
+            if let Some(probe) = self.ends_probe.take() {
+                if let Ok(Ok(ends)) = probe.await {
+                    self.known_ends = Some(ends);
+                }
+            }
+        }
+    }
+}
+
+/// Messages not yet committed per position key.
+fn lag_of(ends: &Positions, committed: &Positions) -> BTreeMap<String, i64> {
+    ends.iter().map(|(k, end)| (k.clone(), (end - committed.get(k).copied().unwrap_or(0)).max(0))).collect()
 }
 
 /// What finishing a batch reads.
 struct FinishContext<'a> {
-    lake: &'a Lake,
     live: &'a LiveHandle,
     state: &'a StreamState,
     source: &'a StreamSource,
@@ -309,18 +372,15 @@ async fn finish(
         batch.task.await.map_err(|e| Error::other("stream commit", e))??;
     events_at.extend(events_positions);
     rejects_at.extend(rejects_positions);
-    persist_live(context.lake, context.state).await?;
     report.batches += 1;
     report.events += batch.events;
     report.rejected += batch.rejected;
     report.late += batch.late;
-    if progress.lag_checked.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
-        if let Ok(ends) = context.source.end_positions().await {
-            progress.lag =
-                ends.iter().map(|(k, end)| (k.clone(), (end - events_at.get(k).copied().unwrap_or(0)).max(0))).collect();
-        }
-        progress.lag_checked = Some(Instant::now());
+    progress.collect_ends().await;
+    if let Some(ends) = &progress.known_ends {
+        progress.lag = lag_of(ends, events_at);
     }
+    progress.probe_ends(context.source);
     progress.recent.push_back((Instant::now(), batch.messages));
     while progress.recent.len() > 1 && progress.recent.front().is_some_and(|(t, _)| t.elapsed() > Duration::from_secs(5)) {
         progress.recent.pop_front();
@@ -419,13 +479,27 @@ fn publish(live: &LiveHandle, state: &StreamState, report: &StreamReport, lag: &
     });
 }
 
-/// Writes the live aggregate and the minute windows to gold.
-async fn persist_live(lake: &Lake, state: &StreamState) -> Result<()> {
-    let countries: Vec<_> = state.countries.values().cloned().collect();
-    lake.overwrite("gold", "live_sales_by_country", sales_by_country_schema(), vec![sales_by_country_batch(&countries)])
-        .await?;
-    lake.overwrite("gold", "sales_by_country_minute", sink::windows_schema(), vec![sink::windows_batch(state)]).await?;
-    Ok(())
+/// How often at most the gold live tables are rewritten while streaming.
+const PERSIST_EVERY: Duration = Duration::from_secs(1);
+
+/// A snapshot of the live aggregate and the minute windows, to be written to
+/// `gold.live_sales_by_country` and `gold.sales_by_country_minute`.
+struct LiveTables {
+    by_country: datafusion::arrow::array::RecordBatch,
+    by_minute: datafusion::arrow::array::RecordBatch,
+}
+
+impl LiveTables {
+    fn of(state: &StreamState) -> LiveTables {
+        let countries: Vec<_> = state.countries.values().cloned().collect();
+        LiveTables { by_country: sales_by_country_batch(&countries), by_minute: sink::windows_batch(state) }
+    }
+
+    async fn write(self, lake: &Lake) -> Result<()> {
+        lake.overwrite("gold", "live_sales_by_country", sales_by_country_schema(), vec![self.by_country]).await?;
+        lake.overwrite("gold", "sales_by_country_minute", sink::windows_schema(), vec![self.by_minute]).await?;
+        Ok(())
+    }
 }
 
 /// Rebuilds the aggregate, windows, watermark and dedupe memory from

@@ -65,11 +65,29 @@ impl StreamSource {
         }
     }
 
-    /// Up to `max` messages, waiting at most `wait` for the first ones.
-    pub async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<RawMessage>> {
+    /// The end positions, fetched on a background task.
+    pub fn end_positions_in_background(&self) -> tokio::task::JoinHandle<Result<Positions>> {
         match self {
-            StreamSource::Kafka(kafka) => kafka.poll(max, wait).await,
-            StreamSource::Files(files) => files.poll(max),
+            StreamSource::Kafka(kafka) => {
+                let kafka = kafka.clone();
+                tokio::spawn(async move { kafka.end_positions().await })
+            }
+            StreamSource::Files(files) => {
+                let ends = files.end_positions();
+                tokio::spawn(async move { ends })
+            }
+        }
+    }
+
+    /// Up to `max` messages, waiting at most `wait` for the first one and
+    /// then at most `linger` for more.
+    pub async fn poll(&mut self, max: usize, wait: Duration, linger: Duration) -> Result<Vec<RawMessage>> {
+        match self {
+            StreamSource::Kafka(kafka) => kafka.poll(max, wait, linger).await,
+            StreamSource::Files(files) => {
+                let _ = (wait, linger); // files are read whole: nothing to wait for
+                files.poll(max)
+            }
         }
     }
 
