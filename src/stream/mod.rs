@@ -179,6 +179,13 @@ pub async fn run(
                 let context = FinishContext { live, state: &state, source: &source, bar: &bar };
                 finish(batch, context, &mut events_at, &mut rejects_at, &mut report, &mut progress).await?;
             }
+            // Quiet source: bring the gold live tables up to date now rather
+            // than at the next batch, which may be a long time coming.
+            if live_dirty && last_persist.elapsed() >= PERSIST_EVERY {
+                LiveTables::of(&state).write(lake).await?;
+                last_persist = Instant::now();
+                live_dirty = false;
+            }
             if targets.is_some() {
                 let idle = *idle_since.get_or_insert_with(Instant::now);
                 if idle.elapsed() > Duration::from_secs(30) {

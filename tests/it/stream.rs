@@ -240,6 +240,40 @@ async fn sigkill_and_crashes_between_commits_lose_nothing_and_duplicate_nothing(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_stream_brings_gold_live_totals_up_to_date_when_the_source_goes_quiet() {
+    let topic = "it-stream-quiet";
+    create_topic(topic, 1).await;
+    let sent = messages(1_300, "q");
+    let lake = TestLake::new();
+    let config = config(&lake.url(), None, "2026-11-25");
+    let mut child = stream_process(&lake.url(), topic, &["--interval", "100ms"], &[]);
+    send(topic, &sent[..1_000]).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    send(topic, &sent[1_000..]).await;
+
+    // The gold table must catch up while the stream still runs (not only at
+    // its stop), although no message follows the last batch.
+    let expected = expected_totals(&sent);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let current = if catalog_has_live_table(&config).await { lake_totals(&config).await } else { BTreeMap::new() };
+        if current.values().map(|(_, n)| n).sum::<i64>() == expected.values().map(|(_, n)| n).sum::<i64>() {
+            assert_totals(&current, &expected);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "gold.live_sales_by_country still behind after 20 s: {current:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(child.try_wait().unwrap().is_none(), "the stream is still running");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+async fn catalog_has_live_table(config: &medallion::config::Config) -> bool {
+    Lake::new(config).unwrap().table("gold", "live_sales_by_country").await.is_ok_and(|t| t.version().is_some())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_folder_of_files_is_consumed_once_per_file() {
     let folder = tempfile::tempdir().unwrap();
     let first = messages(500, "f1");
