@@ -24,6 +24,7 @@ use datafusion::scalar::ScalarValue;
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::Transaction;
 use deltalake::parquet::basic::Compression;
+use deltalake::parquet::schema::types::ColumnPath;
 use deltalake::parquet::file::properties::WriterProperties;
 use deltalake::protocol::SaveMode;
 use deltalake::{DeltaTable, DeltaTableBuilder, ObjectStore};
@@ -177,11 +178,15 @@ impl Lake {
     /// Appends rows in one Delta commit that also records, as Delta
     /// application transactions (`txn` actions), the source position each
     /// key reached: the rows and the positions land together or not at all.
+    /// `unique_columns` (ids, raw payloads) are written without a Parquet
+    /// dictionary, which would only cost time there.
+    #[allow(clippy::too_many_arguments)]
     pub async fn append_with_positions(
         &self,
         layer: &str,
         table: &str,
         partition_column: &str,
+        unique_columns: &[&str],
         schema: SchemaRef,
         batches: Vec<RecordBatch>,
         positions: &BTreeMap<String, i64>,
@@ -199,7 +204,7 @@ impl Lake {
             .write(batches)
             .with_save_mode(SaveMode::Append)
             .with_partition_columns([partition_column])
-            .with_writer_properties(writer_properties())
+            .with_writer_properties(writer_properties_with_unique(unique_columns))
             .with_commit_properties(CommitProperties::default().with_application_transactions(transactions))
             .await
             .map_err(|e| Error::lake(&name, e))?;
@@ -325,10 +330,18 @@ const ROW_GROUP_ROWS: usize = 128 * 1024;
 const TARGET_FILE_BYTES: u64 = 64 * 1024 * 1024;
 
 fn writer_properties() -> WriterProperties {
-    WriterProperties::builder()
+    writer_properties_with_unique(&[])
+}
+
+/// `writer_properties` with no dictionary for columns whose values rarely repeat.
+fn writer_properties_with_unique(unique_columns: &[&str]) -> WriterProperties {
+    let mut builder = WriterProperties::builder()
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-        .set_compression(Compression::SNAPPY)
-        .build()
+        .set_compression(Compression::SNAPPY);
+    for column in unique_columns {
+        builder = builder.set_column_dictionary_enabled(ColumnPath::from(*column), false);
+    }
+    builder.build()
 }
 
 /// The Delta application id under which a source position key is recorded.

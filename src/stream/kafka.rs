@@ -130,7 +130,7 @@ impl KafkaSource {
 
     /// Waits up to `wait` for a first message, then gathers more for up to
     /// `linger` after it (or until `max`): full batches mean fewer commits.
-    pub async fn poll(&mut self, max: usize, wait: Duration, linger: Duration) -> Result<Vec<RawMessage>> {
+    pub async fn poll(&self, max: usize, wait: Duration, linger: Duration) -> Result<Vec<RawMessage>> {
         let topic: Arc<str> = self.topic.as_str().into();
         let polled = self
             .blocking(move |consumer| {

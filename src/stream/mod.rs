@@ -144,31 +144,42 @@ pub async fn run(
 
     // How far the source has been read (committed or not).
     let mut read_to = start.clone();
-    loop {
-        let mut max_batch = options.max_batch;
-        if let Some(targets) = &targets {
+    // How long to wait for a first message, then for more to fill the
+    // batch: a catch-up fills whole batches; a live stream closes one per
+    // interval.
+    let (wait, linger) = match options.trigger {
+        Trigger::AvailableNow => (Duration::from_millis(500), Duration::from_millis(250)),
+        Trigger::Interval(interval) => (interval, interval),
+    };
+    // How many messages the next poll asks for; None once all is read.
+    let next_batch_size = |read_to: &Positions| match &targets {
+        Some(targets) => {
             let remaining: i64 =
                 targets.iter().map(|(key, end)| (end - read_to.get(key).copied().unwrap_or(0)).max(0)).sum();
-            if remaining == 0 {
-                break;
-            }
-            // Ask for no more than is left, so the last poll need not linger.
-            max_batch = max_batch.min(usize::try_from(remaining).unwrap_or(usize::MAX));
+            // No more than is left, so the last poll need not linger.
+            (remaining > 0).then(|| options.max_batch.min(usize::try_from(remaining).unwrap_or(usize::MAX)))
         }
+        None => Some(options.max_batch),
+    };
+    // The next batch, read while this one is decoded and committed.
+    let mut read_ahead: Option<tokio::task::JoinHandle<Result<Vec<source::RawMessage>>>> = None;
+    loop {
+        let Some(max_batch) = next_batch_size(&read_to) else { break };
         if stop.load(Ordering::SeqCst) {
             break;
         }
-        // How long to wait for a first message, then for more to fill the
-        // batch: a catch-up fills whole batches; a live stream closes one
-        // per interval.
-        let (wait, linger) = match options.trigger {
-            Trigger::AvailableNow => (Duration::from_millis(500), Duration::from_millis(250)),
-            Trigger::Interval(interval) => (interval, interval),
+        let mut messages = match read_ahead.take() {
+            Some(reading) => reading.await.map_err(|e| Error::other("stream poll", e))??,
+            None => source.poll(max_batch, wait, linger).await?,
         };
-        let mut messages = source.poll(max_batch, wait, linger).await?;
         for message in &messages {
             let read = read_to.entry(message.key.to_string()).or_insert(0);
             *read = (*read).max(message.next_position);
+        }
+        if !messages.is_empty() && !stop.load(Ordering::SeqCst) {
+            if let Some(next) = next_batch_size(&read_to) {
+                read_ahead = source.poll_in_background(next, wait, linger);
+            }
         }
         if let Some(targets) = &targets {
             // Only what existed at start.
@@ -260,11 +271,11 @@ pub async fn run(
         let writer = lake.clone();
         let task = tokio::spawn(async move {
             writer
-                .append_with_positions("bronze", EVENTS, sink::EVENT_DATE, sink::events_schema(), vec![events_batch], &events_positions)
+                .append_with_positions("bronze", EVENTS, sink::EVENT_DATE, &["event_id"], sink::events_schema(), vec![events_batch], &events_positions)
                 .await?;
             crash_point("between-commits");
             writer
-                .append_with_positions("bronze", REJECTS, sink::EVENT_DATE, sink::rejects_schema(), vec![rejects_batch], &rejects_positions)
+                .append_with_positions("bronze", REJECTS, sink::EVENT_DATE, &["payload"], sink::rejects_schema(), vec![rejects_batch], &rejects_positions)
                 .await?;
             crash_point("after-commit");
             if let Some(tables) = live_tables {

@@ -79,6 +79,23 @@ impl StreamSource {
         }
     }
 
+    /// `poll` on a background task, for sources that can read ahead while
+    /// the previous batch is processed (Kafka); `None` for the others.
+    pub fn poll_in_background(
+        &self,
+        max: usize,
+        wait: Duration,
+        linger: Duration,
+    ) -> Option<tokio::task::JoinHandle<Result<Vec<RawMessage>>>> {
+        match self {
+            StreamSource::Kafka(kafka) => {
+                let kafka = kafka.clone();
+                Some(tokio::spawn(async move { kafka.poll(max, wait, linger).await }))
+            }
+            StreamSource::Files(_) => None,
+        }
+    }
+
     /// Up to `max` messages, waiting at most `wait` for the first one and
     /// then at most `linger` for more.
     pub async fn poll(&mut self, max: usize, wait: Duration, linger: Duration) -> Result<Vec<RawMessage>> {
