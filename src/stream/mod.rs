@@ -229,7 +229,7 @@ pub async fn run(
                 // already decided; only its rejects may be missing.
                 if !in_rejects && !replay_accepted.contains(&(message.topic.to_string(), message.partition, message.offset)) {
                     let reason = match parsed {
-                        Ok(event) => format!("duplicate event_id {}", event.event_id),
+                        Ok((event, _)) => format!("duplicate event_id {}", event.event_id),
                         Err(reason) => reason,
                     };
                     rejected.push((message, reason));
@@ -237,7 +237,7 @@ pub async fn run(
                 continue;
             }
             match parsed {
-                Ok(event) => match state.classify(&event, watermark) {
+                Ok((event, fingerprint)) => match state.classify_fingerprinted(&event, fingerprint, watermark) {
                     Outcome::Accepted { late } => accepted.push((event, message, late)),
                     Outcome::Duplicate => {
                         report.duplicates += 1;
@@ -425,19 +425,26 @@ async fn finish(
 
 /// Parses a batch on every core (parsing is independent per message; the
 /// order of results is the order of messages).
+/// Valid events come with the fingerprint of their id (see `state`).
 fn parse_all(
     messages: &[source::RawMessage],
     countries: &BTreeMap<String, String>,
-) -> Vec<std::result::Result<event::SalesEvent, String>> {
+) -> Vec<std::result::Result<(event::SalesEvent, u128), String>> {
+    let parse = |m: &source::RawMessage| {
+        event::parse(&m.payload, countries).map(|event| {
+            let fingerprint = state::fingerprint(&event.event_id);
+            (event, fingerprint)
+        })
+    };
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     if threads < 2 || messages.len() < 2_000 {
-        return messages.iter().map(|m| event::parse(&m.payload, countries)).collect();
+        return messages.iter().map(parse).collect();
     }
     let chunk = messages.len().div_ceil(threads);
     std::thread::scope(|scope| {
         let workers: Vec<_> = messages
             .chunks(chunk)
-            .map(|part| scope.spawn(move || part.iter().map(|m| event::parse(&m.payload, countries)).collect::<Vec<_>>()))
+            .map(|part| scope.spawn(move || part.iter().map(parse).collect::<Vec<_>>()))
             .collect();
         workers.into_iter().flat_map(|w| w.join().expect("parser thread")).collect()
     })

@@ -3,6 +3,7 @@
 //! drop duplicates. All of it is rebuilt exactly from bronze on restart.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 
 use chrono::{DateTime, Duration, DurationRound, Utc};
 
@@ -20,7 +21,7 @@ pub struct StreamState {
     pub allowed_lateness: Duration,
     /// 128-bit fingerprints of recent event ids (collision odds ~1e-26 at a
     /// million ids), oldest first in `seen_order`.
-    seen: HashSet<u128>,
+    seen: HashSet<u128, BuildHasherDefault<FingerprintHasher>>,
     seen_order: VecDeque<u128>,
     /// How many recent event ids are remembered for duplicate detection.
     pub dedupe_horizon: usize,
@@ -40,7 +41,7 @@ impl StreamState {
             windows: BTreeMap::new(),
             max_event_time: None,
             allowed_lateness,
-            seen: HashSet::new(),
+            seen: HashSet::default(),
             seen_order: VecDeque::new(),
             dedupe_horizon,
         }
@@ -53,7 +54,12 @@ impl StreamState {
 
     /// Remembers an event id; false when it was already seen.
     pub fn remember(&mut self, event_id: &str) -> bool {
-        let fingerprint = fingerprint(event_id);
+        self.remember_fingerprint(fingerprint(event_id))
+    }
+
+    /// `remember` for an id whose `fingerprint` is already computed (decoding
+    /// threads compute them in parallel).
+    pub fn remember_fingerprint(&mut self, fingerprint: u128) -> bool {
         if !self.seen.insert(fingerprint) {
             return false;
         }
@@ -70,7 +76,17 @@ impl StreamState {
     /// new, remembers its id. Aggregates are updated by `apply` once the
     /// batch is committed.
     pub fn classify(&mut self, event: &SalesEvent, batch_watermark: Option<DateTime<Utc>>) -> Outcome {
-        if !self.remember(&event.event_id) {
+        self.classify_fingerprinted(event, fingerprint(&event.event_id), batch_watermark)
+    }
+
+    /// `classify` with the event id's `fingerprint` already computed.
+    pub fn classify_fingerprinted(
+        &mut self,
+        event: &SalesEvent,
+        fingerprint: u128,
+        batch_watermark: Option<DateTime<Utc>>,
+    ) -> Outcome {
+        if !self.remember_fingerprint(fingerprint) {
             return Outcome::Duplicate;
         }
         Outcome::Accepted { late: batch_watermark.is_some_and(|w| event.event_time < w) }
@@ -97,8 +113,31 @@ impl StreamState {
     }
 }
 
+/// Hashes a fingerprint by its low 64 bits: they are already a SipHash, so
+/// hashing them again would only cost time.
+#[derive(Default)]
+struct FingerprintHasher(u64);
+
+impl Hasher for FingerprintHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 ^= u64::from_le_bytes(word);
+        }
+    }
+
+    fn write_u128(&mut self, value: u128) {
+        self.0 = value as u64;
+    }
+}
+
 /// Two independent 64-bit SipHashes of an id.
-fn fingerprint(id: &str) -> u128 {
+pub fn fingerprint(id: &str) -> u128 {
     use std::hash::{Hash, Hasher};
     let half = |salt: u8| {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
