@@ -173,7 +173,7 @@ struct StreamArgs {
     /// Consume everything up to the end offsets seen at start, then stop (the default)
     #[arg(long, conflicts_with = "interval")]
     available_now: bool,
-    /// Run continuously, at most one micro-batch per interval (e.g. 1s, 500ms), until Ctrl-C
+    /// Run continuously until Ctrl-C; a micro-batch closes one interval after its first message (e.g. 1s, 500ms) or when full
     #[arg(long, value_parser = parse_duration)]
     interval: Option<Duration>,
     /// Most messages in one micro-batch
