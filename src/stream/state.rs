@@ -94,15 +94,20 @@ impl StreamState {
 
     /// Adds an accepted (committed) event to the aggregates.
     pub fn apply(&mut self, event: &SalesEvent, late: bool) {
-        let entry = self.countries.entry(event.pays.clone()).or_insert_with(|| CountryTotals {
-            pays: event.pays.clone(),
-            total_ventes_live: 0.0,
-            nb_transactions: 0,
-            last_event_time: event.event_time,
-        });
-        entry.total_ventes_live += event.montant;
-        entry.nb_transactions += 1;
-        entry.last_event_time = entry.last_event_time.max(event.event_time);
+        // Look up before inserting: the country key is cloned only when new.
+        if !self.countries.contains_key(&event.pays) {
+            self.countries.insert(event.pays.clone(), CountryTotals {
+                pays: event.pays.clone(),
+                total_ventes_live: 0.0,
+                nb_transactions: 0,
+                last_event_time: event.event_time,
+            });
+        }
+        if let Some(entry) = self.countries.get_mut(&event.pays) {
+            entry.total_ventes_live += event.montant;
+            entry.nb_transactions += 1;
+            entry.last_event_time = entry.last_event_time.max(event.event_time);
+        }
         if !late {
             let window = window_start(event.event_time);
             let slot = self.windows.entry((window, event.pays.clone())).or_insert((0.0, 0));
