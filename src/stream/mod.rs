@@ -213,17 +213,28 @@ pub async fn run(
         let ingested_at = Utc::now();
         let mut accepted = Vec::new();
         let mut rejected = Vec::new();
-        let mut positions: Positions = BTreeMap::new();
         let parsed = parse_all(&messages, &countries);
+        // Per position key of the batch (a handful): what each table has
+        // committed, and how far the batch goes. Looked up by the key's
+        // shared allocation first, so a message costs no string compare.
+        let mut keys: Vec<BatchKey> = Vec::new();
         for (message, parsed) in messages.iter().zip(parsed) {
-            match positions.get_mut(message.key.as_ref()) {
-                Some(position) => *position = (*position).max(message.next_position),
+            let slot = match keys.iter().position(|k| Arc::ptr_eq(&k.key, &message.key) || k.key == message.key) {
+                Some(slot) => slot,
                 None => {
-                    positions.insert(message.key.to_string(), message.next_position);
+                    keys.push(BatchKey {
+                        key: message.key.clone(),
+                        events_at: events_at.get(message.key.as_ref()).copied(),
+                        rejects_at: rejects_at.get(message.key.as_ref()).copied(),
+                        next: message.next_position,
+                    });
+                    keys.len() - 1
                 }
-            }
-            let in_events = events_at.get(message.key.as_ref()).is_some_and(|p| *p >= message.next_position);
-            let in_rejects = rejects_at.get(message.key.as_ref()).is_some_and(|p| *p >= message.next_position);
+            };
+            let key = &mut keys[slot];
+            key.next = key.next.max(message.next_position);
+            let in_events = key.events_at.is_some_and(|p| p >= message.next_position);
+            let in_rejects = key.rejects_at.is_some_and(|p| p >= message.next_position);
             if in_events {
                 // Replayed after a crash between the two commits: bronze
                 // already decided; only its rejects may be missing.
@@ -253,9 +264,15 @@ pub async fn run(
             let context = FinishContext { live, state: &state, source: &source, bar: &bar };
             finish(batch, context, &mut events_at, &mut rejects_at, &mut report, &mut progress).await?;
         }
-        for (event, _, late) in &accepted {
-            state.apply(event, *late);
-        }
+        // Build the Arrow batches on another thread while the state takes in
+        // the events.
+        let (events_batch, rejects_batch) = std::thread::scope(|scope| {
+            let building = scope.spawn(|| (sink::events_batch(&accepted, ingested_at), sink::rejects_batch(&rejected, ingested_at)));
+            for (event, _, late) in &accepted {
+                state.apply(event, *late);
+            }
+            building.join().expect("batch builder thread")
+        });
         // The gold live tables follow bronze at most once per second (and
         // once more at the end); they are derived, rebuilt on restart.
         let live_tables = (last_persist.elapsed() >= PERSIST_EVERY).then(|| {
@@ -263,11 +280,10 @@ pub async fn run(
             LiveTables::of(&state)
         });
         live_dirty = live_tables.is_none();
+        let positions: Positions = keys.iter().map(|k| (k.key.to_string(), k.next)).collect();
         // Commit: events, then rejects, each with the positions it reached.
         let events_positions = advanced(&positions, &events_at);
         let rejects_positions = advanced(&positions, &rejects_at);
-        let events_batch = sink::events_batch(&accepted, ingested_at);
-        let rejects_batch = sink::rejects_batch(&rejected, ingested_at);
         let writer = lake.clone();
         let task = tokio::spawn(async move {
             writer
@@ -317,6 +333,15 @@ pub async fn run(
     report.latency_p50 = quantile(0.5);
     report.latency_p99 = quantile(0.99);
     Ok(report)
+}
+
+/// One position key within a batch being classified.
+struct BatchKey {
+    key: Arc<str>,
+    events_at: Option<i64>,
+    rejects_at: Option<i64>,
+    /// The furthest next position of the key in the batch.
+    next: i64,
 }
 
 /// A micro-batch whose commit is running.
@@ -426,11 +451,11 @@ async fn finish(
 /// Parses a batch on every core (parsing is independent per message; the
 /// order of results is the order of messages).
 /// Valid events come with the fingerprint of their id (see `state`).
-fn parse_all(
-    messages: &[source::RawMessage],
-    countries: &BTreeMap<String, String>,
-) -> Vec<std::result::Result<(event::SalesEvent, u128), String>> {
-    let parse = |m: &source::RawMessage| {
+fn parse_all<'a>(
+    messages: &'a [source::RawMessage],
+    countries: &'a BTreeMap<String, String>,
+) -> Vec<std::result::Result<(event::SalesEvent<'a>, u128), String>> {
+    let parse = |m: &'a source::RawMessage| {
         event::parse(&m.payload, countries).map(|event| {
             let fingerprint = state::fingerprint(&event.event_id);
             (event, fingerprint)

@@ -73,14 +73,14 @@ fn micros_array(values: impl Iterator<Item = i64>) -> TimestampMicrosecondArray 
 }
 
 /// Accepted events of one batch.
-pub fn events_batch(events: &[(SalesEvent, &RawMessage, bool)], ingested_at: DateTime<Utc>) -> RecordBatch {
+pub fn events_batch(events: &[(SalesEvent<'_>, &RawMessage, bool)], ingested_at: DateTime<Utc>) -> RecordBatch {
     let at = ingested_at.timestamp_micros();
     RecordBatch::try_new(
         events_schema(),
         vec![
-            Arc::new(StringArray::from_iter_values(events.iter().map(|(e, _, _)| e.event_id.as_str()))),
+            Arc::new(StringArray::from_iter_values(events.iter().map(|(e, _, _)| e.event_id.as_ref()))),
             Arc::new(micros_array(events.iter().map(|(e, _, _)| e.event_time.timestamp_micros()))),
-            Arc::new(StringArray::from_iter_values(events.iter().map(|(e, _, _)| e.pays.as_str()))),
+            Arc::new(StringArray::from_iter_values(events.iter().map(|(e, _, _)| e.pays.as_ref()))),
             Arc::new(events.iter().map(|(e, _, _)| e.client_id.as_deref()).collect::<StringArray>()),
             Arc::new(events.iter().map(|(e, _, _)| e.produit.as_deref()).collect::<StringArray>()),
             Arc::new(events.iter().map(|(e, _, _)| e.categorie.as_deref()).collect::<StringArray>()),

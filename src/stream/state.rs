@@ -95,22 +95,22 @@ impl StreamState {
     /// Adds an accepted (committed) event to the aggregates.
     pub fn apply(&mut self, event: &SalesEvent, late: bool) {
         // Look up before inserting: the country key is cloned only when new.
-        if !self.countries.contains_key(&event.pays) {
-            self.countries.insert(event.pays.clone(), CountryTotals {
-                pays: event.pays.clone(),
+        if !self.countries.contains_key(event.pays.as_ref()) {
+            self.countries.insert(event.pays.to_string(), CountryTotals {
+                pays: event.pays.to_string(),
                 total_ventes_live: 0.0,
                 nb_transactions: 0,
                 last_event_time: event.event_time,
             });
         }
-        if let Some(entry) = self.countries.get_mut(&event.pays) {
+        if let Some(entry) = self.countries.get_mut(event.pays.as_ref()) {
             entry.total_ventes_live += event.montant;
             entry.nb_transactions += 1;
             entry.last_event_time = entry.last_event_time.max(event.event_time);
         }
         if !late {
             let window = window_start(event.event_time);
-            let slot = self.windows.entry((window, event.pays.clone())).or_insert((0.0, 0));
+            let slot = self.windows.entry((window, event.pays.to_string())).or_insert((0.0, 0));
             slot.0 += event.montant;
             slot.1 += 1;
         }
@@ -162,7 +162,8 @@ pub fn window_start(time: DateTime<Utc>) -> DateTime<Utc> {
 mod tests {
     use super::*;
 
-    fn event(id: &str, pays: &str, minute: u32, second: u32, montant: f64) -> SalesEvent {
+    fn event(id: &str, pays: &str, minute: u32, second: u32, montant: f64) -> SalesEvent<'static> {
+        let (id, pays) = (id.to_string(), pays.to_string());
         SalesEvent {
             event_id: id.into(),
             event_time: format!("2026-11-25T10:{minute:02}:{second:02}Z").parse().unwrap(),
