@@ -366,8 +366,9 @@ async fn execute(command: Command, config: Config, progress: Progress) -> Result
             let started = Instant::now();
             let (mut messages, mut bytes) = (0i64, 0u64);
             while messages < total {
-                // The same polling as `stream --available-now`.
-                let batch = source.poll(args.max_batch, Duration::from_secs(5), Duration::from_millis(250)).await?;
+                // Batches gathered as `stream --available-now` gathers them.
+                let (_, linger) = Trigger::AvailableNow.poll_timing();
+                let batch = source.poll(args.max_batch, Duration::from_secs(5), linger).await?;
                 if batch.is_empty() {
                     break;
                 }

@@ -46,8 +46,21 @@ const REJECTS: &str = "sales_events_rejected";
 pub enum Trigger {
     /// Everything up to the end positions seen at start, then stop.
     AvailableNow,
-    /// Continuously, one batch per interval at most, until stopped.
+    /// Continuously until stopped; a batch closes one interval after its
+    /// first message, or when full.
     Interval(Duration),
+}
+
+impl Trigger {
+    /// How long a poll waits for a first message, then for more to fill the
+    /// batch: a catch-up fills whole batches; a live stream closes one per
+    /// interval.
+    pub fn poll_timing(&self) -> (Duration, Duration) {
+        match self {
+            Trigger::AvailableNow => (Duration::from_millis(500), Duration::from_millis(250)),
+            Trigger::Interval(interval) => (*interval, *interval),
+        }
+    }
 }
 
 /// Stream settings.
@@ -144,13 +157,7 @@ pub async fn run(
 
     // How far the source has been read (committed or not).
     let mut read_to = start.clone();
-    // How long to wait for a first message, then for more to fill the
-    // batch: a catch-up fills whole batches; a live stream closes one per
-    // interval.
-    let (wait, linger) = match options.trigger {
-        Trigger::AvailableNow => (Duration::from_millis(500), Duration::from_millis(250)),
-        Trigger::Interval(interval) => (interval, interval),
-    };
+    let (wait, linger) = options.trigger.poll_timing();
     // How many messages the next poll asks for; None once all is read.
     let next_batch_size = |read_to: &Positions| match &targets {
         Some(targets) => {
