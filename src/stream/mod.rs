@@ -15,6 +15,7 @@
 
 pub mod event;
 pub mod files;
+pub mod flat_json;
 pub mod kafka;
 pub mod sink;
 pub mod source;
