@@ -71,7 +71,9 @@ impl FileSource {
         let mut messages = Vec::new();
         while self.next_file < files.len() && messages.len() < max {
             let path = &files[self.next_file];
-            let text = std::fs::read(path).map_err(|e| Error::other(format!("reading {}", path.display()), e))?;
+            let text = bytes::Bytes::from(
+                std::fs::read(path).map_err(|e| Error::other(format!("reading {}", path.display()), e))?,
+            );
             let name: Arc<str> = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default().into();
             let key: Arc<str> = self.key().into();
             self.next_file += 1;
@@ -79,13 +81,14 @@ impl FileSource {
                 if line.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
+                let payload = text.slice_ref(line);
                 messages.push(RawMessage {
                     topic: name.clone(),
                     partition: 0,
                     offset: line_number as i64 + 1,
                     key: key.clone(),
                     next_position: self.next_file as i64,
-                    payload: line.to_vec(),
+                    payload,
                 });
             }
         }

@@ -139,8 +139,19 @@ impl KafkaSource {
                 // One shared key string per partition.
                 let mut keys: Vec<Arc<str>> = Vec::new();
                 while out.len() < max {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    match consumer.poll(left) {
+                    // Take what is queued without a timeout (no clock read);
+                    // wait only when the queue is empty.
+                    let polled = match consumer.poll(Duration::ZERO) {
+                        Some(polled) => Some(polled),
+                        None => {
+                            let left = deadline.saturating_duration_since(Instant::now());
+                            if left.is_zero() {
+                                break;
+                            }
+                            consumer.poll(left)
+                        }
+                    };
+                    match polled {
                         Some(Ok(message)) => {
                             if out.is_empty() {
                                 deadline = Instant::now() + linger;
@@ -158,19 +169,18 @@ impl KafkaSource {
                                 offset: message.offset(),
                                 key: keys[slot].clone(),
                                 next_position: message.offset() + 1,
-                                payload: message.payload().unwrap_or_default().to_vec(),
+                                payload: bytes::Bytes::copy_from_slice(message.payload().unwrap_or_default()),
                             })
                         }
                         Some(Err(err)) => {
                             // Transport errors (a broker restarting) are retried by
                             // librdkafka itself; report and keep going.
                             tracing::warn!("Kafka: {}", one_line(&err.to_string()));
-                            if left.is_zero() {
+                            if Instant::now() >= deadline {
                                 break;
                             }
                         }
-                        None if !left.is_zero() => continue,
-                        None => break,
+                        None => continue,
                     }
                 }
                 out

@@ -222,6 +222,7 @@ pub async fn run(
         let mut accepted = Vec::new();
         let mut rejected = Vec::new();
         let parsed = parse_all(&messages, &countries);
+        let parsed = parsed.iter().flatten();
         // Per position key of the batch (a handful): what each table has
         // committed, and how far the batch goes. Looked up by the key's
         // shared allocation first, so a message costs no string compare.
@@ -249,21 +250,21 @@ pub async fn run(
                 if !in_rejects && !replay_accepted.contains(&(message.topic.to_string(), message.partition, message.offset)) {
                     let reason = match parsed {
                         Ok((event, _)) => format!("duplicate event_id {}", event.event_id),
-                        Err(reason) => reason,
+                        Err(reason) => reason.clone(),
                     };
                     rejected.push((message, reason));
                 }
                 continue;
             }
             match parsed {
-                Ok((event, fingerprint)) => match state.classify_fingerprinted(&event, fingerprint, watermark) {
+                Ok((event, fingerprint)) => match state.classify_fingerprinted(event, *fingerprint, watermark) {
                     Outcome::Accepted { late } => accepted.push((event, message, late)),
                     Outcome::Duplicate => {
                         report.duplicates += 1;
                         rejected.push((message, format!("duplicate event_id {}", event.event_id)));
                     }
                 },
-                Err(reason) => rejected.push((message, reason)),
+                Err(reason) => rejected.push((message, reason.clone())),
             }
         }
 
@@ -456,13 +457,13 @@ async fn finish(
     Ok(())
 }
 
-/// Parses a batch on every core (parsing is independent per message; the
-/// order of results is the order of messages).
-/// Valid events come with the fingerprint of their id (see `state`).
+/// Parses a batch on every core (parsing is independent per message): one
+/// result per message, in order, in consecutive chunks (not copied into one
+/// vector). Valid events come with the fingerprint of their id (see `state`).
 fn parse_all<'a>(
     messages: &'a [source::RawMessage],
     countries: &'a BTreeMap<String, String>,
-) -> Vec<std::result::Result<(event::SalesEvent<'a>, u128), String>> {
+) -> Vec<Vec<std::result::Result<(event::SalesEvent<'a>, u128), String>>> {
     let parse = |m: &'a source::RawMessage| {
         event::parse(&m.payload, countries).map(|event| {
             let fingerprint = state::fingerprint(&event.event_id);
@@ -471,7 +472,7 @@ fn parse_all<'a>(
     };
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     if threads < 2 || messages.len() < 2_000 {
-        return messages.iter().map(parse).collect();
+        return vec![messages.iter().map(parse).collect()];
     }
     let chunk = messages.len().div_ceil(threads);
     std::thread::scope(|scope| {
@@ -479,7 +480,7 @@ fn parse_all<'a>(
             .chunks(chunk)
             .map(|part| scope.spawn(move || part.iter().map(parse).collect::<Vec<_>>()))
             .collect();
-        workers.into_iter().flat_map(|w| w.join().expect("parser thread")).collect()
+        workers.into_iter().map(|w| w.join().expect("parser thread")).collect()
     })
 }
 
@@ -599,7 +600,7 @@ async fn rebuild_state(lake: &Lake, options: &StreamOptions) -> Result<StreamSta
         let counts = batch.column(3).as_any().downcast_ref::<Int64Array>().cloned().unwrap_or_else(|| Int64Array::from(Vec::<i64>::new()));
         for i in 0..batch.num_rows() {
             let start = chrono::DateTime::from_timestamp_micros(starts[i]).unwrap_or_default();
-            state.windows.insert((start, pays[i].clone()), (sums.value(i), counts.value(i)));
+            state.windows.entry(start).or_default().insert(pays[i].clone(), (sums.value(i), counts.value(i)));
         }
     }
     let recent = format!(

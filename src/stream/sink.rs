@@ -73,7 +73,7 @@ fn micros_array(values: impl Iterator<Item = i64>) -> TimestampMicrosecondArray 
 }
 
 /// Accepted events of one batch.
-pub fn events_batch(events: &[(SalesEvent<'_>, &RawMessage, bool)], ingested_at: DateTime<Utc>) -> RecordBatch {
+pub fn events_batch(events: &[(&SalesEvent<'_>, &RawMessage, bool)], ingested_at: DateTime<Utc>) -> RecordBatch {
     let at = ingested_at.timestamp_micros();
     RecordBatch::try_new(
         events_schema(),
@@ -120,15 +120,19 @@ pub fn rejects_batch(rejects: &[(&RawMessage, String)], ingested_at: DateTime<Ut
 /// The 1-minute windows of the state.
 pub fn windows_batch(state: &StreamState) -> RecordBatch {
     let minute = 60_000_000i64;
-    let windows: Vec<_> = state.windows.iter().collect();
+    let windows: Vec<_> = state
+        .windows
+        .iter()
+        .flat_map(|(start, countries)| countries.iter().map(move |(pays, totals)| (start.timestamp_micros(), pays, totals)))
+        .collect();
     RecordBatch::try_new(
         windows_schema(),
         vec![
-            Arc::new(micros_array(windows.iter().map(|((start, _), _)| start.timestamp_micros()))),
-            Arc::new(micros_array(windows.iter().map(|((start, _), _)| start.timestamp_micros() + minute))),
-            Arc::new(StringArray::from_iter_values(windows.iter().map(|((_, pays), _)| pays.as_str()))),
-            Arc::new(Float64Array::from_iter_values(windows.iter().map(|(_, (sum, _))| *sum))),
-            Arc::new(Int64Array::from_iter_values(windows.iter().map(|(_, (_, count))| *count))),
+            Arc::new(micros_array(windows.iter().map(|(start, _, _)| *start))),
+            Arc::new(micros_array(windows.iter().map(|(start, _, _)| start + minute))),
+            Arc::new(StringArray::from_iter_values(windows.iter().map(|(_, pays, _)| pays.as_str()))),
+            Arc::new(Float64Array::from_iter_values(windows.iter().map(|(_, _, (sum, _))| *sum))),
+            Arc::new(Int64Array::from_iter_values(windows.iter().map(|(_, _, (_, count))| *count))),
         ],
     )
     .expect("columns match the windows schema")

@@ -27,8 +27,9 @@ pub struct RawMessage {
     pub key: Arc<str>,
     /// The key's position once this message is consumed.
     pub next_position: i64,
-    /// The message bytes.
-    pub payload: Vec<u8>,
+    /// The message bytes (a slice of a buffer shared by the batch: one
+    /// allocation per batch, not per message).
+    pub payload: bytes::Bytes,
 }
 
 /// Committed positions: key → next position to read.

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 
-use chrono::{DateTime, Duration, DurationRound, Utc};
+use chrono::{DateTime, Duration, Utc};
 
 use super::event::SalesEvent;
 use crate::live::CountryTotals;
@@ -13,8 +13,9 @@ use crate::live::CountryTotals;
 /// Per-country totals plus windows plus dedupe.
 pub struct StreamState {
     pub countries: BTreeMap<String, CountryTotals>,
-    /// (window start, country) → (sum, count), on-time events only.
-    pub windows: BTreeMap<(DateTime<Utc>, String), (f64, i64)>,
+    /// Window start → country → (sum, count), on-time events only (nested
+    /// so that an event finds its slot without allocating a key).
+    pub windows: BTreeMap<DateTime<Utc>, BTreeMap<String, (f64, i64)>>,
     /// Highest event time seen.
     pub max_event_time: Option<DateTime<Utc>>,
     /// How late an event may be before it misses its window.
@@ -94,23 +95,26 @@ impl StreamState {
 
     /// Adds an accepted (committed) event to the aggregates.
     pub fn apply(&mut self, event: &SalesEvent, late: bool) {
-        // Look up before inserting: the country key is cloned only when new.
-        if !self.countries.contains_key(event.pays.as_ref()) {
-            self.countries.insert(event.pays.to_string(), CountryTotals {
-                pays: event.pays.to_string(),
+        // Keys are looked up by reference and cloned only when new.
+        let pays = event.pays.as_ref();
+        let totals = match self.countries.get_mut(pays) {
+            Some(totals) => totals,
+            None => self.countries.entry(pays.to_string()).or_insert(CountryTotals {
+                pays: pays.to_string(),
                 total_ventes_live: 0.0,
                 nb_transactions: 0,
                 last_event_time: event.event_time,
-            });
-        }
-        if let Some(entry) = self.countries.get_mut(event.pays.as_ref()) {
-            entry.total_ventes_live += event.montant;
-            entry.nb_transactions += 1;
-            entry.last_event_time = entry.last_event_time.max(event.event_time);
-        }
+            }),
+        };
+        totals.total_ventes_live += event.montant;
+        totals.nb_transactions += 1;
+        totals.last_event_time = totals.last_event_time.max(event.event_time);
         if !late {
-            let window = window_start(event.event_time);
-            let slot = self.windows.entry((window, event.pays.to_string())).or_insert((0.0, 0));
+            let window = self.windows.entry(window_start(event.event_time)).or_default();
+            let slot = match window.get_mut(pays) {
+                Some(slot) => slot,
+                None => window.entry(pays.to_string()).or_insert((0.0, 0)),
+            };
             slot.0 += event.montant;
             slot.1 += 1;
         }
@@ -155,7 +159,9 @@ pub fn fingerprint(id: &str) -> u128 {
 
 /// The start of the 1-minute tumbling window holding `time`.
 pub fn window_start(time: DateTime<Utc>) -> DateTime<Utc> {
-    time.duration_trunc(Duration::minutes(1)).unwrap_or(time)
+    const MINUTE: i64 = 60_000_000;
+    let micros = time.timestamp_micros();
+    DateTime::from_timestamp_micros(micros - micros.rem_euclid(MINUTE)).unwrap_or(time)
 }
 
 #[cfg(test)]
@@ -200,6 +206,9 @@ mod tests {
         assert_eq!(state.countries["UK"].total_ventes_live, 15.0);
         assert_eq!(state.countries["UK"].nb_transactions, 2);
         assert_eq!(state.windows.len(), 1);
+        assert_eq!(state.windows.values().map(|countries| countries.len()).sum::<usize>(), 1);
         assert_eq!(window_start(event("c", "UK", 7, 59, 1.0).event_time).to_rfc3339(), "2026-11-25T10:07:00+00:00");
+        let before_1970: DateTime<Utc> = "1969-12-31T23:59:30.5Z".parse().unwrap();
+        assert_eq!(window_start(before_1970).to_rfc3339(), "1969-12-31T23:59:00+00:00");
     }
 }
