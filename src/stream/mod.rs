@@ -221,50 +221,67 @@ pub async fn run(
         let ingested_at = Utc::now();
         let mut accepted = Vec::new();
         let mut rejected = Vec::new();
-        let parsed = parse_all(&messages, &countries);
-        let parsed = parsed.iter().flatten();
+        let (parsed, event_columns) = parse_all(&messages, &countries, watermark);
+        // Per chunk of `event_columns`: whether each of its rows (the valid
+        // events, in order) is written.
+        let mut keep: Vec<Vec<bool>> = event_columns.iter().map(|c| Vec::with_capacity(c.len())).collect();
         // Per position key of the batch (a handful): what each table has
         // committed, and how far the batch goes. Looked up by the key's
         // shared allocation first, so a message costs no string compare.
         let mut keys: Vec<BatchKey> = Vec::new();
-        for (message, parsed) in messages.iter().zip(parsed) {
-            let slot = match keys.iter().position(|k| Arc::ptr_eq(&k.key, &message.key) || k.key == message.key) {
-                Some(slot) => slot,
-                None => {
-                    keys.push(BatchKey {
-                        key: message.key.clone(),
-                        events_at: events_at.get(message.key.as_ref()).copied(),
-                        rejects_at: rejects_at.get(message.key.as_ref()).copied(),
-                        next: message.next_position,
-                    });
-                    keys.len() - 1
-                }
-            };
-            let key = &mut keys[slot];
-            key.next = key.next.max(message.next_position);
-            let in_events = key.events_at.is_some_and(|p| p >= message.next_position);
-            let in_rejects = key.rejects_at.is_some_and(|p| p >= message.next_position);
-            if in_events {
-                // Replayed after a crash between the two commits: bronze
-                // already decided; only its rejects may be missing.
-                if !in_rejects && !replay_accepted.contains(&(message.topic.to_string(), message.partition, message.offset)) {
-                    let reason = match parsed {
-                        Ok((event, _)) => format!("duplicate event_id {}", event.event_id),
-                        Err(reason) => reason.clone(),
-                    };
-                    rejected.push((message, reason));
-                }
-                continue;
-            }
-            match parsed {
-                Ok((event, fingerprint)) => match state.classify_fingerprinted(event, *fingerprint, watermark) {
-                    Outcome::Accepted { late } => accepted.push((event, message, late)),
-                    Outcome::Duplicate => {
-                        report.duplicates += 1;
-                        rejected.push((message, format!("duplicate event_id {}", event.event_id)));
+        let mut messages_in_order = messages.iter();
+        for (chunk, keep) in parsed.iter().zip(keep.iter_mut()) {
+            for parsed in chunk {
+                let message = messages_in_order.next().expect("one parse result per message");
+                let slot = match keys.iter().position(|k| Arc::ptr_eq(&k.key, &message.key) || k.key == message.key) {
+                    Some(slot) => slot,
+                    None => {
+                        keys.push(BatchKey {
+                            key: message.key.clone(),
+                            events_at: events_at.get(message.key.as_ref()).copied(),
+                            rejects_at: rejects_at.get(message.key.as_ref()).copied(),
+                            next: message.next_position,
+                        });
+                        keys.len() - 1
                     }
-                },
-                Err(reason) => rejected.push((message, reason.clone())),
+                };
+                let key = &mut keys[slot];
+                key.next = key.next.max(message.next_position);
+                let in_events = key.events_at.is_some_and(|p| p >= message.next_position);
+                let in_rejects = key.rejects_at.is_some_and(|p| p >= message.next_position);
+                let written = if in_events {
+                    // Replayed after a crash between the two commits: bronze
+                    // already decided; only its rejects may be missing.
+                    if !in_rejects && !replay_accepted.contains(&(message.topic.to_string(), message.partition, message.offset)) {
+                        let reason = match parsed {
+                            Ok((event, _)) => format!("duplicate event_id {}", event.event_id),
+                            Err(reason) => reason.clone(),
+                        };
+                        rejected.push((message, reason));
+                    }
+                    false
+                } else {
+                    match parsed {
+                        Ok((event, fingerprint)) => match state.classify_fingerprinted(event, *fingerprint, watermark) {
+                            Outcome::Accepted { late } => {
+                                accepted.push((event, message, late));
+                                true
+                            }
+                            Outcome::Duplicate => {
+                                report.duplicates += 1;
+                                rejected.push((message, format!("duplicate event_id {}", event.event_id)));
+                                false
+                            }
+                        },
+                        Err(reason) => {
+                            rejected.push((message, reason.clone()));
+                            false
+                        }
+                    }
+                };
+                if parsed.is_ok() {
+                    keep.push(written);
+                }
             }
         }
 
@@ -275,8 +292,16 @@ pub async fn run(
         }
         // Build the Arrow batches on another thread while the state takes in
         // the events.
-        let (events_batch, rejects_batch) = std::thread::scope(|scope| {
-            let building = scope.spawn(|| (sink::events_batch(&accepted, ingested_at), sink::rejects_batch(&rejected, ingested_at)));
+        let (events_batches, rejects_batch) = std::thread::scope(|scope| {
+            let building = scope.spawn(|| {
+                let events: Vec<_> = event_columns
+                    .into_iter()
+                    .zip(&keep)
+                    .map(|(columns, keep)| columns.finish(ingested_at, keep))
+                    .filter(|batch| batch.num_rows() > 0)
+                    .collect();
+                (events, sink::rejects_batch(&rejected, ingested_at))
+            });
             for (event, _, late) in &accepted {
                 state.apply(event, *late);
             }
@@ -296,7 +321,7 @@ pub async fn run(
         let writer = lake.clone();
         let task = tokio::spawn(async move {
             writer
-                .append_with_positions("bronze", EVENTS, sink::EVENT_DATE, &["event_id"], sink::events_schema(), vec![events_batch], &events_positions)
+                .append_with_positions("bronze", EVENTS, sink::EVENT_DATE, &["event_id"], sink::events_schema(), events_batches, &events_positions)
                 .await?;
             crash_point("between-commits");
             writer
@@ -459,28 +484,37 @@ async fn finish(
 
 /// Parses a batch on every core (parsing is independent per message): one
 /// result per message, in order, in consecutive chunks (not copied into one
-/// vector). Valid events come with the fingerprint of their id (see `state`).
+/// vector). Valid events come with the fingerprint of their id (see
+/// `state`), and each chunk's valid events are also appended, in order, to
+/// its `EventColumns`, flagged late against `watermark`.
+#[allow(clippy::type_complexity)]
 fn parse_all<'a>(
     messages: &'a [source::RawMessage],
     countries: &'a BTreeMap<String, String>,
-) -> Vec<Vec<std::result::Result<(event::SalesEvent<'a>, u128), String>>> {
-    let parse = |m: &'a source::RawMessage| {
-        event::parse(&m.payload, countries).map(|event| {
-            let fingerprint = state::fingerprint(&event.event_id);
-            (event, fingerprint)
-        })
+    watermark: Option<chrono::DateTime<Utc>>,
+) -> (Vec<Vec<std::result::Result<(event::SalesEvent<'a>, u128), String>>>, Vec<sink::EventColumns>) {
+    let parse_chunk = |part: &'a [source::RawMessage]| {
+        let mut columns = sink::EventColumns::with_capacity(part.len());
+        let results: Vec<_> = part
+            .iter()
+            .map(|m| {
+                let event = event::parse(&m.payload, countries)?;
+                columns.push(&event, m, state::is_late(&event, watermark));
+                let fingerprint = state::fingerprint(&event.event_id);
+                Ok((event, fingerprint))
+            })
+            .collect();
+        (results, columns)
     };
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     if threads < 2 || messages.len() < 2_000 {
-        return vec![messages.iter().map(parse).collect()];
+        let (results, columns) = parse_chunk(messages);
+        return (vec![results], vec![columns]);
     }
     let chunk = messages.len().div_ceil(threads);
     std::thread::scope(|scope| {
-        let workers: Vec<_> = messages
-            .chunks(chunk)
-            .map(|part| scope.spawn(move || part.iter().map(parse).collect::<Vec<_>>()))
-            .collect();
-        workers.into_iter().map(|w| w.join().expect("parser thread")).collect()
+        let workers: Vec<_> = messages.chunks(chunk).map(|part| scope.spawn(move || parse_chunk(part))).collect();
+        workers.into_iter().map(|w| w.join().expect("parser thread")).unzip()
     })
 }
 

@@ -6,9 +6,12 @@ use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use datafusion::arrow::array::{
-    BooleanArray, Date32Array, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray,
-    TimestampMicrosecondArray,
+    BooleanArray, BooleanBuilder, Date32Array, Date32Builder, Float64Array, Float64Builder, Int32Array, Int32Builder,
+    Int64Array, Int64Builder, RecordBatch, StringArray, StringBuilder, TimestampMicrosecondArray,
+    TimestampMicrosecondBuilder,
 };
+use datafusion::arrow::array::ArrayBuilder;
+use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
 use super::event::SalesEvent;
@@ -72,30 +75,107 @@ fn micros_array(values: impl Iterator<Item = i64>) -> TimestampMicrosecondArray 
     TimestampMicrosecondArray::from_iter_values(values).with_timezone("UTC")
 }
 
-/// Accepted events of one batch.
-pub fn events_batch(events: &[(&SalesEvent<'_>, &RawMessage, bool)], ingested_at: DateTime<Utc>) -> RecordBatch {
-    let at = ingested_at.timestamp_micros();
-    RecordBatch::try_new(
-        events_schema(),
-        vec![
-            Arc::new(StringArray::from_iter_values(events.iter().map(|(e, _, _)| e.event_id.as_ref()))),
-            Arc::new(micros_array(events.iter().map(|(e, _, _)| e.event_time.timestamp_micros()))),
-            Arc::new(StringArray::from_iter_values(events.iter().map(|(e, _, _)| e.pays.as_ref()))),
-            Arc::new(events.iter().map(|(e, _, _)| e.client_id.as_deref()).collect::<StringArray>()),
-            Arc::new(events.iter().map(|(e, _, _)| e.produit.as_deref()).collect::<StringArray>()),
-            Arc::new(events.iter().map(|(e, _, _)| e.categorie.as_deref()).collect::<StringArray>()),
-            Arc::new(events.iter().map(|(e, _, _)| e.quantite).collect::<Int64Array>()),
-            Arc::new(events.iter().map(|(e, _, _)| e.prix_unitaire).collect::<Float64Array>()),
-            Arc::new(Float64Array::from_iter_values(events.iter().map(|(e, _, _)| e.montant))),
-            Arc::new(events.iter().map(|(_, _, late)| Some(*late)).collect::<BooleanArray>()),
-            Arc::new(StringArray::from_iter_values(events.iter().map(|(_, m, _)| m.topic.as_ref()))),
-            Arc::new(Int32Array::from_iter_values(events.iter().map(|(_, m, _)| m.partition))),
-            Arc::new(Int64Array::from_iter_values(events.iter().map(|(_, m, _)| m.offset))),
-            Arc::new(micros_array(events.iter().map(|_| at))),
-            Arc::new(Date32Array::from_iter_values(events.iter().map(|(e, _, _)| days(e.event_time.date_naive())))),
-        ],
-    )
-    .expect("columns match the events schema")
+/// The columns of `bronze.sales_events`, built row by row while events are
+/// decoded (on the decoding threads, while each payload is still in cache).
+/// The rows the batch then drops (duplicates, replays) are filtered out by
+/// `finish`.
+pub struct EventColumns {
+    event_id: StringBuilder,
+    event_time: TimestampMicrosecondBuilder,
+    pays: StringBuilder,
+    client_id: StringBuilder,
+    produit: StringBuilder,
+    categorie: StringBuilder,
+    quantite: Int64Builder,
+    prix_unitaire: Float64Builder,
+    montant: Float64Builder,
+    is_late: BooleanBuilder,
+    topic: StringBuilder,
+    partition: Int32Builder,
+    offset: Int64Builder,
+    event_date: Date32Builder,
+}
+
+impl EventColumns {
+    pub fn with_capacity(rows: usize) -> EventColumns {
+        let strings = |bytes_per_row: usize| StringBuilder::with_capacity(rows, rows * bytes_per_row);
+        EventColumns {
+            event_id: strings(32),
+            event_time: TimestampMicrosecondBuilder::with_capacity(rows).with_data_type(utc_micros()),
+            pays: strings(8),
+            client_id: strings(8),
+            produit: strings(24),
+            categorie: strings(16),
+            quantite: Int64Builder::with_capacity(rows),
+            prix_unitaire: Float64Builder::with_capacity(rows),
+            montant: Float64Builder::with_capacity(rows),
+            is_late: BooleanBuilder::with_capacity(rows),
+            topic: strings(24),
+            partition: Int32Builder::with_capacity(rows),
+            offset: Int64Builder::with_capacity(rows),
+            event_date: Date32Builder::with_capacity(rows),
+        }
+    }
+
+    /// Rows pushed so far.
+    pub fn len(&self) -> usize {
+        self.offset.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn push(&mut self, event: &SalesEvent<'_>, message: &RawMessage, late: bool) {
+        const DAY_MICROS: i64 = 86_400_000_000;
+        let micros = event.event_time.timestamp_micros();
+        self.event_id.append_value(&event.event_id);
+        self.event_time.append_value(micros);
+        self.pays.append_value(&event.pays);
+        self.client_id.append_option(event.client_id.as_deref());
+        self.produit.append_option(event.produit.as_deref());
+        self.categorie.append_option(event.categorie.as_deref());
+        self.quantite.append_option(event.quantite);
+        self.prix_unitaire.append_option(event.prix_unitaire);
+        self.montant.append_value(event.montant);
+        self.is_late.append_value(late);
+        self.topic.append_value(&message.topic);
+        self.partition.append_value(message.partition);
+        self.offset.append_value(message.offset);
+        self.event_date.append_value(micros.div_euclid(DAY_MICROS) as i32);
+    }
+
+    /// The rows whose `keep` flag is set (one flag per row pushed).
+    pub fn finish(mut self, ingested_at: DateTime<Utc>, keep: &[bool]) -> RecordBatch {
+        assert_eq!(keep.len(), self.len(), "one keep flag per event row");
+        let rows = self.len();
+        let at = ingested_at.timestamp_micros();
+        let batch = RecordBatch::try_new(
+            events_schema(),
+            vec![
+                Arc::new(self.event_id.finish()),
+                Arc::new(self.event_time.finish()),
+                Arc::new(self.pays.finish()),
+                Arc::new(self.client_id.finish()),
+                Arc::new(self.produit.finish()),
+                Arc::new(self.categorie.finish()),
+                Arc::new(self.quantite.finish()),
+                Arc::new(self.prix_unitaire.finish()),
+                Arc::new(self.montant.finish()),
+                Arc::new(self.is_late.finish()),
+                Arc::new(self.topic.finish()),
+                Arc::new(self.partition.finish()),
+                Arc::new(self.offset.finish()),
+                Arc::new(micros_array(std::iter::repeat_n(at, rows))),
+                Arc::new(self.event_date.finish()),
+            ],
+        )
+        .expect("columns match the events schema");
+        if keep.iter().all(|k| *k) {
+            return batch;
+        }
+        filter_record_batch(&batch, &BooleanArray::from(keep.to_vec())).expect("a mask as long as the batch")
+    }
 }
 
 /// Rejected messages of one batch, with their raw payload and reason.
@@ -136,4 +216,45 @@ pub fn windows_batch(state: &StreamState) -> RecordBatch {
         ],
     )
     .expect("columns match the windows schema")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes::{Date32Type, Int64Type};
+
+    #[test]
+    fn event_columns_keep_the_flagged_rows_with_their_dates() {
+        let countries = crate::config::CountryConfig::default().lookup();
+        let message = |offset: i64, payload: &str| RawMessage {
+            topic: "t".into(),
+            partition: 2,
+            offset,
+            key: "t:2".into(),
+            next_position: offset + 1,
+            payload: bytes::Bytes::copy_from_slice(payload.as_bytes()),
+        };
+        let messages = [
+            message(7, r#"{"event_id":"a","timestamp":"2026-11-25T23:59:59Z","pays":"france","montant":1}"#),
+            message(8, r#"{"event_id":"b","timestamp":"2026-11-26T00:00:00Z","pays":"UK","montant":2}"#),
+            message(9, r#"{"event_id":"c","timestamp":"1969-12-31T23:00:00Z","pays":"UK","montant":3,"quantite":4}"#),
+        ];
+        let mut columns = EventColumns::with_capacity(2);
+        for m in &messages {
+            columns.push(&super::super::event::parse(&m.payload, &countries).unwrap(), m, m.offset == 9);
+        }
+        let batch = columns.finish(Utc::now(), &[true, false, true]);
+        assert_eq!(batch.num_rows(), 2);
+        let ids: Vec<_> = batch.column(0).as_string::<i32>().iter().flatten().collect();
+        assert_eq!(ids, ["a", "c"]);
+        let dates: Vec<_> = batch.column(14).as_primitive::<Date32Type>().values().to_vec();
+        // python: (date(2026,11,25) - date(1970,1,1)).days == 20782
+        assert_eq!(dates, [20782, -1]);
+        let offsets: Vec<_> = batch.column(12).as_primitive::<Int64Type>().values().to_vec();
+        assert_eq!(offsets, [7, 9]);
+        assert_eq!(batch.column(9).as_boolean().iter().collect::<Vec<_>>(), [Some(false), Some(true)]);
+        assert_eq!(batch.column(2).as_string::<i32>().value(0), "France");
+        assert!(batch.column(6).is_null(0) && !batch.column(6).is_null(1));
+    }
 }

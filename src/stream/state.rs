@@ -90,7 +90,7 @@ impl StreamState {
         if !self.remember_fingerprint(fingerprint) {
             return Outcome::Duplicate;
         }
-        Outcome::Accepted { late: batch_watermark.is_some_and(|w| event.event_time < w) }
+        Outcome::Accepted { late: is_late(event, batch_watermark) }
     }
 
     /// Adds an accepted (committed) event to the aggregates.
@@ -120,6 +120,12 @@ impl StreamState {
         }
         self.max_event_time = Some(self.max_event_time.map_or(event.event_time, |t| t.max(event.event_time)));
     }
+}
+
+/// Whether an event is older than the watermark (kept and counted, but
+/// outside the minute windows).
+pub fn is_late(event: &SalesEvent, watermark: Option<DateTime<Utc>>) -> bool {
+    watermark.is_some_and(|w| event.event_time < w)
 }
 
 /// Hashes a fingerprint by its low 64 bits: they are already a SipHash, so
