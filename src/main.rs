@@ -501,6 +501,14 @@ fn print_stream_summary(report: &StreamReport) {
         report.duplicates,
         report.late
     );
+    if report.batches > 0 {
+        println!(
+            "    sustained {:.0} messages/s over {:.2?} (start-up {:.2?}: lake, source metadata, state rebuilt from bronze)",
+            (report.events + report.rejected) as f64 / report.consuming.as_secs_f64().max(1e-9),
+            report.consuming,
+            report.duration.saturating_sub(report.consuming)
+        );
+    }
     if let (Some(p50), Some(p99)) = (report.latency_p50, report.latency_p99) {
         println!("    latency event time → live view: p50 {:.3} s, p99 {:.3} s", p50, p99);
     }

@@ -42,8 +42,10 @@ impl StreamState {
             windows: BTreeMap::new(),
             max_event_time: None,
             allowed_lateness,
-            seen: HashSet::default(),
-            seen_order: VecDeque::new(),
+            // Sized for the horizon up front (up to a million ids, 32 MB),
+            // so the set is not rehashed again and again as it fills.
+            seen: HashSet::with_capacity_and_hasher(dedupe_horizon.min(1 << 20), Default::default()),
+            seen_order: VecDeque::with_capacity(dedupe_horizon.min(1 << 20)),
             dedupe_horizon,
         }
     }
@@ -151,16 +153,12 @@ impl Hasher for FingerprintHasher {
     }
 }
 
-/// Two independent 64-bit SipHashes of an id.
+/// The 128-bit SipHash-1-3 of an id (one pass over the id).
 pub fn fingerprint(id: &str) -> u128 {
-    use std::hash::{Hash, Hasher};
-    let half = |salt: u8| {
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        salt.hash(&mut hasher);
-        id.hash(&mut hasher);
-        hasher.finish() as u128
-    };
-    (half(0) << 64) | half(1)
+    use std::hash::Hasher;
+    let mut hasher = siphasher::sip128::SipHasher13::new();
+    hasher.write(id.as_bytes());
+    siphasher::sip128::Hasher128::finish128(&hasher).as_u128()
 }
 
 /// The start of the 1-minute tumbling window holding `time`.
