@@ -2,8 +2,8 @@
 //! live sales by country, exactly once.
 //!
 //! Each micro-batch is decoded and validated, then written in two Delta
-//! commits: first the rejects (`bronze.sales_events_rejected`), then the
-//! events (`bronze.sales_events`), each commit carrying the source positions
+//! commits: first the events (`bronze.sales_events`), then the rejects
+//! (`bronze.sales_events_rejected`), each commit carrying the source positions
 //! it covers as Delta application transactions. On start the stream reads
 //! those positions back, seeks the source there, and skips for each table
 //! what that table already holds, so a crash at any point (between batches,
@@ -175,7 +175,8 @@ pub async fn run(
     // first is read while the gold live tables take the rebuilt state.
     let mut read_ahead: Option<tokio::task::JoinHandle<Result<Vec<source::RawMessage>>>> =
         next_batch_size(&read_to).and_then(|size| source.poll_in_background(size, wait, linger));
-    LiveTables::of(&state).write(lake).await?;
+    let mut gold = GoldWrites::default();
+    gold.queue(lake, LiveTables::of(&state), None);
     let mut last_persist = Instant::now();
     let mut live_dirty = false;
     loop {
@@ -208,7 +209,7 @@ pub async fn run(
             // Quiet source: bring the gold live tables up to date now rather
             // than at the next batch, which may be a long time coming.
             if live_dirty && last_persist.elapsed() >= PERSIST_EVERY {
-                LiveTables::of(&state).write(lake).await?;
+                gold.queue(lake, LiveTables::of(&state), None);
                 last_persist = Instant::now();
                 live_dirty = false;
             }
@@ -316,11 +317,13 @@ pub async fn run(
         });
         // The gold live tables follow bronze at most once per second (and
         // once more at the end); they are derived, rebuilt on restart.
-        let live_tables = (last_persist.elapsed() >= PERSIST_EVERY).then(|| {
+        gold.check().await?;
+        let (bronze_committed, after_bronze) = tokio::sync::oneshot::channel::<()>();
+        live_dirty = last_persist.elapsed() < PERSIST_EVERY;
+        if !live_dirty {
             last_persist = Instant::now();
-            LiveTables::of(&state)
-        });
-        live_dirty = live_tables.is_none();
+            gold.queue(lake, LiveTables::of(&state), Some(after_bronze));
+        }
         let positions: Positions = keys.iter().map(|k| (k.key.to_string(), k.next)).collect();
         // Commit: events, then rejects, each with the positions it reached.
         let events_positions = advanced(&positions, &events_at);
@@ -335,9 +338,7 @@ pub async fn run(
                 .append_with_positions("bronze", REJECTS, sink::EVENT_DATE, &["payload"], sink::rejects_schema(), vec![rejects_batch], &rejects_positions)
                 .await?;
             crash_point("after-commit");
-            if let Some(tables) = live_tables {
-                tables.write(&writer).await?;
-            }
+            let _ = bronze_committed.send(());
             Ok::<_, Error>((events_positions, rejects_positions))
         });
         in_flight = Some(InFlight {
@@ -354,8 +355,9 @@ pub async fn run(
         finish(batch, context, &mut events_at, &mut rejects_at, &mut report, &mut progress).await?;
     }
     if live_dirty {
-        LiveTables::of(&state).write(lake).await?;
+        gold.queue(lake, LiveTables::of(&state), None);
     }
+    gold.flush().await?;
     report.consuming = consuming_since.elapsed();
     let mut latencies = std::mem::take(&mut progress.latencies);
     bar.finish_and_clear();
@@ -582,6 +584,49 @@ fn publish(live: &LiveHandle, state: &StreamState, report: &StreamReport, lag: &
 
 /// How often at most the gold live tables are rewritten while streaming.
 const PERSIST_EVERY: Duration = Duration::from_secs(1);
+
+/// The writes of the gold live tables: each runs on its own task, after the
+/// previous one and, when given, after the bronze commit it follows, so the
+/// next batch never waits for them and gold never shows what bronze has not
+/// committed.
+#[derive(Default)]
+struct GoldWrites {
+    latest: Option<tokio::task::JoinHandle<Result<()>>>,
+}
+
+impl GoldWrites {
+    fn queue(&mut self, lake: &Lake, tables: LiveTables, after: Option<tokio::sync::oneshot::Receiver<()>>) {
+        let previous = self.latest.take();
+        let lake = lake.clone();
+        self.latest = Some(tokio::spawn(async move {
+            if let Some(previous) = previous {
+                previous.await.map_err(|e| Error::other("gold live tables", e))??;
+            }
+            if let Some(after) = after {
+                if after.await.is_err() {
+                    return Ok(()); // the bronze commit failed, and says so itself
+                }
+            }
+            tables.write(&lake).await
+        }));
+    }
+
+    /// The error of a finished write, if any.
+    async fn check(&mut self) -> Result<()> {
+        if self.latest.as_ref().is_some_and(|w| w.is_finished()) {
+            return self.flush().await;
+        }
+        Ok(())
+    }
+
+    /// Waits for every queued write.
+    async fn flush(&mut self) -> Result<()> {
+        match self.latest.take() {
+            Some(write) => write.await.map_err(|e| Error::other("gold live tables", e))?,
+            None => Ok(()),
+        }
+    }
+}
 
 /// A snapshot of the live aggregate and the minute windows, to be written to
 /// `gold.live_sales_by_country` and `gold.sales_by_country_minute`.
