@@ -42,8 +42,8 @@ impl StreamState {
             windows: BTreeMap::new(),
             max_event_time: None,
             allowed_lateness,
-            // Sized for the horizon up front (up to a million ids, 32 MB),
-            // so the set is not rehashed again and again as it fills.
+            // Sized for the horizon up front (a million ids: about 50 MB with
+            // the order queue), so the set is not rehashed as it fills.
             seen: HashSet::with_capacity_and_hasher(dedupe_horizon.min(1 << 20), Default::default()),
             seen_order: VecDeque::with_capacity(dedupe_horizon.min(1 << 20)),
             dedupe_horizon,
