@@ -190,23 +190,23 @@ fn parse_typed<'a>(payload: &'a [u8], countries: &'a BTreeMap<String, String>) -
 }
 
 fn standardise<'a>(raw: &str, countries: &'a BTreeMap<String, String>) -> Cow<'a, str> {
-    // Short ASCII names (all of them, in practice) are lower-cased on the
-    // stack: the same key as `normalise_key`, without an allocation.
+    // The key of `normalise_key`; short ASCII names (all of them, in
+    // practice) are lower-cased on the stack, without an allocation.
     let trimmed = raw.trim();
     let mut buffer = [0u8; 64];
-    if trimmed.is_ascii() && trimmed.len() <= buffer.len() {
+    let normalised;
+    let key = if trimmed.is_ascii() && trimmed.len() <= buffer.len() {
         let key = &mut buffer[..trimmed.len()];
         key.copy_from_slice(trimmed.as_bytes());
         key.make_ascii_lowercase();
-        let key = std::str::from_utf8(key).expect("ASCII stays UTF-8");
-        return match countries.get(key) {
-            Some(canonical) => Cow::Borrowed(canonical.as_str()),
-            None => Cow::Owned(trimmed.to_string()),
-        };
-    }
-    match countries.get(&normalise_key(raw)) {
+        std::str::from_utf8(key).expect("ASCII stays UTF-8")
+    } else {
+        normalised = normalise_key(raw);
+        normalised.as_str()
+    };
+    match countries.get(key) {
         Some(canonical) => Cow::Borrowed(canonical.as_str()),
-        None => Cow::Owned(raw.trim().to_string()),
+        None => Cow::Owned(trimmed.to_string()),
     }
 }
 

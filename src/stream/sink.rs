@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use datafusion::arrow::array::{
     BooleanArray, BooleanBuilder, Date32Array, Date32Builder, Float64Array, Float64Builder, Int32Array, Int32Builder,
     Int64Array, Int64Builder, RecordBatch, StringArray, StringBuilder, TimestampMicrosecondArray,
@@ -67,8 +67,10 @@ pub fn windows_schema() -> SchemaRef {
     ]))
 }
 
-fn days(date: NaiveDate) -> i32 {
-    date.signed_duration_since(NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch")).num_days() as i32
+/// The `Date32` value (days since 1970-01-01) of a UTC time in microseconds.
+fn day_of(micros: i64) -> i32 {
+    const DAY_MICROS: i64 = 86_400_000_000;
+    micros.div_euclid(DAY_MICROS) as i32
 }
 
 fn micros_array(values: impl Iterator<Item = i64>) -> TimestampMicrosecondArray {
@@ -127,7 +129,6 @@ impl EventColumns {
     }
 
     pub fn push(&mut self, event: &SalesEvent<'_>, message: &RawMessage, late: bool) {
-        const DAY_MICROS: i64 = 86_400_000_000;
         let micros = event.event_time.timestamp_micros();
         self.event_id.append_value(&event.event_id);
         self.event_time.append_value(micros);
@@ -142,7 +143,7 @@ impl EventColumns {
         self.topic.append_value(&message.topic);
         self.partition.append_value(message.partition);
         self.offset.append_value(message.offset);
-        self.event_date.append_value(micros.div_euclid(DAY_MICROS) as i32);
+        self.event_date.append_value(day_of(micros));
     }
 
     /// The rows whose `keep` flag is set (one flag per row pushed).
@@ -181,7 +182,7 @@ impl EventColumns {
 /// Rejected messages of one batch, with their raw payload and reason.
 pub fn rejects_batch(rejects: &[(&RawMessage, String)], ingested_at: DateTime<Utc>) -> RecordBatch {
     let at = ingested_at.timestamp_micros();
-    let day = days(ingested_at.date_naive());
+    let day = day_of(at);
     RecordBatch::try_new(
         rejects_schema(),
         vec![

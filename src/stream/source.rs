@@ -27,8 +27,7 @@ pub struct RawMessage {
     pub key: Arc<str>,
     /// The key's position once this message is consumed.
     pub next_position: i64,
-    /// The message bytes (a slice of a buffer shared by the batch: one
-    /// allocation per batch, not per message).
+    /// The message bytes (from a file: a slice of the file, read once).
     pub payload: bytes::Bytes,
 }
 
