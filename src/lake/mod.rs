@@ -15,19 +15,24 @@ use std::num::NonZeroU64;
 use std::sync::{Arc, Once};
 
 use chrono::NaiveDate;
-use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::array::{Array, BooleanArray, Date32Array, RecordBatch};
+use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::execution::SessionState;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{col, lit};
 use datafusion::scalar::ScalarValue;
 use deltalake::kernel::transaction::CommitProperties;
+use delta_kernel::expressions::Scalar;
+use deltalake::kernel::scalars::ScalarExt;
 use deltalake::kernel::Transaction;
 use deltalake::parquet::basic::Compression;
 use deltalake::parquet::schema::types::ColumnPath;
 use deltalake::parquet::file::properties::WriterProperties;
 use deltalake::protocol::SaveMode;
+use deltalake::writer::{DeltaWriter, RecordBatchWriter, WriteMode};
 use deltalake::{DeltaTable, DeltaTableBuilder, ObjectStore};
+use indexmap::IndexMap;
 use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
 
@@ -175,43 +180,22 @@ impl Lake {
         Ok(written.version().unwrap_or_default() as i64)
     }
 
-    /// Appends rows in one Delta commit that also records, as Delta
-    /// application transactions (`txn` actions), the source position each
-    /// key reached: the rows and the positions land together or not at all.
-    /// `unique_columns` (ids, raw payloads) are written without a Parquet
-    /// dictionary, which would only cost time there.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn append_with_positions(
-        &self,
-        layer: &str,
-        table: &str,
-        partition_column: &str,
-        unique_columns: &[&str],
-        schema: SchemaRef,
-        batches: Vec<RecordBatch>,
-        positions: &BTreeMap<String, i64>,
-    ) -> Result<i64> {
-        let name = format!("{layer}.{table}");
-        let delta = self.table(layer, table).await?;
-        let mut batches = batches;
-        if batches.is_empty() {
-            batches.push(RecordBatch::new_empty(schema));
+    /// An appender for `layer.table` (partitioned by the `Date32` column
+    /// `partition_column`); see `Appender`. `unique_columns` (ids, raw
+    /// payloads) are written without a Parquet dictionary, which would only
+    /// cost time there.
+    pub fn appender(&self, layer: &str, table: &str, partition_column: &str, unique_columns: &[&str]) -> Appender {
+        Appender {
+            lake: self.clone(),
+            layer: layer.to_string(),
+            table: table.to_string(),
+            partition_column: partition_column.to_string(),
+            properties: writer_properties_with_unique(unique_columns),
+            handle: None,
         }
-        let now = chrono::Utc::now().timestamp_millis();
-        let transactions =
-            positions.iter().map(|(key, next)| Transaction::new_with_last_update(app_id(key), *next, Some(now))).collect();
-        let written = delta
-            .write(batches)
-            .with_save_mode(SaveMode::Append)
-            .with_partition_columns([partition_column])
-            .with_writer_properties(writer_properties_with_unique(unique_columns))
-            .with_commit_properties(CommitProperties::default().with_application_transactions(transactions))
-            .await
-            .map_err(|e| Error::lake(&name, e))?;
-        Ok(written.version().unwrap_or_default() as i64)
     }
 
-    /// The source positions recorded by `append_with_positions` for `keys`.
+    /// The source positions recorded by `Appender::append` for `keys`.
     pub async fn committed_positions(&self, layer: &str, table: &str, keys: &[String]) -> Result<BTreeMap<String, i64>> {
         let name = format!("{layer}.{table}");
         let mut positions = BTreeMap::new();
@@ -323,6 +307,103 @@ impl Lake {
     }
 }
 
+/// Appends rows to one table, each append one Delta commit that also
+/// records, as Delta application transactions (`txn` actions), the source
+/// position each key reached: the rows and the positions land together or
+/// not at all.
+///
+/// Made for a writer that appends often (the stream): the table's Delta
+/// state is kept from one commit to the next instead of being read back
+/// from the log, and the rows of a batch that holds one date (the usual
+/// case) go to their partition without being copied. The first append to a
+/// table that does not exist yet creates it.
+pub struct Appender {
+    lake: Lake,
+    layer: String,
+    table: String,
+    partition_column: String,
+    properties: WriterProperties,
+    /// The table as of our last commit; `None` until the first append and
+    /// after a failed one (the next append reads it again).
+    handle: Option<DeltaTable>,
+}
+
+impl Appender {
+    pub async fn append(&mut self, schema: SchemaRef, batches: Vec<RecordBatch>, positions: &BTreeMap<String, i64>) -> Result<i64> {
+        let name = format!("{}.{}", self.layer, self.table);
+        let mut handle = match self.handle.take() {
+            Some(handle) => handle,
+            None => self.lake.table(&self.layer, &self.table).await?,
+        };
+        let now = chrono::Utc::now().timestamp_millis();
+        let transactions: Vec<Transaction> =
+            positions.iter().map(|(key, next)| Transaction::new_with_last_update(app_id(key), *next, Some(now))).collect();
+        let commit = CommitProperties::default().with_application_transactions(transactions);
+        if handle.version().is_none() {
+            // First commit: the write operation creates the table with its
+            // schema and partitioning.
+            let mut batches = batches;
+            if batches.is_empty() {
+                batches.push(RecordBatch::new_empty(schema));
+            }
+            let created = handle
+                .write(batches)
+                .with_save_mode(SaveMode::Append)
+                .with_partition_columns([self.partition_column.as_str()])
+                .with_writer_properties(self.properties.clone())
+                .with_commit_properties(commit)
+                .await
+                .map_err(|e| Error::lake(&name, e))?;
+            let version = created.version().unwrap_or_default() as i64;
+            self.handle = Some(created);
+            return Ok(version);
+        }
+        let mut writer = RecordBatchWriter::for_table(&handle)
+            .map_err(|e| Error::lake(&name, e))?
+            .with_writer_properties(self.properties.clone())
+            .with_commit_properties(commit);
+        for batch in &batches {
+            for (partition, rows) in split_by_date(batch, &self.partition_column).map_err(|e| Error::lake(&name, e))? {
+                writer.write_partition(rows, &partition, WriteMode::Default).await.map_err(|e| Error::lake(&name, e))?;
+            }
+        }
+        // With no rows this still commits: the positions must advance.
+        let version = writer.flush_and_commit(&mut handle).await.map_err(|e| Error::lake(&name, e))?;
+        self.handle = Some(handle);
+        Ok(version as i64)
+    }
+}
+
+/// The rows of `batch` per value of its `Date32` column `column`, each with
+/// its Delta partition value: the batch itself when all rows share one date.
+fn split_by_date(batch: &RecordBatch, column: &str) -> std::result::Result<Vec<(IndexMap<String, Scalar>, RecordBatch)>, String> {
+    let Some(dates) = batch.column_by_name(column).and_then(|c| c.as_any().downcast_ref::<Date32Array>()) else {
+        return Err(format!("partition column {column} is missing or not a date"));
+    };
+    if dates.null_count() > 0 {
+        return Err(format!("partition column {column} has nulls"));
+    }
+    let partition_of = |rows: RecordBatch| -> std::result::Result<_, String> {
+        let values = rows.column_by_name(column).expect("the column checked above");
+        let value = Scalar::from_array(values.as_ref(), 0).ok_or_else(|| format!("partition column {column}: no value"))?;
+        Ok((IndexMap::from([(column.to_string(), value)]), rows))
+    };
+    let values = dates.values();
+    let Some(first) = values.first() else { return Ok(Vec::new()) };
+    if values.iter().all(|d| d == first) {
+        return Ok(vec![partition_of(batch.clone())?]);
+    }
+    let distinct: std::collections::BTreeSet<i32> = values.iter().copied().collect();
+    distinct
+        .into_iter()
+        .map(|date| {
+            let mask = BooleanArray::from_iter(values.iter().map(|d| Some(*d == date)));
+            let rows = filter_record_batch(batch, &mask).map_err(|e| e.to_string())?;
+            partition_of(rows)
+        })
+        .collect()
+}
+
 /// Rows per Parquet row group: small enough that a writer holds little in
 /// memory, large enough for good compression and scans.
 const ROW_GROUP_ROWS: usize = 128 * 1024;
@@ -352,4 +433,78 @@ fn app_id(key: &str) -> String {
 /// The filesystem path of a `file://` URL.
 fn local_path(url: &url::Url) -> Option<std::path::PathBuf> {
     (url.scheme() == "file").then(|| url.to_file_path().ok()).flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::Int64Array;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false), Field::new("day", DataType::Date32, false)]))
+    }
+
+    fn rows(n: &[i64], days: &[i32]) -> RecordBatch {
+        RecordBatch::try_new(schema(), vec![Arc::new(Int64Array::from(n.to_vec())), Arc::new(Date32Array::from(days.to_vec()))])
+            .unwrap()
+    }
+
+    #[test]
+    fn a_batch_is_split_by_date_with_its_partition_values() {
+        let one_date = split_by_date(&rows(&[1, 2], &[20782, 20782]), "day").unwrap();
+        assert_eq!(one_date.len(), 1);
+        assert_eq!(one_date[0].1.num_rows(), 2);
+        // python: date(1970,1,1) + timedelta(20782) == date(2026,11,25)
+        assert_eq!(one_date[0].0["day"].serialize(), "2026-11-25");
+
+        let split = split_by_date(&rows(&[1, 2, 3, 4], &[20783, 20782, 20783, -1]), "day").unwrap();
+        let groups: Vec<(String, Vec<i64>)> = split
+            .iter()
+            .map(|(partition, rows)| {
+                let n = rows.column(0).as_any().downcast_ref::<Int64Array>().unwrap().values().to_vec();
+                (partition["day"].serialize(), n)
+            })
+            .collect();
+        assert_eq!(
+            groups,
+            [("1969-12-31".to_string(), vec![4]), ("2026-11-25".to_string(), vec![2]), ("2026-11-26".to_string(), vec![1, 3])]
+        );
+        assert!(split_by_date(&rows(&[1], &[0]), "missing").is_err());
+    }
+
+    #[tokio::test]
+    async fn appends_create_the_table_then_add_rows_and_positions_in_each_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::load(crate::config::Overrides {
+            lake: Some(dir.path().to_string_lossy().into_owned()),
+            ..Default::default()
+        })
+        .unwrap();
+        let lake = Lake::new(&config).unwrap();
+        let mut appender = lake.appender("bronze", "t", "day", &["n"]);
+        let positions = |next: i64| BTreeMap::from([("topic:0".to_string(), next)]);
+        appender.append(schema(), vec![rows(&[1, 2], &[20782, 20782])], &positions(2)).await.unwrap();
+        appender.append(schema(), vec![rows(&[3, 4, 5], &[20782, 20783, 20783])], &positions(5)).await.unwrap();
+        // A batch with no rows still records how far the source was read.
+        appender.append(schema(), Vec::new(), &positions(9)).await.unwrap();
+        let keys = ["topic:0".to_string(), "topic:1".to_string()];
+        assert_eq!(lake.committed_positions("bronze", "t", &keys).await.unwrap(), positions(9));
+
+        // A fresh handle (as after a restart) sees every row once, in its partition.
+        let table = lake.existing_table("bronze", "t").await.unwrap().unwrap();
+        assert_eq!(table.version(), Some(2));
+        let session = catalog::new_session();
+        assert!(catalog::register_table(&session, &lake, "bronze", "t").await.unwrap());
+        let counted = session
+            .sql("SELECT CAST(day AS VARCHAR) AS day, count(*) AS n, sum(n) AS total FROM bronze.t GROUP BY day ORDER BY day")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let text = datafusion::arrow::util::pretty::pretty_format_batches(&counted).unwrap().to_string();
+        assert!(text.contains("| 2026-11-25 | 3 | 6     |"), "{text}");
+        assert!(text.contains("| 2026-11-26 | 2 | 9     |"), "{text}");
+    }
 }

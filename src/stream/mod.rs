@@ -175,6 +175,12 @@ pub async fn run(
     // first is read while the gold live tables take the rebuilt state.
     let mut read_ahead: Option<tokio::task::JoinHandle<Result<Vec<source::RawMessage>>>> =
         next_batch_size(&read_to).and_then(|size| source.poll_in_background(size, wait, linger));
+    // Commits run one after the other; the appenders keep each table's
+    // Delta state between them.
+    let appenders = Arc::new(tokio::sync::Mutex::new(BronzeAppenders {
+        events: lake.appender("bronze", EVENTS, sink::EVENT_DATE, &["event_id", "event_time", "offset"]),
+        rejects: lake.appender("bronze", REJECTS, sink::EVENT_DATE, &["payload"]),
+    }));
     let mut gold = GoldWrites::default();
     gold.queue(lake, LiveTables::of(&state), None);
     let mut last_persist = Instant::now();
@@ -328,15 +334,12 @@ pub async fn run(
         // Commit: events, then rejects, each with the positions it reached.
         let events_positions = advanced(&positions, &events_at);
         let rejects_positions = advanced(&positions, &rejects_at);
-        let writer = lake.clone();
+        let appenders = appenders.clone();
         let task = tokio::spawn(async move {
-            writer
-                .append_with_positions("bronze", EVENTS, sink::EVENT_DATE, &["event_id", "event_time", "offset"], sink::events_schema(), events_batches, &events_positions)
-                .await?;
+            let mut appenders = appenders.lock().await;
+            appenders.events.append(sink::events_schema(), events_batches, &events_positions).await?;
             crash_point("between-commits");
-            writer
-                .append_with_positions("bronze", REJECTS, sink::EVENT_DATE, &["payload"], sink::rejects_schema(), vec![rejects_batch], &rejects_positions)
-                .await?;
+            appenders.rejects.append(sink::rejects_schema(), vec![rejects_batch], &rejects_positions).await?;
             crash_point("after-commit");
             let _ = bronze_committed.send(());
             Ok::<_, Error>((events_positions, rejects_positions))
@@ -388,6 +391,12 @@ pub async fn run(
     report.latency_p50 = quantile(0.5);
     report.latency_p99 = quantile(0.99);
     Ok(report)
+}
+
+/// The appenders of the two bronze tables a batch is committed to.
+struct BronzeAppenders {
+    events: crate::lake::Appender,
+    rejects: crate::lake::Appender,
 }
 
 /// One position key within a batch being classified.
