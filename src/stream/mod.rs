@@ -178,8 +178,8 @@ pub async fn run(
     // Commits run one after the other; the appenders keep each table's
     // Delta state between them.
     let appenders = Arc::new(tokio::sync::Mutex::new(BronzeAppenders {
-        events: lake.appender("bronze", EVENTS, sink::EVENT_DATE, &["event_id", "event_time", "offset"]),
-        rejects: lake.appender("bronze", REJECTS, sink::EVENT_DATE, &["payload"]),
+        events: lake.appender("bronze", EVENTS, sink::EVENT_DATE, &["event_id"], &["event_time", "offset"]),
+        rejects: lake.appender("bronze", REJECTS, sink::EVENT_DATE, &["payload"], &["offset"]),
     }));
     let mut gold = GoldWrites::default();
     gold.queue(lake, LiveTables::of(&state), None);
