@@ -636,7 +636,7 @@ fn print_summary(reports: &[StageReport], started: Instant) {
 /// A stream frees and refills tens of MB per micro-batch (payloads, Arrow
 /// columns, Parquet buffers). By default glibc hands freed heap memory back
 /// to the kernel as soon as 128 KiB of it sit at the top of the heap, then
-/// takes it back one page fault at a time: that cost a quarter of the
+/// takes it back one page fault at a time: that cost about a third of the
 /// stream's system time. Up to 1 GiB freed is now kept for reuse, and
 /// blocks up to 32 MiB come from the heap (setting the trim threshold would
 /// otherwise freeze the mmap threshold at 128 KiB).
