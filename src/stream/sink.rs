@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use datafusion::arrow::array::{
-    BooleanArray, BooleanBuilder, Date32Array, Date32Builder, Float64Array, Float64Builder, Int32Array, Int32Builder,
+    BooleanArray, Date32Array, Date32Builder, Float64Array, Float64Builder, Int32Array, Int32Builder,
     Int64Array, Int64Builder, RecordBatch, StringArray, StringBuilder, TimestampMicrosecondArray,
     TimestampMicrosecondBuilder,
 };
@@ -79,8 +79,8 @@ fn micros_array(values: impl Iterator<Item = i64>) -> TimestampMicrosecondArray 
 
 /// The columns of `bronze.sales_events`, built row by row while events are
 /// decoded (on the decoding threads, while each payload is still in cache).
-/// The rows the batch then drops (duplicates, replays) are filtered out by
-/// `finish`.
+/// Whether a row is late, and which rows the batch then drops (duplicates,
+/// replays), is decided afterwards by the loop and applied by `finish`.
 pub struct EventColumns {
     event_id: StringBuilder,
     event_time: TimestampMicrosecondBuilder,
@@ -91,7 +91,6 @@ pub struct EventColumns {
     quantite: Int64Builder,
     prix_unitaire: Float64Builder,
     montant: Float64Builder,
-    is_late: BooleanBuilder,
     topic: StringBuilder,
     partition: Int32Builder,
     offset: Int64Builder,
@@ -111,7 +110,6 @@ impl EventColumns {
             quantite: Int64Builder::with_capacity(rows),
             prix_unitaire: Float64Builder::with_capacity(rows),
             montant: Float64Builder::with_capacity(rows),
-            is_late: BooleanBuilder::with_capacity(rows),
             topic: strings(24),
             partition: Int32Builder::with_capacity(rows),
             offset: Int64Builder::with_capacity(rows),
@@ -128,7 +126,7 @@ impl EventColumns {
         self.len() == 0
     }
 
-    pub fn push(&mut self, event: &SalesEvent<'_>, message: &RawMessage, late: bool) {
+    pub fn push(&mut self, event: &SalesEvent<'_>, message: &RawMessage) {
         let micros = event.event_time.timestamp_micros();
         self.event_id.append_value(&event.event_id);
         self.event_time.append_value(micros);
@@ -139,16 +137,17 @@ impl EventColumns {
         self.quantite.append_option(event.quantite);
         self.prix_unitaire.append_option(event.prix_unitaire);
         self.montant.append_value(event.montant);
-        self.is_late.append_value(late);
         self.topic.append_value(&message.topic);
         self.partition.append_value(message.partition);
         self.offset.append_value(message.offset);
         self.event_date.append_value(day_of(micros));
     }
 
-    /// The rows whose `keep` flag is set (one flag per row pushed).
-    pub fn finish(mut self, ingested_at: DateTime<Utc>, keep: &[bool]) -> RecordBatch {
+    /// The rows whose `keep` flag is set, with their `late` flag (one flag
+    /// of each per row pushed).
+    pub fn finish(mut self, ingested_at: DateTime<Utc>, keep: &[bool], late: &[bool]) -> RecordBatch {
         assert_eq!(keep.len(), self.len(), "one keep flag per event row");
+        assert_eq!(late.len(), self.len(), "one late flag per event row");
         let rows = self.len();
         let at = ingested_at.timestamp_micros();
         let batch = RecordBatch::try_new(
@@ -163,7 +162,7 @@ impl EventColumns {
                 Arc::new(self.quantite.finish()),
                 Arc::new(self.prix_unitaire.finish()),
                 Arc::new(self.montant.finish()),
-                Arc::new(self.is_late.finish()),
+                Arc::new(BooleanArray::from(late.to_vec())),
                 Arc::new(self.topic.finish()),
                 Arc::new(self.partition.finish()),
                 Arc::new(self.offset.finish()),
@@ -243,9 +242,9 @@ mod tests {
         ];
         let mut columns = EventColumns::with_capacity(2);
         for m in &messages {
-            columns.push(&super::super::event::parse(&m.payload, &countries).unwrap(), m, m.offset == 9);
+            columns.push(&super::super::event::parse(&m.payload, &countries).unwrap(), m);
         }
-        let batch = columns.finish(Utc::now(), &[true, false, true]);
+        let batch = columns.finish(Utc::now(), &[true, false, true], &[false, false, true]);
         assert_eq!(batch.num_rows(), 2);
         let ids: Vec<_> = batch.column(0).as_string::<i32>().iter().flatten().collect();
         assert_eq!(ids, ["a", "c"]);

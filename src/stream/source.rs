@@ -79,19 +79,12 @@ impl StreamSource {
         }
     }
 
-    /// `poll` on a background task, for sources that can read ahead while
-    /// the previous batch is processed (Kafka); `None` for the others.
-    pub fn poll_in_background(
-        &self,
-        max: usize,
-        wait: Duration,
-        linger: Duration,
-    ) -> Option<tokio::task::JoinHandle<Result<Vec<RawMessage>>>> {
+    /// A handle that polls on background tasks, for sources that can read
+    /// ahead while earlier batches are processed (Kafka); `None` for the
+    /// others, which are polled through `poll`.
+    pub fn background_reader(&self) -> Option<BackgroundReader> {
         match self {
-            StreamSource::Kafka(kafka) => {
-                let kafka = kafka.clone();
-                Some(tokio::spawn(async move { kafka.poll(max, wait, linger).await }))
-            }
+            StreamSource::Kafka(kafka) => Some(BackgroundReader::Kafka(kafka.clone())),
             StreamSource::Files(_) => None,
         }
     }
@@ -123,6 +116,20 @@ impl StreamSource {
         match self {
             StreamSource::Kafka(kafka) => kafka.describe(),
             StreamSource::Files(files) => files.key(),
+        }
+    }
+}
+
+/// A source handle that can be moved to a background task and polled there.
+pub enum BackgroundReader {
+    Kafka(KafkaSource),
+}
+
+impl BackgroundReader {
+    /// As `StreamSource::poll`.
+    pub async fn poll(&self, max: usize, wait: Duration, linger: Duration) -> Result<Vec<RawMessage>> {
+        match self {
+            BackgroundReader::Kafka(kafka) => kafka.poll(max, wait, linger).await,
         }
     }
 }
