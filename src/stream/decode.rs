@@ -91,14 +91,21 @@ fn decode_chunk(messages: &[RawMessage], countries: &BTreeMap<String, String>) -
 #[derive(Default)]
 struct CountryInterner {
     names: Vec<Box<str>>,
+    /// Where each name was first seen: standardised countries mostly borrow
+    /// one string of the country map, so a match is usually found by its
+    /// address, without comparing text.
+    first_seen_at: Vec<usize>,
 }
 
 impl CountryInterner {
     fn index_of(&mut self, country: &str) -> u32 {
-        let index = match self.names.iter().position(|name| name.as_ref() == country) {
+        let address = country.as_ptr() as usize;
+        let known = self.first_seen_at.iter().zip(&self.names).position(|(at, name)| *at == address && name.len() == country.len());
+        let index = match known.or_else(|| self.names.iter().position(|name| name.as_ref() == country)) {
             Some(index) => index,
             None => {
                 self.names.push(country.into());
+                self.first_seen_at.push(address);
                 self.names.len() - 1
             }
         };

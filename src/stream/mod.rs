@@ -188,8 +188,7 @@ pub async fn run(
     gold.queue(lake, LiveTables::of(&state), None);
     let mut last_persist = Instant::now();
     let mut live_dirty = false;
-    loop {
-        let Some(max_batch) = next_batch_size(&read_to) else { break };
+    while let Some(max_batch) = next_batch_size(&read_to) {
         if stop.load(Ordering::SeqCst) {
             break;
         }
@@ -327,9 +326,7 @@ pub async fn run(
                     .collect();
                 (events, sink::rejects_batch(&rejected, ingested_at))
             });
-            for (country, event, late) in &accepted {
-                state.apply(country, event.event_time, event.montant, *late);
-            }
+            state.apply_batch(accepted.iter().map(|(country, event, late)| (*country, event.event_time, event.montant, *late)));
             building.join().expect("batch builder thread")
         });
         // The gold live tables follow bronze at most once per second (and
@@ -544,8 +541,12 @@ fn prepare(mut messages: Vec<source::RawMessage>, targets: Option<&Positions>, c
         }
     }
     if let Some(targets) = targets {
-        // Only what existed at start.
-        messages.retain(|m| targets.get(m.key.as_ref()).is_some_and(|end| m.next_position <= *end));
+        // Only what existed at start (each key's end looked up once).
+        let ends: Vec<(&Arc<str>, Option<i64>)> = reached.iter().map(|(key, _)| (key, targets.get(key.as_ref()).copied())).collect();
+        messages.retain(|m| {
+            let end = ends.iter().find(|(key, _)| Arc::ptr_eq(key, &m.key) || **key == m.key).and_then(|(_, end)| *end);
+            end.is_some_and(|end| m.next_position <= end)
+        });
     }
     Prepared { reached, batch: decode::decode(messages, countries) }
 }
@@ -593,10 +594,15 @@ impl ReadAhead {
         let ReadPlan { mut read_to, targets, max_batch, timing: (wait, linger), countries, stop } = plan;
         let (prepared_tx, prepared_rx) = tokio::sync::mpsc::channel::<Result<Prepared>>(1);
         let task = tokio::spawn(async move {
+            // The first batch is a quarter of the others, so that the loop
+            // and the commits start working sooner on a catch-up.
+            let mut first = true;
             while let Some(size) = batch_size(targets.as_deref(), max_batch, &read_to) {
                 if stop.load(Ordering::SeqCst) {
                     break;
                 }
+                let size = if first { size.div_ceil(4) } else { size };
+                first = false;
                 let Ok(room) = prepared_tx.reserve().await else { break };
                 let prepared = match reader.poll(size, wait, linger).await {
                     Ok(messages) => {

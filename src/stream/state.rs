@@ -84,32 +84,73 @@ impl StreamState {
         Outcome::Accepted { late: batch_watermark.is_some_and(|w| event_time < w) }
     }
 
+    /// Adds a batch of accepted events — (country, event time, amount,
+    /// late) — to the aggregates, as `apply` does one by one. The batch is
+    /// summed per country and minute first (a handful of keys), so the
+    /// ordered maps are searched once per key, not once per event.
+    pub fn apply_batch<'a>(&mut self, events: impl IntoIterator<Item = (&'a str, DateTime<Utc>, f64, bool)>) {
+        struct Sums<'a> {
+            pays: &'a str,
+            total: f64,
+            count: i64,
+            first: DateTime<Utc>,
+            last: DateTime<Utc>,
+            /// Window start (µs) → (sum, count) of the on-time events.
+            windows: BTreeMap<i64, (f64, i64)>,
+        }
+        let mut sums: Vec<Sums<'a>> = Vec::new();
+        for (pays, event_time, montant, late) in events {
+            // Countries come from a few shared strings: compared by address
+            // first.
+            let slot = match sums.iter().position(|s| std::ptr::eq(s.pays, pays) || s.pays == pays) {
+                Some(slot) => slot,
+                None => {
+                    sums.push(Sums { pays, total: 0.0, count: 0, first: event_time, last: event_time, windows: BTreeMap::new() });
+                    sums.len() - 1
+                }
+            };
+            let country = &mut sums[slot];
+            country.total += montant;
+            country.count += 1;
+            country.first = country.first.min(event_time);
+            country.last = country.last.max(event_time);
+            if !late {
+                let window = country.windows.entry(window_start(event_time).timestamp_micros()).or_insert((0.0, 0));
+                window.0 += montant;
+                window.1 += 1;
+            }
+        }
+        for country in sums {
+            let totals = match self.countries.get_mut(country.pays) {
+                Some(totals) => totals,
+                None => self.countries.entry(country.pays.to_string()).or_insert(CountryTotals {
+                    pays: country.pays.to_string(),
+                    total_ventes_live: 0.0,
+                    nb_transactions: 0,
+                    last_event_time: country.first,
+                }),
+            };
+            totals.total_ventes_live += country.total;
+            totals.nb_transactions += country.count;
+            totals.last_event_time = totals.last_event_time.max(country.last);
+            for (start, (total, count)) in country.windows {
+                let start = DateTime::from_timestamp_micros(start).expect("a window start of a valid time");
+                let window = self.windows.entry(start).or_default();
+                let slot = match window.get_mut(country.pays) {
+                    Some(slot) => slot,
+                    None => window.entry(country.pays.to_string()).or_insert((0.0, 0)),
+                };
+                slot.0 += total;
+                slot.1 += count;
+            }
+            self.max_event_time = Some(self.max_event_time.map_or(country.last, |t| t.max(country.last)));
+        }
+    }
+
     /// Adds an accepted event to the aggregates; a late one counts in the
     /// totals, not in the minute windows.
     pub fn apply(&mut self, pays: &str, event_time: DateTime<Utc>, montant: f64, late: bool) {
-        // Keys are looked up by reference and cloned only when new.
-        let totals = match self.countries.get_mut(pays) {
-            Some(totals) => totals,
-            None => self.countries.entry(pays.to_string()).or_insert(CountryTotals {
-                pays: pays.to_string(),
-                total_ventes_live: 0.0,
-                nb_transactions: 0,
-                last_event_time: event_time,
-            }),
-        };
-        totals.total_ventes_live += montant;
-        totals.nb_transactions += 1;
-        totals.last_event_time = totals.last_event_time.max(event_time);
-        if !late {
-            let window = self.windows.entry(window_start(event_time)).or_default();
-            let slot = match window.get_mut(pays) {
-                Some(slot) => slot,
-                None => window.entry(pays.to_string()).or_insert((0.0, 0)),
-            };
-            slot.0 += montant;
-            slot.1 += 1;
-        }
-        self.max_event_time = Some(self.max_event_time.map_or(event_time, |t| t.max(event_time)));
+        self.apply_batch([(pays, event_time, montant, late)]);
     }
 }
 
@@ -146,6 +187,33 @@ mod tests {
         state.remember("c");
         // "a" fell out of a horizon of 2 ids.
         assert_eq!(state.classify(a, at(0, 0), None), Outcome::Accepted { late: false });
+    }
+
+    #[test]
+    fn a_batch_adds_up_as_its_events_one_by_one() {
+        let events = [
+            ("UK", at(5, 0), 10.0, false),
+            ("France", at(5, 30), 2.5, false),
+            ("UK", at(6, 1), 4.0, false),
+            ("UK", at(4, 0), 1.0, true),
+            ("France", at(5, 59), 0.5, false),
+            ("UK", at(5, 10), 3.0, false),
+        ];
+        let mut one_by_one = StreamState::new(Duration::seconds(30), 100);
+        for (pays, time, montant, late) in events {
+            one_by_one.apply(pays, time, montant, late);
+        }
+        let mut batched = StreamState::new(Duration::seconds(30), 100);
+        batched.apply("UK", at(1, 0), 100.0, false);
+        one_by_one.apply("UK", at(1, 0), 100.0, false);
+        batched.apply_batch(events);
+        assert_eq!(batched.countries, one_by_one.countries);
+        assert_eq!(batched.windows, one_by_one.windows);
+        assert_eq!(batched.max_event_time, Some(at(6, 1)));
+        // By hand: UK 10 + 4 + 1 + 3 + 100, in windows 10:01, 10:05 (10 + 3), 10:06.
+        assert_eq!(batched.countries["UK"].total_ventes_live, 118.0);
+        assert_eq!(batched.windows[&at(5, 0)]["UK"], (13.0, 2));
+        assert_eq!(batched.windows.len(), 3);
     }
 
     #[test]
