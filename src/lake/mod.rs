@@ -158,12 +158,7 @@ impl Lake {
             ("medallion.partition".to_string(), serde_json::json!(write.date.to_string())),
         ]);
         let builder = match write.rows {
-            Rows::Batches { schema, mut batches } => {
-                if batches.is_empty() {
-                    batches.push(RecordBatch::new_empty(schema));
-                }
-                table.write(batches)
-            }
+            Rows::Batches { schema, batches } => table.write(batches_or_empty(schema, batches)),
             Rows::Query { plan, session } => {
                 table.write(Vec::new()).with_input_plan(plan).with_session_state(session)
             }
@@ -226,10 +221,7 @@ impl Lake {
     pub async fn overwrite(&self, layer: &str, table: &str, schema: SchemaRef, batches: Vec<RecordBatch>) -> Result<i64> {
         let name = format!("{layer}.{table}");
         let delta = self.table(layer, table).await?;
-        let mut batches = batches;
-        if batches.is_empty() {
-            batches.push(RecordBatch::new_empty(schema));
-        }
+        let batches = batches_or_empty(schema, batches);
         let written = delta
             .write(batches)
             .with_save_mode(SaveMode::Overwrite)
@@ -351,10 +343,7 @@ impl Appender {
         if handle.version().is_none() {
             // First commit: the write operation creates the table with its
             // schema and partitioning.
-            let mut batches = batches;
-            if batches.is_empty() {
-                batches.push(RecordBatch::new_empty(schema));
-            }
+            let batches = batches_or_empty(schema, batches);
             let created = handle
                 .write(batches)
                 .with_save_mode(SaveMode::Append)
@@ -381,6 +370,16 @@ impl Appender {
         self.handle = Some(handle);
         Ok(version as i64)
     }
+}
+
+/// `batches`, or one empty batch of `schema` when there is none: a Delta
+/// write needs at least one batch to know the schema, and a write of no rows
+/// still commits (it replaces a partition with nothing, or moves positions).
+fn batches_or_empty(schema: SchemaRef, mut batches: Vec<RecordBatch>) -> Vec<RecordBatch> {
+    if batches.is_empty() {
+        batches.push(RecordBatch::new_empty(schema));
+    }
+    batches
 }
 
 /// The rows of `batch` per value of its `Date32` column `column`, each with
