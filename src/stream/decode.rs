@@ -6,6 +6,7 @@
 //! what the state decides (duplicate, late) is decided by the loop, in
 //! message order.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
@@ -91,21 +92,29 @@ fn decode_chunk(messages: &[RawMessage], countries: &BTreeMap<String, String>) -
 #[derive(Default)]
 struct CountryInterner {
     names: Vec<Box<str>>,
-    /// Where each name was first seen: standardised countries mostly borrow
-    /// one string of the country map, so a match is usually found by its
-    /// address, without comparing text.
-    first_seen_at: Vec<usize>,
+    /// Where each name was first seen, when it was borrowed: standardised
+    /// countries mostly borrow one string of the country map, so a match is
+    /// usually found by its address, without comparing text. (A borrowed
+    /// string keeps its address for the whole decoding; a copied one may
+    /// be freed and its address reused for another name, so copies are
+    /// always compared as text.)
+    borrowed_at: Vec<Option<usize>>,
 }
 
 impl CountryInterner {
-    fn index_of(&mut self, country: &str) -> u32 {
-        let address = country.as_ptr() as usize;
-        let known = self.first_seen_at.iter().zip(&self.names).position(|(at, name)| *at == address && name.len() == country.len());
-        let index = match known.or_else(|| self.names.iter().position(|name| name.as_ref() == country)) {
+    fn index_of(&mut self, country: &Cow<'_, str>) -> u32 {
+        let address = match country {
+            Cow::Borrowed(text) => Some(text.as_ptr() as usize),
+            Cow::Owned(_) => None,
+        };
+        let known = address.and_then(|address| {
+            self.borrowed_at.iter().zip(&self.names).position(|(at, name)| *at == Some(address) && name.len() == country.len())
+        });
+        let index = match known.or_else(|| self.names.iter().position(|name| name.as_ref() == country.as_ref())) {
             Some(index) => index,
             None => {
-                self.names.push(country.into());
-                self.first_seen_at.push(address);
+                self.names.push(country.as_ref().into());
+                self.borrowed_at.push(address);
                 self.names.len() - 1
             }
         };
@@ -177,5 +186,24 @@ mod tests {
         assert_eq!(index, 5_000);
         assert_eq!(valid_rows, 3_750);
         assert_eq!(duplicate_reason(&batch.messages[1], &countries), "duplicate event_id e1");
+    }
+
+    #[test]
+    fn countries_outside_the_map_keep_their_own_names() {
+        // Names the map does not know are copied out of the payload one
+        // event at a time; two of the same length must not be taken for one.
+        let countries = crate::config::CountryConfig::default().lookup();
+        let names = ["Atlantis", "Lemurias", " Atlantis ", "Lemurias"];
+        let messages: Vec<_> = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                message(i as i64, &format!(r#"{{"event_id":"e{i}","timestamp":"2026-11-25T10:00:00Z","pays":"{name}","montant":1}}"#))
+            })
+            .collect();
+        let batch = decode(messages, &countries);
+        let chunk = &batch.chunks[0];
+        let got: Vec<&str> = chunk.results.iter().map(|r| chunk.country(r.as_ref().unwrap())).collect();
+        assert_eq!(got, ["Atlantis", "Lemurias", "Atlantis", "Lemurias"]);
     }
 }
