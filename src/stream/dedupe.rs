@@ -40,8 +40,8 @@ impl RecentIds {
     }
 
     fn home(&self, fingerprint: u128) -> usize {
-        // The high half: the low half also picks nothing else here, but the
-        // two halves of a SipHash-128 are independent either way.
+        // Fingerprints are SipHash-128 values: any of their bits spread
+        // evenly, so the high ones serve as the slot number.
         (fingerprint >> 64) as usize & self.mask
     }
 

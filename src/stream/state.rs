@@ -71,7 +71,7 @@ impl StreamState {
 
     /// Classifies an event (by the `fingerprint` of its id and its time)
     /// against the watermark of its batch and, if it is new, remembers its
-    /// id. Aggregates are updated by `apply` once the batch is built.
+    /// id. Aggregates are updated by `apply_batch` once the batch is built.
     pub fn classify(
         &mut self,
         fingerprint: u128,
