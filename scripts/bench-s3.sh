@@ -3,12 +3,12 @@
 # PostgreSQL, then measures in the same run, stage by stage,
 #   * the reference: ingest / refine / aggregate on a local lake (file://)
 #   * the same stages on an S3 lake (s3://, one bucket per layer) served by a
-#     private s3s-fs instance on 127.0.0.1 (same machine, same disk)
+#     private test S3 server (scripts/s3.sh) on 127.0.0.1 (same machine, same disk)
 # and prints the S3 / local time ratio and the S3 requests each stage sent,
-# per S3 operation, counted from s3s-fs's own request log ("resolved route").
+# per S3 operation, counted from the server's own request log ("resolved route").
 #
 # Usage: scripts/bench-s3.sh [SCALE]      (default: 100)
-#   S3_PORT (default 29050) is the port of the private s3s-fs instance.
+#   S3_PORT (default 29050) is the port of the private S3 server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -36,7 +36,7 @@ cleanup() {
 trap cleanup EXIT
 # s3s logs one "resolved route" line per request at debug level.
 RUST_LOG="s3s::ops=debug" MEDALLION_SERVICES_DIR="$services" scripts/s3.sh start >/dev/null
-s3_log="$services/s3/s3s-fs.log"
+s3_log="$services/s3/server.log"
 
 # Runs a command under GNU time; prints "<wall seconds> <peak RSS KiB>".
 measure() {
@@ -46,7 +46,7 @@ measure() {
     cat "$log"
 }
 
-# The S3 operations logged since line $1 of the s3s-fs log, e.g. "GetObject=12 PutObject=9".
+# The S3 operations logged since line $1 of the server log, e.g. "GetObject=12 PutObject=9".
 ops_since() {
     tail -n +"$(($1 + 1))" "$s3_log" | sed -E 's/\x1b\[[0-9;]*m//g' | grep 'resolved route' \
         | sed -E 's/.*op[:=] *([A-Za-z0-9]+).*/\1/' \
@@ -83,7 +83,7 @@ unset DATABASE_URL
 
 du_local=$(du -sm "$work/lake" | cut -f1)
 printf '\n## Lake on S3, scale %s (%s source rows; local lake %s MB)\n\n' "$scale" "$rows" "$du_local"
-echo "machine: $(nproc) cores; s3s-fs 0.14.1 on 127.0.0.1 (same machine)"
+echo "machine: $(nproc) cores; medallion-s3 (s3s-fs 0.14.1 store) on 127.0.0.1 (same machine)"
 printf '\n| stage | local s | S3 s | S3 / local | S3 requests | requests by operation |\n|---|---:|---:|---:|---:|---|\n'
 for stage in ingest refine aggregate run; do
     label="$stage"

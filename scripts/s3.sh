@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# s3.sh — a local S3-compatible server (s3s-fs) for medallion's tests.
+# s3.sh — a local S3-compatible server for medallion's tests: medallion-s3
+# (tools/s3-test-server), the file-system store of the s3s-fs crate behind a
+# lock that makes conditional writes atomic, as on real S3 and MinIO (s3s-fs
+# alone checks, then writes: two racing Delta commits could both "win").
 #
 # Usage: scripts/s3.sh start|stop|status|env
 #
-#   start   install s3s-fs if missing (cargo install, ~3 min once), start it and
-#           create the buckets bronze/silver/gold. No-op when already running.
+#   start   build medallion-s3 if missing or changed (cargo, ~2 min once),
+#           start it and create the buckets bronze/silver/gold. No-op when
+#           already running.
 #   stop    stop the server (no-op when not running).
 #   status  exit 0 and say so when running, exit 1 otherwise.
 #   env     print `export AWS_...` lines for a client.
@@ -14,14 +18,16 @@
 # `medallion-test-secret` (SigV4; unsigned or wrongly signed requests get 403).
 # A bucket is a top-level folder of <state>/data.
 #
-# Conditional writes, checked against s3s-fs 0.14.1 with signed curl requests:
+# Conditional writes, checked against s3s-fs 0.14.1 with signed curl requests
+# (one at a time; medallion-s3 serves them one at a time):
 #   PUT with `If-None-Match: *` on a missing key  -> 200 (created)
 #   PUT with `If-None-Match: *` on an existing key -> 412 PreconditionFailed
 #   PUT with `If-Match: <etag>` on a changed key   -> 412 PreconditionFailed
 # (CompleteMultipartUpload checks If-None-Match / If-Match the same way.)
 #
 # State: ${MEDALLION_SERVICES_DIR:-$HOME/.cache/medallion-services}/s3
-# (data/, s3s-fs.log, s3s-fs.pid, cargo-install.log).
+# (data/, server.log, server.pid, cargo-build.log); the server is built in
+# ${MEDALLION_S3_BUILD_DIR:-$HOME/.cache/medallion-s3-build}.
 set -euo pipefail
 
 readonly HOST=127.0.0.1
@@ -30,11 +36,16 @@ readonly ACCESS_KEY=medallion-test
 readonly SECRET_KEY=medallion-test-secret
 readonly REGION=us-east-1
 readonly BUCKETS=(bronze silver gold)
-readonly S3S_VERSION=0.14.1
 readonly STATE="${MEDALLION_SERVICES_DIR:-$HOME/.cache/medallion-services}/s3"
 readonly DATA="$STATE/data"
-readonly LOG="$STATE/s3s-fs.log"
-readonly PIDFILE="$STATE/s3s-fs.pid"
+readonly LOG="$STATE/server.log"
+readonly PIDFILE="$STATE/server.pid"
+# Left by earlier versions of this script, which ran s3s-fs itself.
+readonly OLD_PIDFILE="$STATE/s3s-fs.pid"
+readonly SERVER_SOURCE="$(cd "$(dirname "$0")/../tools/s3-test-server" && pwd)"
+# Shared by every instance (private ones have their own state folder).
+readonly BUILD="${MEDALLION_S3_BUILD_DIR:-$HOME/.cache/medallion-s3-build}"
+readonly SERVER_BIN="$BUILD/release/medallion-s3"
 readonly START_TIMEOUT=20
 
 die() { echo "s3.sh: $*" >&2; exit 1; }
@@ -47,22 +58,13 @@ take_lock() {
     flock -w 600 9 || die "timed out waiting for the lock $STATE/.lock"
 }
 
-# Path of the s3s-fs binary (PATH, then ~/.cargo/bin), empty when absent.
-find_s3s() {
-    if command -v s3s-fs >/dev/null 2>&1; then
-        command -v s3s-fs
-    elif [[ -x "$HOME/.cargo/bin/s3s-fs" ]]; then
-        echo "$HOME/.cargo/bin/s3s-fs"
-    fi
-}
-
 find_cargo() {
     if command -v cargo >/dev/null 2>&1; then
         command -v cargo
     elif [[ -x "$HOME/.cargo/bin/cargo" ]]; then
         echo "$HOME/.cargo/bin/cargo"
     else
-        die "s3s-fs is missing and so is cargo (install a Rust toolchain first)"
+        die "cargo is missing: it builds the test S3 server (run scripts/toolchain.sh first)"
     fi
 }
 
@@ -75,17 +77,31 @@ ensure_curl() {
     } >"$STATE/apt.log" 2>&1 || die "apt-get install curl failed, see $STATE/apt.log"
 }
 
-install_s3s() {
+# Builds medallion-s3 into the state folder; cargo makes this a quick no-op
+# when the binary is up to date with tools/s3-test-server.
+build_server() {
     local cargo
     cargo="$(find_cargo)"
-    echo "s3.sh: installing s3s-fs $S3S_VERSION with cargo (a few minutes, log: $STATE/cargo-install.log)" >&2
-    # A private temporary target dir: never build inside the project's one.
-    local -a cmd=(env -u CARGO_TARGET_DIR -u CARGO_BUILD_TARGET_DIR "$cargo" install
-                  "s3s-fs@$S3S_VERSION" --features binary)
-    if ! "${cmd[@]}" --locked >"$STATE/cargo-install.log" 2>&1; then
-        "${cmd[@]}" >>"$STATE/cargo-install.log" 2>&1 \
-            || die "cargo install s3s-fs failed, see $STATE/cargo-install.log"
+    [[ -x "$SERVER_BIN" ]] || echo "s3.sh: building the test S3 server (a few minutes once, log: $STATE/cargo-build.log)" >&2
+    local -a cmd=(env -u CARGO_TARGET_DIR -u CARGO_BUILD_TARGET_DIR "$cargo" build --release
+                  --manifest-path "$SERVER_SOURCE/Cargo.toml" --target-dir "$BUILD")
+    if ! "${cmd[@]}" --locked >"$STATE/cargo-build.log" 2>&1; then
+        "${cmd[@]}" >>"$STATE/cargo-build.log" 2>&1 \
+            || die "building the test S3 server failed, see $STATE/cargo-build.log"
     fi
+}
+
+# Stops an s3s-fs started by an earlier version of this script, which would
+# hold the port.
+stop_old_server() {
+    [[ -f "$OLD_PIDFILE" ]] || return 0
+    local pid
+    pid="$(cat "$OLD_PIDFILE")"
+    if [[ -n "$pid" ]] && pid_live "$pid" && [[ "$(cat "/proc/$pid/comm" 2>/dev/null)" == s3s-fs ]]; then
+        kill "$pid" 2>/dev/null || true
+        for _ in $(seq 50); do pid_live "$pid" || break; sleep 0.1; done
+    fi
+    rm -f "$OLD_PIDFILE"
 }
 
 port_open() { timeout 1 bash -c "exec 3<>/dev/tcp/$HOST/$PORT" 2>/dev/null; }
@@ -100,13 +116,13 @@ pid_live() {
 # True while the process in the pid file lives (even before its exec).
 alive() { [[ -f "$PIDFILE" ]] && pid_live "$(cat "$PIDFILE")"; }
 
-# True when the pid file names a live s3s-fs process.
+# True when the pid file names a live medallion-s3 process.
 is_running() {
     local pid
     [[ -f "$PIDFILE" ]] || return 1
     pid="$(cat "$PIDFILE")"
     [[ -n "$pid" ]] && pid_live "$pid" \
-        && [[ "$(cat "/proc/$pid/comm" 2>/dev/null)" == s3s-fs ]]
+        && [[ "$(cat "/proc/$pid/comm" 2>/dev/null)" == medallion-s3 ]]
 }
 
 create_buckets() {
@@ -129,9 +145,9 @@ wait_ready() {
     until port_open; do
         if ! alive; then
             tail -n 20 "$LOG" >&2 || true
-            die "s3s-fs exited during start (log: $LOG)"
+            die "the S3 server exited during start (log: $LOG)"
         fi
-        ((SECONDS < deadline)) || die "s3s-fs not answering on $HOST:$PORT after ${START_TIMEOUT}s (log: $LOG)"
+        ((SECONDS < deadline)) || die "the S3 server is not answering on $HOST:$PORT after ${START_TIMEOUT}s (log: $LOG)"
         sleep 0.2
     done
 }
@@ -153,15 +169,10 @@ cmd_start() {
     mkdir -p "$STATE"
     ensure_curl
     create_buckets
+    stop_old_server
     if ! is_running; then
-        local bin
-        bin="$(find_s3s)"
-        if [[ -z "$bin" ]]; then
-            install_s3s
-            bin="$(find_s3s)"
-            [[ -n "$bin" ]] || die "s3s-fs still not found after cargo install"
-        fi
-        launch "$bin"
+        build_server
+        launch "$SERVER_BIN"
     fi
     wait_ready
     check_signed_request

@@ -2,7 +2,7 @@
 # Runs medallion's whole test suite (unit + integration) against real services
 # on 127.0.0.1, which this script installs where missing and starts itself:
 #   PostgreSQL (scripts/pg.sh), Apache Kafka (scripts/kafka.sh),
-#   an S3 server, s3s-fs (scripts/s3.sh); the S3 fault tests start their own
+#   an S3 server, medallion-s3 (scripts/s3.sh); the S3 fault tests start their own
 #   private instances through the same script, on other ports;
 #   and Debian's chromium for the dashboard test
 # The build shares one persistent target directory and one profile with the

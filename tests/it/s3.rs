@@ -1,8 +1,8 @@
-//! The lake on a real S3 server (s3s-fs, started by scripts/test.sh): the
+//! The lake on a real S3 server (medallion-s3, started by scripts/test.sh): the
 //! whole batch pipeline in both S3 layouts checked against PostgreSQL, bucket
 //! creation, two `medallion` processes committing to the same tables at once,
 //! and the faults a user meets (server down, server stopped mid-run, wrong
-//! credentials). Fault tests run their own private s3s-fs instance so the
+//! credentials). Fault tests run their own private instance of it so the
 //! shared server is never disturbed.
 
 use std::collections::BTreeMap;

@@ -260,8 +260,6 @@ pub fn unique_name(stem: &str) -> String {
     format!("{stem}-{}-{}", std::process::id(), nanos % 1_000_000_000)
 }
 
-/// A private s3s-fs server (own port, own state dir) started with
-/// scripts/s3.sh, for tests that stop it or break it. Stopped on drop.
 /// A loopback port for a server a test starts (and may restart) itself.
 ///
 /// Taken below the kernel's ephemeral range (32768 and up): a port in that
@@ -284,6 +282,8 @@ pub fn unused_service_port() -> u16 {
     }
 }
 
+/// A private test S3 server (own port, own state dir) started with
+/// scripts/s3.sh, for tests that stop it or break it. Stopped on drop.
 pub struct PrivateS3 {
     pub endpoint: S3Endpoint,
     pub port: u16,
