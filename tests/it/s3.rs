@@ -283,6 +283,34 @@ async fn concurrent_writers_on_s3_never_lose_a_commit() {
     }
 }
 
+/// The premise of the test above: the test server decides a conditional
+/// create atomically, as S3 and MinIO do (s3s-fs alone let several racing
+/// `If-None-Match: *` writes of one key succeed). Twelve signed PUTs race
+/// for one new key: exactly one may create it.
+#[test]
+fn racing_conditional_creates_on_the_test_server_have_one_winner() {
+    let s3 = S3Endpoint::shared();
+    let url = format!("{}/bronze/{}", s3.url, unique_name("race"));
+    let writers: Vec<_> = (0..12)
+        .map(|i| {
+            Command::new("curl")
+                .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PUT", "--data-binary", &format!("writer {i}")])
+                .args(["--aws-sigv4", &format!("aws:amz:{}:s3", s3.region)])
+                .args(["--user", &format!("{}:{}", s3.access_key_id, s3.secret_access_key)])
+                .args(["-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD", "-H", "If-None-Match: *", &url])
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("curl runs (scripts/s3.sh installs it)")
+        })
+        .collect();
+    let mut codes: Vec<String> =
+        writers.into_iter().map(|w| String::from_utf8(w.wait_with_output().unwrap().stdout).unwrap()).collect();
+    codes.sort();
+    let created = codes.iter().filter(|c| c.as_str() == "200").count();
+    let refused = codes.iter().filter(|c| c.as_str() == "412").count();
+    assert_eq!((created, refused), (1, 11), "status codes: {codes:?}");
+}
+
 #[test]
 fn s3_server_down_at_start_fails_in_bounded_time_with_one_line() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
