@@ -77,7 +77,7 @@ ensure_curl() {
     } >"$STATE/apt.log" 2>&1 || die "apt-get install curl failed, see $STATE/apt.log"
 }
 
-# Builds medallion-s3 into the state folder; cargo makes this a quick no-op
+# Builds medallion-s3 into $BUILD; cargo makes this a quick no-op
 # when the binary is up to date with tools/s3-test-server.
 build_server() {
     local cargo
