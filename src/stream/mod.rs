@@ -202,10 +202,7 @@ pub async fn run(
                 prepare(messages, targets.as_deref(), &countries)
             }
         };
-        for (key, next) in &reached {
-            let read = read_to.entry(key.to_string()).or_insert(0);
-            *read = (*read).max(*next);
-        }
+        extend_read_to(&mut read_to, &reached);
         let decode::DecodedBatch { messages, chunks, columns } = batch;
         if messages.is_empty() {
             if let Some(batch) = in_flight.take() {
@@ -530,6 +527,14 @@ struct Prepared {
     batch: decode::DecodedBatch,
 }
 
+/// Moves `read_to` forward to what a batch `reached`.
+fn extend_read_to(read_to: &mut Positions, reached: &[(Arc<str>, i64)]) {
+    for (key, next) in reached {
+        let read = read_to.entry(key.to_string()).or_insert(0);
+        *read = (*read).max(*next);
+    }
+}
+
 /// Keeps the messages within `targets` (when the run stops at them) and
 /// decodes them.
 fn prepare(mut messages: Vec<source::RawMessage>, targets: Option<&Positions>, countries: &BTreeMap<String, String>) -> Prepared {
@@ -614,9 +619,8 @@ impl ReadAhead {
                     Err(error) => Err(error),
                 };
                 let failed = prepared.is_err();
-                for (key, next) in prepared.iter().flat_map(|p| &p.reached) {
-                    let read = read_to.entry(key.to_string()).or_insert(0);
-                    *read = (*read).max(*next);
+                if let Ok(prepared) = &prepared {
+                    extend_read_to(&mut read_to, &prepared.reached);
                 }
                 room.send(prepared);
                 if failed {

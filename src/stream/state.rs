@@ -19,11 +19,9 @@ pub struct StreamState {
     pub max_event_time: Option<DateTime<Utc>>,
     /// How late an event may be before it misses its window.
     pub allowed_lateness: Duration,
-    /// 128-bit fingerprints of recent event ids (collision odds ~1e-26 at a
-    /// million ids).
+    /// 128-bit fingerprints of the `dedupe_horizon` most recent event ids
+    /// (collision odds ~1e-26 at a million ids).
     seen: RecentIds,
-    /// How many recent event ids are remembered for duplicate detection.
-    pub dedupe_horizon: usize,
 }
 
 /// What happened to one event.
@@ -43,7 +41,6 @@ impl StreamState {
             // Sized for the horizon up front (a million ids: about 50 MB with
             // the order queue).
             seen: RecentIds::new(dedupe_horizon),
-            dedupe_horizon,
         }
     }
 
