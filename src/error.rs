@@ -3,9 +3,37 @@
 //! Every message is one line that says what failed and what to do about it, and
 //! never carries a secret: connection targets are shown as `host:port/db`,
 //! never as the full URL. `is_transient` tells the pipeline which failures are
-//! worth a retry (a reset connection) and which are not (a bad password).
+//! worth a retry (a reset connection, a lost commit race) and which are not (a
+//! bad password).
+//!
+//! Lake failures keep the dependency's error as their `source` and are
+//! classified by its type (`classify`): deltalake's `VersionAlreadyExists` and
+//! `CommitConflict`, object_store's `PermissionDenied` / `Unauthenticated` and
+//! the kind of its `HttpError`, the kind of an `std::io::Error`. Nothing that
+//! drives a retry depends on the wording of a dependency's message.
 
 use std::fmt;
+
+use deltalake::kernel::transaction::TransactionError;
+use deltalake::DeltaTableError;
+use object_store::client::{HttpError, HttpErrorKind};
+
+/// A dependency's error, kept as the source of ours.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What a failure means for the operation that met it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// Another writer committed the same table version first: nothing of
+    /// this write was kept, running it again is safe.
+    CommitConflict,
+    /// The network or the server failed; a later attempt may succeed.
+    Transient,
+    /// The storage refused the credentials or the permissions.
+    Credentials,
+    /// Anything else: retrying gives the same result.
+    Permanent,
+}
 
 /// Result alias used across the library.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -34,7 +62,13 @@ pub enum Error {
 
     /// The lake could not be read or written.
     #[error("lake table {table}: {reason}")]
-    Lake { table: String, reason: String, transient: bool },
+    Lake {
+        table: String,
+        reason: String,
+        kind: FailureKind,
+        #[source]
+        source: BoxError,
+    },
 
     /// The lake's storage (an S3 endpoint or bucket) failed or refused us.
     #[error("{what}: {reason}")]
@@ -65,23 +99,31 @@ impl Error {
         match self {
             Error::SourceConnect { transient, .. }
             | Error::SourceRead { transient, .. }
-            | Error::Lake { transient, .. }
             | Error::Storage { transient, .. } => *transient,
+            Error::Lake { kind, .. } => matches!(kind, FailureKind::Transient | FailureKind::CommitConflict),
             _ => false,
         }
     }
 
+    /// Whether this is a Delta commit that lost the race against another
+    /// writer of the same table.
+    pub fn is_commit_conflict(&self) -> bool {
+        matches!(self, Error::Lake { kind: FailureKind::CommitConflict, .. })
+    }
+
     /// Wraps a lake (Delta / object store / DataFusion) failure for `table`,
-    /// adding what to do for the failures a user can fix (credentials, a
-    /// missing bucket, a concurrent writer, an unreachable server).
-    pub fn lake(table: impl fmt::Display, err: impl fmt::Display) -> Self {
-        let reason = one_line(&err.to_string());
-        let transient = looks_transient(&reason) || is_commit_conflict(&reason);
-        let reason = match lake_advice(&reason) {
+    /// classified by the type of `err` and its sources, adding what to do for
+    /// the failures a user can fix (credentials, a missing bucket, a
+    /// concurrent writer, an unreachable server).
+    pub fn lake(table: impl fmt::Display, err: impl Into<BoxError>) -> Self {
+        let source: BoxError = err.into();
+        let kind = classify(source.as_ref());
+        let reason = one_line(&source.to_string());
+        let reason = match lake_advice(kind, &reason) {
             Some(advice) => format!("{reason}; {advice}"),
             None => reason,
         };
-        Error::Lake { table: table.to_string(), reason, transient }
+        Error::Lake { table: table.to_string(), reason, kind, source }
     }
 
     /// Wraps a model failure.
@@ -110,34 +152,95 @@ pub fn one_line(message: &str) -> String {
     format!("{cut}…")
 }
 
-/// Heuristic for errors surfaced as text by object_store / deltalake: network
-/// level failures are worth a retry, everything else is not.
-fn looks_transient(reason: &str) -> bool {
-    let lower = reason.to_ascii_lowercase();
-    ["connection reset", "connection refused", "timed out", "timeout", "broken pipe", "error sending request", "connection closed"]
-        .iter()
-        .any(|needle| lower.contains(needle))
+/// What `err` means, from its type and the types of its sources: the first
+/// error in the chain that says something decides.
+pub fn classify(err: &(dyn std::error::Error + 'static)) -> FailureKind {
+    let mut current = Some(err);
+    while let Some(error) = current {
+        if let Some(kind) = classify_one(error) {
+            return kind;
+        }
+        current = error.source();
+    }
+    FailureKind::Permanent
 }
 
-/// A Delta commit lost the race against another writer of the same table.
-fn is_commit_conflict(reason: &str) -> bool {
-    ["Failed to commit transaction", "Tried committing existing table version"].iter().any(|n| reason.contains(n))
+/// The meaning of one error of a chain, when its type tells it.
+fn classify_one(error: &(dyn std::error::Error + 'static)) -> Option<FailureKind> {
+    if let Some(delta) = error.downcast_ref::<DeltaTableError>() {
+        return match delta {
+            DeltaTableError::VersionAlreadyExists(_) => Some(FailureKind::CommitConflict),
+            _ => None,
+        };
+    }
+    if let Some(transaction) = error.downcast_ref::<TransactionError>() {
+        return match transaction {
+            TransactionError::VersionAlreadyExists(_)
+            | TransactionError::CommitConflict(_)
+            | TransactionError::MaxCommitAttempts(_) => Some(FailureKind::CommitConflict),
+            _ => None,
+        };
+    }
+    if let Some(store) = error.downcast_ref::<object_store::Error>() {
+        return match store {
+            object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. } => {
+                Some(FailureKind::Credentials)
+            }
+            object_store::Error::Generic { source, .. } if is_server_failure(source.as_ref()) => {
+                Some(FailureKind::Transient)
+            }
+            _ => None,
+        };
+    }
+    if let Some(http) = error.downcast_ref::<HttpError>() {
+        return match http.kind() {
+            HttpErrorKind::Connect | HttpErrorKind::Request | HttpErrorKind::Timeout | HttpErrorKind::Interrupted => {
+                Some(FailureKind::Transient)
+            }
+            _ => Some(FailureKind::Permanent),
+        };
+    }
+    if let Some(io) = error.downcast_ref::<std::io::Error>() {
+        return Some(if is_transient_io(io.kind()) { FailureKind::Transient } else { FailureKind::Permanent });
+    }
+    None
 }
 
-/// What to do about a lake failure, when the message shows a known cause.
-fn lake_advice(reason: &str) -> Option<&'static str> {
-    let lower = reason.to_ascii_lowercase();
-    let has = |needles: &[&str]| needles.iter().any(|n| lower.contains(&n.to_ascii_lowercase()));
-    if is_commit_conflict(reason) {
-        Some("another writer committed to this table at the same time; nothing of this write was kept: run the command again")
-    } else if has(&["SignatureDoesNotMatch", "InvalidAccessKeyId", "403 Forbidden", "status 403", "AccessDenied", "InvalidToken"]) {
-        Some("the S3 server rejected the credentials: check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
-    } else if has(&["NoSuchBucket"]) {
-        Some("the bucket does not exist: create it or rerun with --create-buckets")
-    } else if looks_transient(reason) {
-        Some("the storage server did not answer: check that it runs and the endpoint (AWS_ENDPOINT_URL)")
-    } else {
-        None
+/// Network-level failures of a socket or file: worth another attempt.
+pub fn is_transient_io(kind: std::io::ErrorKind) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        kind,
+        ConnectionRefused | ConnectionReset | ConnectionAborted | NotConnected | BrokenPipe | TimedOut | UnexpectedEof | Interrupted
+    )
+}
+
+/// An S3 answer with a 5xx status, after object_store's own retries.
+/// object_store keeps the status in a type it does not export (its
+/// `RetryError`), so this one case reads the status from the message it
+/// formats: "Server returned non-2xx status code: 503 …".
+fn is_server_failure(source: &(dyn std::error::Error + 'static)) -> bool {
+    let text = source.to_string();
+    text.find("status code: ").is_some_and(|at| text[at + "status code: ".len()..].starts_with('5'))
+}
+
+/// What to do about a lake failure.
+fn lake_advice(kind: FailureKind, reason: &str) -> Option<&'static str> {
+    match kind {
+        FailureKind::CommitConflict => Some(
+            "another writer committed to this table at the same time; nothing of this write was kept: run the command again",
+        ),
+        FailureKind::Credentials => {
+            Some("the S3 server rejected the credentials: check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
+        }
+        FailureKind::Transient => {
+            Some("the storage server did not answer: check that it runs and the endpoint (AWS_ENDPOINT_URL)")
+        }
+        // Advice only, never a decision: the bucket's name is in S3's answer.
+        FailureKind::Permanent if reason.contains("NoSuchBucket") => {
+            Some("the bucket does not exist: create it or rerun with --create-buckets")
+        }
+        FailureKind::Permanent => None,
     }
 }
 
@@ -163,22 +266,44 @@ mod tests {
         assert_eq!(one_line(&"x".repeat(5000)).chars().count(), MAX_MESSAGE + 1);
     }
 
+    fn io(kind: std::io::ErrorKind) -> std::io::Error {
+        std::io::Error::new(kind, "test")
+    }
+
     #[test]
     fn network_failures_are_transient_and_others_not() {
-        assert!(Error::lake("bronze.orders", "error sending request: connection refused").is_transient());
-        assert!(!Error::lake("bronze.orders", "Permission denied (os error 13)").is_transient());
+        assert!(Error::lake("bronze.orders", io(std::io::ErrorKind::ConnectionRefused)).is_transient());
+        assert!(!Error::lake("bronze.orders", io(std::io::ErrorKind::PermissionDenied)).is_transient());
         assert!(!Error::Config("bad".into()).is_transient());
     }
 
     #[test]
+    fn classification_follows_the_source_chain() {
+        // A reset connection seen through deltalake and DataFusion wrappers.
+        let store = object_store::Error::Generic { store: "S3", source: Box::new(io(std::io::ErrorKind::ConnectionReset)) };
+        let delta = DeltaTableError::ObjectStore { source: store };
+        let wrapped = datafusion::error::DataFusionError::External(Box::new(delta));
+        assert_eq!(classify(&wrapped), FailureKind::Transient);
+        // A message that reads like a network failure is not one.
+        let plain = DeltaTableError::Generic("connection reset by peer".into());
+        assert_eq!(classify(&plain), FailureKind::Permanent);
+    }
+
+    #[test]
     fn lake_failures_carry_advice() {
-        let conflict = Error::lake("bronze.orders", "Transaction failed: Failed to commit transaction: concurrent append");
-        assert!(conflict.is_transient());
+        let conflict = Error::lake("bronze.orders", DeltaTableError::VersionAlreadyExists(3));
+        assert!(conflict.is_transient() && conflict.is_commit_conflict());
         assert!(conflict.to_string().contains("another writer"), "{conflict}");
-        let denied = Error::lake("layer bronze", "Client error with status 403 Forbidden: SignatureDoesNotMatch");
+        let lost = DeltaTableError::Transaction { source: TransactionError::MaxCommitAttempts(15) };
+        assert!(Error::lake("bronze.orders", lost).is_commit_conflict());
+        let denied = object_store::Error::PermissionDenied { path: "bronze/x".into(), source: "403 Forbidden".into() };
+        let denied = Error::lake("layer bronze", denied);
         assert!(!denied.is_transient());
         assert!(denied.to_string().contains("AWS_SECRET_ACCESS_KEY"), "{denied}");
-        let down = Error::lake("layer bronze", "error sending request for url (http://127.0.0.1:1/bronze/x)");
+        let unavailable =
+            object_store::Error::Generic { store: "S3", source: "Server returned non-2xx status code: 503 Service Unavailable: ".into() };
+        let down = Error::lake("layer bronze", unavailable);
+        assert!(down.is_transient());
         assert!(down.to_string().contains("AWS_ENDPOINT_URL"), "{down}");
     }
 }

@@ -337,7 +337,7 @@ mod tests {
         let calls = AtomicU32::new(0);
         let result = with_retry("x", || async {
             if calls.fetch_add(1, Ordering::SeqCst) == 0 {
-                Err(Error::lake("t", "connection reset by peer"))
+                Err(Error::lake("t", std::io::Error::from(std::io::ErrorKind::ConnectionReset)))
             } else {
                 Ok(7)
             }

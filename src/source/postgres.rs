@@ -12,6 +12,7 @@ use std::time::Duration;
 use datafusion::arrow::array::RecordBatch;
 use futures::StreamExt;
 use indicatif::ProgressBar;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls};
 
 use super::columns::{arrow_schema, ColumnSpec, ColumnType};
@@ -106,30 +107,44 @@ pub async fn connect(url: &str) -> Result<Client> {
     Ok(client)
 }
 
-/// A one-line reason and whether a retry may help.
+/// A one-line reason and whether a retry may help, decided by type: the
+/// SQLSTATE of a server error, the kind of the I/O error under a connection
+/// failure, or a connection the server closed.
 pub fn classify(err: &tokio_postgres::Error) -> (String, bool) {
     if let Some(db) = err.as_db_error() {
-        let code = db.code().code();
-        let reason = match code {
-            "28P01" | "28000" => format!("{} (check the user and password in DATABASE_URL)", db.message()),
-            "3D000" => format!("{} (check the database name in DATABASE_URL)", db.message()),
-            _ => db.message().to_string(),
+        let state = db.code();
+        let reason = if *state == SqlState::INVALID_PASSWORD || *state == SqlState::INVALID_AUTHORIZATION_SPECIFICATION {
+            format!("{} (check the user and password in DATABASE_URL)", db.message())
+        } else if *state == SqlState::INVALID_CATALOG_NAME {
+            format!("{} (check the database name in DATABASE_URL)", db.message())
+        } else {
+            db.message().to_string()
         };
-        // Class 08 (connection), 57P (operator intervention), 53 (resources), 40001 (serialization).
-        let transient = code.starts_with("08") || code.starts_with("57P") || code.starts_with("53") || code == "40001";
-        return (reason, transient);
+        return (reason, is_transient_state(state));
     }
     let mut reason = one_line(&err.to_string());
+    let mut transient = err.is_closed();
     let mut source = std::error::Error::source(err);
     while let Some(inner) = source {
         reason = format!("{reason}: {}", one_line(&inner.to_string()));
+        if let Some(io) = inner.downcast_ref::<std::io::Error>() {
+            transient |= crate::error::is_transient_io(io.kind());
+        }
         source = inner.source();
     }
+    // Advice only: whether to retry was decided above.
     if reason.contains("TLS") || reason.contains("ssl") {
         reason.push_str(" (TLS connections are not supported yet: use sslmode=disable or prefer)");
-        return (reason, false);
     }
-    (reason, true)
+    (reason, transient)
+}
+
+/// SQLSTATE classes worth a retry: 08 (connection exception), 57P
+/// (operator intervention: shutdown, restart), 53 (insufficient resources),
+/// 40001 (serialization failure) and 40P01 (deadlock).
+fn is_transient_state(state: &SqlState) -> bool {
+    let code = state.code();
+    code.starts_with("08") || code.starts_with("57P") || code.starts_with("53") || code == "40001" || code == "40P01"
 }
 
 /// How one table will be read.
