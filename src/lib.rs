@@ -28,5 +28,6 @@ pub mod runs;
 pub mod serve;
 pub mod source;
 pub mod stream;
+pub mod up;
 
 pub use error::{Error, Result};
