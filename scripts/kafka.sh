@@ -22,39 +22,23 @@
 # State: ${MEDALLION_SERVICES_DIR:-$HOME/.cache/medallion-services}/kafka
 # (libs-<version>/ jars, data/ log dirs, server.properties, logs/, kafka.pid).
 set -euo pipefail
+readonly SERVICE=kafka
+# shellcheck source=lib/service.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/service.sh"
 
-readonly HOST=127.0.0.1
+readonly EXTRA_COMMANDS="create-topic NAME PARTITIONS"
 readonly PORT="${KAFKA_PORT:-29092}"
 readonly CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-29093}"
 readonly VERSION="${KAFKA_VERSION:-4.1.1}"
 readonly LOG4J_VERSION=2.24.3
 readonly DEFAULT_TOPIC=ventes-temps-reel
-readonly STATE="${MEDALLION_SERVICES_DIR:-$HOME/.cache/medallion-services}/kafka"
 readonly LIBS="${KAFKA_LIBS:-$STATE/libs-$VERSION}"
-readonly DATA="$STATE/data"
 readonly LOGS="$STATE/logs"
+readonly LOG="$LOGS/server.log"
 readonly PIDFILE="$STATE/kafka.pid"
 readonly CONFIG="$STATE/server.properties"
 readonly START_TIMEOUT=90
 readonly BOOTSTRAP="$HOST:$PORT"
-
-die() { echo "kafka.sh: $*" >&2; exit 1; }
-
-# Serialise start/stop of this service (tests may call us concurrently).
-# Servers we launch get `9>&-` so they do not keep holding the lock.
-take_lock() {
-    mkdir -p "$STATE"
-    exec 9>"$STATE/.lock"
-    flock -w 600 9 || die "timed out waiting for the lock $STATE/.lock"
-}
-
-apt_install() {
-    echo "kafka.sh: installing $* with apt-get (log: $STATE/apt.log)" >&2
-    {
-        apt-get update
-        DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@"
-    } >"$STATE/apt.log" 2>&1 || die "apt-get install $* failed, see $STATE/apt.log"
-}
 
 ensure_java() {
     command -v java >/dev/null 2>&1 || apt_install openjdk-17-jre-headless
@@ -95,7 +79,7 @@ write_log4j_configs() {
 status = warn
 appender.file.type = File
 appender.file.name = FILE
-appender.file.fileName = $LOGS/server.log
+appender.file.fileName = $LOG
 appender.file.append = false
 appender.file.layout.type = PatternLayout
 appender.file.layout.pattern = [%d] %p %m (%c)%n
@@ -158,55 +142,22 @@ format_storage() {
         || die "kafka-storage format failed, see $LOGS/format.log"
 }
 
-port_open() { timeout 1 bash -c "exec 3<>/dev/tcp/$HOST/$1" 2>/dev/null; }
+# True when process $1 is a kafka.Kafka JVM.
+is_broker() { tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -q 'kafka\.Kafka '; }
 
-# True when process $1 exists and is not a zombie awaiting its reaper.
-pid_live() {
-    local stat
-    stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
-    [[ "${stat##*) }" != Z* ]]
-}
-
-# True while the process in the pid file lives (even before its exec).
-alive() { [[ -f "$PIDFILE" ]] && pid_live "$(cat "$PIDFILE")"; }
-
-# True when the pid file names a live kafka.Kafka JVM.
-is_running() {
-    local pid
-    [[ -f "$PIDFILE" ]] || return 1
-    pid="$(cat "$PIDFILE")"
-    [[ -n "$pid" ]] && pid_live "$pid" \
-        && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q 'kafka\.Kafka '
-}
+is_running() { pid_file_process_is is_broker; }
 
 launch() {
-    local p
-    for p in "$PORT" "$CONTROLLER_PORT"; do
-        port_open "$p" && die "port $HOST:$p is already taken by another process"
-    done
-    # setsid: own session, so the broker outlives the caller's shell/job.
-    setsid java -Xms256m -Xmx512m -XX:+UseG1GC -Djava.awt.headless=true \
+    refuse_taken_ports "$PORT" "$CONTROLLER_PORT"
+    start_detached "$LOGS/kafka.out" java -Xms256m -Xmx512m -XX:+UseG1GC -Djava.awt.headless=true \
         "-Dlog4j2.configurationFile=$STATE/log4j2-broker.properties" \
-        -cp "$LIBS/*" kafka.Kafka "$CONFIG" >"$LOGS/kafka.out" 2>&1 </dev/null 9>&- &
-    echo $! >"$PIDFILE"
+        -cp "$LIBS/*" kafka.Kafka "$CONFIG"
 }
 
-fail_start() {
-    {
-        echo "--- first errors in $LOGS/server.log:"
-        grep -m 15 -E ' (ERROR|FATAL) |Exception' "$LOGS/server.log" || true
-        tail -n 20 "$LOGS/server.log" "$LOGS/kafka.out"
-    } >&2 2>/dev/null || true
-    die "$1 (logs: $LOGS)"
-}
-
-wait_port() {
-    local deadline=$((SECONDS + START_TIMEOUT))
-    until port_open "$PORT"; do
-        alive || fail_start "kafka exited during start"
-        ((SECONDS < deadline)) || fail_start "kafka not answering on $BOOTSTRAP after ${START_TIMEOUT}s"
-        sleep 0.5
-    done
+show_start_log() {
+    echo "--- first errors in $LOG:"
+    grep -m 15 -E ' (ERROR|FATAL) |Exception' "$LOG" || true
+    tail -n 20 "$LOG" "$LOGS/kafka.out"
 }
 
 topics() {
@@ -242,15 +193,9 @@ create_topic() {
 }
 
 # Topic creation succeeds only once the broker has registered with the
-# controller, so retry it until the deadline: that is the readiness check.
-wait_ready_and_create_default_topic() {
-    local deadline=$((SECONDS + START_TIMEOUT))
-    until (create_topic "$DEFAULT_TOPIC" 1) 2>/dev/null; do
-        alive || fail_start "kafka exited during start"
-        ((SECONDS < deadline)) || fail_start "kafka not ready on $BOOTSTRAP after ${START_TIMEOUT}s"
-        sleep 1
-    done
-}
+# controller, so cmd_start retries it until the deadline: that is the
+# readiness check.
+default_topic_created() { (create_topic "$DEFAULT_TOPIC" 1) 2>/dev/null; }
 
 cmd_start() {
     mkdir -p "$STATE" "$DATA" "$LOGS"
@@ -265,38 +210,13 @@ cmd_start() {
         write_server_config
         format_storage
         launch
-        wait_port
+        wait_until 0.5 answering port_open "$PORT"
     fi
-    wait_ready_and_create_default_topic
+    wait_until 1 ready default_topic_created
     echo "kafka ready on $BOOTSTRAP"
 }
 
-cmd_stop() {
-    if ! is_running; then
-        rm -f "$PIDFILE"
-        echo "kafka not running"
-        return
-    fi
-    local pid
-    pid="$(cat "$PIDFILE")"
-    kill "$pid" 2>/dev/null || true
-    for _ in $(seq 300); do
-        pid_live "$pid" || break
-        sleep 0.1
-    done
-    if pid_live "$pid"; then kill -9 "$pid"; fi
-    rm -f "$PIDFILE"
-    echo "kafka stopped"
-}
-
-cmd_status() {
-    if is_running; then
-        echo "kafka running on $BOOTSTRAP (pid $(cat "$PIDFILE"), data: $DATA)"
-    else
-        echo "kafka not running"
-        return 1
-    fi
-}
+cmd_stop() { stop_pid_file_server 30; }
 
 cmd_create_topic() {
     [[ $# -eq 2 ]] || die "usage: $0 create-topic NAME PARTITIONS"
@@ -310,17 +230,10 @@ cmd_env() {
     echo "export MEDALLION_KAFKA_BROKERS=$BOOTSTRAP"
 }
 
-main() {
-    local cmd="${1:-}"
-    shift || true
-    case "$cmd" in
-        start) take_lock; cmd_start ;;
-        stop) take_lock; cmd_stop ;;
-        status) cmd_status ;;
-        create-topic) take_lock; cmd_create_topic "$@" ;;
-        env) cmd_env ;;
-        *) die "usage: $0 start|stop|status|env|create-topic NAME PARTITIONS" ;;
-    esac
-}
-
-main "$@"
+if [[ "${1:-}" == create-topic ]]; then
+    shift
+    take_lock
+    cmd_create_topic "$@"
+else
+    service_main "$@"
+fi

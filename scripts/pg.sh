@@ -20,28 +20,18 @@
 # walk into the state dir (e.g. /root is mode 700), the blocking parent
 # directories get o+x (traverse only, no listing).
 set -euo pipefail
+readonly SERVICE=postgres
+# shellcheck source=lib/service.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/service.sh"
 
 readonly PORT="${PGPORT:-25432}"
-readonly HOST=127.0.0.1
 readonly PG_USER=medallion
 readonly PG_PASSWORD=medallion
 readonly PG_DB=medallion
 readonly OS_USER=postgres
-readonly STATE="${MEDALLION_SERVICES_DIR:-$HOME/.cache/medallion-services}/postgres"
-readonly DATA="$STATE/data"
 readonly SOCK="$STATE/run"
 readonly LOG="$STATE/postgres.log"
 readonly START_TIMEOUT=30
-
-die() { echo "pg.sh: $*" >&2; exit 1; }
-
-# Serialise start/stop of this service (tests may call us concurrently).
-# Servers we launch get `9>&-` so they do not keep holding the lock.
-take_lock() {
-    mkdir -p "$STATE"
-    exec 9>"$STATE/.lock"
-    flock -w 600 9 || die "timed out waiting for the lock $STATE/.lock"
-}
 
 # Directory holding initdb/pg_ctl/postgres: PATH first, then the newest
 # Debian install under /usr/lib/postgresql/*/bin. Empty when none.
@@ -61,14 +51,6 @@ find_bindir() {
     done
     [[ -n "$best" ]] && echo "$best"
     return 0
-}
-
-install_postgres() {
-    echo "pg.sh: installing postgresql with apt-get (log: $STATE/apt.log)" >&2
-    {
-        apt-get update
-        DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql
-    } >"$STATE/apt.log" 2>&1 || die "apt-get install postgresql failed, see $STATE/apt.log"
 }
 
 ensure_os_user() {
@@ -92,7 +74,11 @@ ensure_traversable() {
 as_pg() { (cd / && runuser -u "$OS_USER" -- "$@"); }
 
 is_running() {
-    [[ -f "$DATA/PG_VERSION" ]] && as_pg "$BINDIR/pg_ctl" status -D "$DATA" >/dev/null 2>&1
+    [[ -n "$BINDIR" && -f "$DATA/PG_VERSION" ]] && as_pg "$BINDIR/pg_ctl" status -D "$DATA" >/dev/null 2>&1
+}
+
+stop_cluster() {
+    as_pg "$BINDIR/pg_ctl" stop -D "$DATA" -m fast -w >/dev/null || die "pg_ctl stop failed (log: $LOG)"
 }
 
 init_cluster() {
@@ -124,16 +110,9 @@ host    all      all  127.0.0.1/32  scram-sha-256
 EOF
 }
 
-wait_ready() {
-    local deadline=$((SECONDS + START_TIMEOUT))
-    until "$BINDIR/pg_isready" -q -h "$HOST" -p "$PORT"; do
-        if ((SECONDS >= deadline)); then
-            tail -n 20 "$LOG" >&2 || true
-            die "postgres not ready on $HOST:$PORT after ${START_TIMEOUT}s (log: $LOG)"
-        fi
-        sleep 0.2
-    done
-}
+accepts_connections() { "$BINDIR/pg_isready" -q -h "$HOST" -p "$PORT"; }
+
+show_start_log() { tail -n 20 "$LOG"; }
 
 # Idempotent: (re)sets the role's password and creates the database once.
 ensure_role_and_db() {
@@ -155,9 +134,8 @@ check_login() {
 
 cmd_start() {
     mkdir -p "$STATE"
-    BINDIR="$(find_bindir)"
     if [[ -z "$BINDIR" ]]; then
-        install_postgres
+        apt_install postgresql
         BINDIR="$(find_bindir)"
         [[ -n "$BINDIR" ]] || die "initdb still not found after installing postgresql"
     fi
@@ -165,42 +143,29 @@ cmd_start() {
     ensure_traversable
     # A server left running on another port (PGPORT changed): restart it.
     if is_running && ! grep -qx "port = $PORT" "$DATA/medallion.conf" 2>/dev/null; then
-        as_pg "$BINDIR/pg_ctl" stop -D "$DATA" -m fast -w >/dev/null || die "pg_ctl stop failed (log: $LOG)"
+        stop_cluster
     fi
     if ! is_running; then
         init_cluster
         install -d -o "$OS_USER" -g "$(id -gn "$OS_USER")" -m 700 "$SOCK"
         touch "$LOG" && chown "$OS_USER" "$LOG"
         write_config
-        as_pg "$BINDIR/pg_ctl" start -D "$DATA" -l "$LOG" -w -t "$START_TIMEOUT" >/dev/null 2>&1 9>&- || {
-            tail -n 20 "$LOG" >&2 || true
-            die "pg_ctl start failed (log: $LOG)"
-        }
+        as_pg "$BINDIR/pg_ctl" start -D "$DATA" -l "$LOG" -w -t "$START_TIMEOUT" >/dev/null 2>&1 9>&- \
+            || start_failed "pg_ctl start failed"
     fi
-    wait_ready
+    wait_until 0.2 ready accepts_connections
     ensure_role_and_db
     check_login
     echo "postgres ready on $HOST:$PORT"
 }
 
 cmd_stop() {
-    BINDIR="$(find_bindir)"
-    if [[ -z "$BINDIR" ]] || ! is_running; then
+    if ! is_running; then
         echo "postgres not running"
         return
     fi
-    as_pg "$BINDIR/pg_ctl" stop -D "$DATA" -m fast -w >/dev/null || die "pg_ctl stop failed (log: $LOG)"
+    stop_cluster
     echo "postgres stopped"
-}
-
-cmd_status() {
-    BINDIR="$(find_bindir)"
-    if [[ -n "$BINDIR" ]] && is_running; then
-        echo "postgres running on $HOST:$PORT (data: $DATA)"
-    else
-        echo "postgres not running"
-        return 1
-    fi
 }
 
 cmd_env() {
@@ -209,14 +174,6 @@ cmd_env() {
     echo "export DATABASE_URL=$url"
 }
 
-main() {
-    case "${1:-}" in
-        start) take_lock; cmd_start ;;
-        stop) take_lock; cmd_stop ;;
-        status) cmd_status ;;
-        env) cmd_env ;;
-        *) die "usage: $0 start|stop|status|env" ;;
-    esac
-}
-
-main "$@"
+# Where the PostgreSQL programs are; empty until installed (cmd_start).
+BINDIR="$(find_bindir)"
+service_main "$@"

@@ -29,34 +29,25 @@
 # (data/, server.log, server.pid, cargo-build.log); the server is built in
 # ${MEDALLION_S3_BUILD_DIR:-$HOME/.cache/medallion-s3-build}.
 set -euo pipefail
+readonly SERVICE=s3
+# shellcheck source=lib/service.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/service.sh"
 
-readonly HOST=127.0.0.1
 readonly PORT="${S3_PORT:-29000}"
 readonly ACCESS_KEY=medallion-test
 readonly SECRET_KEY=medallion-test-secret
 readonly REGION=us-east-1
 readonly BUCKETS=(bronze silver gold)
-readonly STATE="${MEDALLION_SERVICES_DIR:-$HOME/.cache/medallion-services}/s3"
-readonly DATA="$STATE/data"
 readonly LOG="$STATE/server.log"
 readonly PIDFILE="$STATE/server.pid"
 # Left by earlier versions of this script, which ran s3s-fs itself.
 readonly OLD_PIDFILE="$STATE/s3s-fs.pid"
-readonly SERVER_SOURCE="$(cd "$(dirname "$0")/../tools/s3-test-server" && pwd)"
+SERVER_SOURCE="$(cd "$(dirname "$0")/../tools/s3-test-server" && pwd)"
+readonly SERVER_SOURCE
 # Shared by every instance (private ones have their own state folder).
 readonly BUILD="${MEDALLION_S3_BUILD_DIR:-$HOME/.cache/medallion-s3-build}"
 readonly SERVER_BIN="$BUILD/release/medallion-s3"
 readonly START_TIMEOUT=20
-
-die() { echo "s3.sh: $*" >&2; exit 1; }
-
-# Serialise start/stop of this service (tests may call us concurrently).
-# Servers we launch get `9>&-` so they do not keep holding the lock.
-take_lock() {
-    mkdir -p "$STATE"
-    exec 9>"$STATE/.lock"
-    flock -w 600 9 || die "timed out waiting for the lock $STATE/.lock"
-}
 
 find_cargo() {
     if command -v cargo >/dev/null 2>&1; then
@@ -69,12 +60,7 @@ find_cargo() {
 }
 
 ensure_curl() {
-    command -v curl >/dev/null 2>&1 && return
-    echo "s3.sh: installing curl with apt-get (log: $STATE/apt.log)" >&2
-    {
-        apt-get update
-        DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends curl ca-certificates
-    } >"$STATE/apt.log" 2>&1 || die "apt-get install curl failed, see $STATE/apt.log"
+    command -v curl >/dev/null 2>&1 || apt_install curl ca-certificates
 }
 
 # Builds medallion-s3 into $BUILD; cargo makes this a quick no-op
@@ -97,33 +83,13 @@ stop_old_server() {
     [[ -f "$OLD_PIDFILE" ]] || return 0
     local pid
     pid="$(cat "$OLD_PIDFILE")"
-    if [[ -n "$pid" ]] && pid_live "$pid" && [[ "$(cat "/proc/$pid/comm" 2>/dev/null)" == s3s-fs ]]; then
-        kill "$pid" 2>/dev/null || true
-        for _ in $(seq 50); do pid_live "$pid" || break; sleep 0.1; done
+    if [[ -n "$pid" ]] && pid_live "$pid" && process_named s3s-fs "$pid"; then
+        terminate "$pid" 5
     fi
     rm -f "$OLD_PIDFILE"
 }
 
-port_open() { timeout 1 bash -c "exec 3<>/dev/tcp/$HOST/$PORT" 2>/dev/null; }
-
-# True when process $1 exists and is not a zombie awaiting its reaper.
-pid_live() {
-    local stat
-    stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
-    [[ "${stat##*) }" != Z* ]]
-}
-
-# True while the process in the pid file lives (even before its exec).
-alive() { [[ -f "$PIDFILE" ]] && pid_live "$(cat "$PIDFILE")"; }
-
-# True when the pid file names a live medallion-s3 process.
-is_running() {
-    local pid
-    [[ -f "$PIDFILE" ]] || return 1
-    pid="$(cat "$PIDFILE")"
-    [[ -n "$pid" ]] && pid_live "$pid" \
-        && [[ "$(cat "/proc/$pid/comm" 2>/dev/null)" == medallion-s3 ]]
-}
+is_running() { pid_file_process_is process_named medallion-s3; }
 
 create_buckets() {
     local b
@@ -131,26 +97,12 @@ create_buckets() {
 }
 
 launch() {
-    local bin="$1"
-    port_open && die "port $HOST:$PORT is already taken by another process"
-    # setsid: own session, so the server outlives the caller's shell/job.
-    RUST_LOG="${RUST_LOG:-warn}" setsid "$bin" --host "$HOST" --port "$PORT" \
-        --access-key "$ACCESS_KEY" --secret-key "$SECRET_KEY" "$DATA" \
-        >"$LOG" 2>&1 </dev/null 9>&- &
-    echo $! >"$PIDFILE"
+    refuse_taken_ports "$PORT"
+    RUST_LOG="${RUST_LOG:-warn}" start_detached "$LOG" "$SERVER_BIN" --host "$HOST" --port "$PORT" \
+        --access-key "$ACCESS_KEY" --secret-key "$SECRET_KEY" "$DATA"
 }
 
-wait_ready() {
-    local deadline=$((SECONDS + START_TIMEOUT))
-    until port_open; do
-        if ! alive; then
-            tail -n 20 "$LOG" >&2 || true
-            die "the S3 server exited during start (log: $LOG)"
-        fi
-        ((SECONDS < deadline)) || die "the S3 server is not answering on $HOST:$PORT after ${START_TIMEOUT}s (log: $LOG)"
-        sleep 0.2
-    done
-}
+show_start_log() { tail -n 20 "$LOG"; }
 
 # A signed ListBuckets (curl's own SigV4) must succeed and list our buckets.
 # s3s insists on x-amz-content-sha256 (here: the hash of the empty body).
@@ -172,39 +124,14 @@ cmd_start() {
     stop_old_server
     if ! is_running; then
         build_server
-        launch "$SERVER_BIN"
+        launch
     fi
-    wait_ready
+    wait_until 0.2 answering port_open "$PORT"
     check_signed_request
     echo "s3 ready on $HOST:$PORT"
 }
 
-cmd_stop() {
-    if ! is_running; then
-        rm -f "$PIDFILE"
-        echo "s3 not running"
-        return
-    fi
-    local pid
-    pid="$(cat "$PIDFILE")"
-    kill "$pid" 2>/dev/null || true
-    for _ in $(seq 50); do
-        pid_live "$pid" || break
-        sleep 0.1
-    done
-    if pid_live "$pid"; then kill -9 "$pid"; fi
-    rm -f "$PIDFILE"
-    echo "s3 stopped"
-}
-
-cmd_status() {
-    if is_running; then
-        echo "s3 running on $HOST:$PORT (pid $(cat "$PIDFILE"), data: $DATA)"
-    else
-        echo "s3 not running"
-        return 1
-    fi
-}
+cmd_stop() { stop_pid_file_server 5; }
 
 cmd_env() {
     echo "export AWS_ENDPOINT_URL=http://$HOST:$PORT"
@@ -214,14 +141,4 @@ cmd_env() {
     echo "export AWS_ALLOW_HTTP=true"
 }
 
-main() {
-    case "${1:-}" in
-        start) take_lock; cmd_start ;;
-        stop) take_lock; cmd_stop ;;
-        status) cmd_status ;;
-        env) cmd_env ;;
-        *) die "usage: $0 start|stop|status|env" ;;
-    esac
-}
-
-main "$@"
+service_main "$@"
