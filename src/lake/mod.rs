@@ -7,8 +7,10 @@
 //! `s3://`: nothing here assumes a local filesystem.
 
 pub mod catalog;
+pub mod history;
 pub mod location;
 pub mod s3;
+pub mod upkeep;
 
 use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroU64;

@@ -8,3 +8,4 @@ mod serve;
 mod stream;
 mod s3;
 mod support;
+mod upkeep;
