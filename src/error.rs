@@ -186,11 +186,18 @@ fn classify_one(error: &(dyn std::error::Error + 'static)) -> Option<FailureKind
             object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. } => {
                 Some(FailureKind::Credentials)
             }
-            object_store::Error::Generic { source, .. } if is_server_failure(source.as_ref()) => {
-                Some(FailureKind::Transient)
-            }
+            object_store::Error::Generic { source, .. } => match hidden_status(source.as_ref()) {
+                Some(401 | 403) => Some(FailureKind::Credentials),
+                Some(500..=599) => Some(FailureKind::Transient),
+                _ => None,
+            },
             _ => None,
         };
+    }
+    // The Delta kernel keeps the object store's error without exposing it
+    // as a source.
+    if let Some(delta_kernel::Error::ObjectStore(store)) = error.downcast_ref::<delta_kernel::Error>() {
+        return Some(classify(store));
     }
     if let Some(http) = error.downcast_ref::<HttpError>() {
         return match http.kind() {
@@ -215,13 +222,15 @@ pub fn is_transient_io(kind: std::io::ErrorKind) -> bool {
     )
 }
 
-/// An S3 answer with a 5xx status, after object_store's own retries.
-/// object_store keeps the status in a type it does not export (its
-/// `RetryError`), so this one case reads the status from the message it
-/// formats: "Server returned non-2xx status code: 503 …".
-fn is_server_failure(source: &(dyn std::error::Error + 'static)) -> bool {
+/// The HTTP status of an S3 answer that object_store reports as a generic
+/// error (a list request, or a status it has no variant for). object_store
+/// keeps the status in a type it does not export (its `RetryError`), so
+/// this one case reads it from the message that type formats:
+/// "Server returned non-2xx status code: 503 …".
+fn hidden_status(source: &(dyn std::error::Error + 'static)) -> Option<u16> {
     let text = source.to_string();
-    text.find("status code: ").is_some_and(|at| text[at + "status code: ".len()..].starts_with('5'))
+    let at = text.find("status code: ")? + "status code: ".len();
+    text.get(at..at + 3)?.parse().ok()
 }
 
 /// What to do about a lake failure.
@@ -305,5 +314,12 @@ mod tests {
         let down = Error::lake("layer bronze", unavailable);
         assert!(down.is_transient());
         assert!(down.to_string().contains("AWS_ENDPOINT_URL"), "{down}");
+        // A list request refused: object_store reports it as generic.
+        let refused = object_store::Error::Generic { store: "S3", source: "Server returned non-2xx status code: 403 Forbidden: SignatureDoesNotMatch".into() };
+        assert!(Error::lake("layer bronze", refused).to_string().contains("AWS_SECRET_ACCESS_KEY"));
+        // An unreachable server seen through the Delta kernel, which hides its source.
+        let store = object_store::Error::Generic { store: "S3", source: Box::new(io(std::io::ErrorKind::ConnectionRefused)) };
+        let kernel = DeltaTableError::KernelError(delta_kernel::Error::ObjectStore(store));
+        assert!(Error::lake("bronze.employees", kernel).is_transient());
     }
 }
