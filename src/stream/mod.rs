@@ -38,6 +38,8 @@ pub mod sink;
 pub mod source;
 pub mod state;
 mod stream_loop;
+#[cfg(test)]
+mod tests;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
