@@ -198,6 +198,7 @@ impl Lake {
             partition_column: partition_column.to_string(),
             properties: writer_properties_for(unique_columns, increasing_columns),
             handle: None,
+            interrupt_next: false,
         }
     }
 
@@ -329,9 +330,18 @@ pub struct Appender {
     /// The table as of our last commit; `None` until the first append and
     /// after a failed one (the next append reads it again).
     handle: Option<DeltaTable>,
+    /// Test hook (see `interrupt_next_append`).
+    interrupt_next: bool,
 }
 
 impl Appender {
+    /// Test hook: the next append to the (existing) table writes its data
+    /// files, then fails before its log entry, as a crash in the middle of
+    /// a commit would.
+    pub fn interrupt_next_append(&mut self) {
+        self.interrupt_next = true;
+    }
+
     pub async fn append(&mut self, schema: SchemaRef, batches: Vec<RecordBatch>, positions: &BTreeMap<String, i64>) -> Result<i64> {
         let name = format!("{}.{}", self.layer, self.table);
         let mut handle = match self.handle.take() {
@@ -343,6 +353,9 @@ impl Appender {
             positions.iter().map(|(key, next)| Transaction::new_with_last_update(app_id(key), *next, Some(now))).collect();
         let commit = CommitProperties::default().with_application_transactions(transactions);
         if handle.version().is_none() {
+            if self.interrupt_next {
+                return Err(Error::lake(&name, "an append can be interrupted only once the table exists"));
+            }
             // First commit: the write operation creates the table with its
             // schema and partitioning.
             let batches = batches_or_empty(schema, batches);
@@ -366,6 +379,10 @@ impl Appender {
             for (partition, rows) in split_by_date(batch, &self.partition_column).map_err(|e| Error::lake(&name, e))? {
                 writer.write_partition(rows, &partition, WriteMode::Default).await.map_err(|e| Error::lake(&name, e))?;
             }
+        }
+        if std::mem::take(&mut self.interrupt_next) {
+            writer.flush().await.map_err(|e| Error::lake(&name, e))?;
+            return Err(Error::lake(&name, "append interrupted after its data files, before its log entry (test hook)"));
         }
         // With no rows this still commits: the positions must advance.
         let version = writer.flush_and_commit(&mut handle).await.map_err(|e| Error::lake(&name, e))?;

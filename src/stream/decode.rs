@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 
 use super::event;
 use super::sink::EventColumns;
-use super::source::RawMessage;
+use super::message::RawMessage;
 use super::state;
 
 /// What the loop needs of a valid event (its bronze row is already in the

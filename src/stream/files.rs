@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::source::{Positions, RawMessage};
+use super::message::{Positions, RawMessage};
 use crate::error::{Error, Result};
 
 pub struct FileSource {

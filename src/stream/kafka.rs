@@ -13,7 +13,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::source::{Positions, RawMessage};
+use super::message::{Positions, RawMessage};
 use crate::error::{one_line, Error, Result};
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);

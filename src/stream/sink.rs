@@ -15,8 +15,13 @@ use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
 use super::event::SalesEvent;
-use super::source::RawMessage;
+use super::message::RawMessage;
 use super::state::StreamState;
+
+/// The bronze table of accepted events (`bronze.sales_events`).
+pub const EVENTS_TABLE: &str = "sales_events";
+/// The bronze table of rejected messages (`bronze.sales_events_rejected`).
+pub const REJECTS_TABLE: &str = "sales_events_rejected";
 
 /// Partition column of both bronze event tables.
 pub const EVENT_DATE: &str = "event_date";

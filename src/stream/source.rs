@@ -6,33 +6,12 @@
 //! the next position of every key it covers; a restart seeks to those
 //! positions, so nothing is lost and nothing is counted twice.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use super::files::FileSource;
 use super::kafka::KafkaSource;
 use crate::error::Result;
-
-/// One raw message.
-#[derive(Debug, Clone)]
-pub struct RawMessage {
-    /// Kafka topic, or the file name (shared, not copied per message).
-    pub topic: Arc<str>,
-    /// Kafka partition (0 for files).
-    pub partition: i32,
-    /// Kafka offset, or the line number in the file (1-based).
-    pub offset: i64,
-    /// Position key this message advances.
-    pub key: Arc<str>,
-    /// The key's position once this message is consumed.
-    pub next_position: i64,
-    /// The message bytes (from a file: a slice of the file, read once).
-    pub payload: bytes::Bytes,
-}
-
-/// Committed positions: key → next position to read.
-pub type Positions = BTreeMap<String, i64>;
+pub use super::message::{Positions, RawMessage};
 
 /// A stream source.
 pub enum StreamSource {

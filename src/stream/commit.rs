@@ -1,0 +1,132 @@
+//! The bronze commits of a micro-batch: its events to `bronze.sales_events`,
+//! then its rejects to `bronze.sales_events_rejected`, each one Delta commit
+//! that also records the source positions it covers.
+//!
+//! A batch's commits run on a task of their own while the loop reads and
+//! classifies the next batch; commits run one after the other, and each
+//! table's `lake::Appender` keeps its Delta state between them. The failure
+//! points (`FailurePoint`) are where a test can stop a commit as a crash
+//! would: `MEDALLION_CRASH_POINT=<name>` aborts the process there,
+//! `StreamOptions::fail_at` makes the commit, and so the run, fail there.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use datafusion::arrow::array::RecordBatch;
+use tokio::sync::{oneshot, Mutex};
+use tokio::task::JoinHandle;
+
+use super::message::Committed;
+use super::options::{FailAt, FailurePoint};
+use super::sink::{self, EVENTS_TABLE, REJECTS_TABLE};
+use crate::error::{Error, Result};
+use crate::lake::{Appender, Lake};
+
+/// What one batch writes to bronze.
+pub struct BronzeRows {
+    /// The accepted events (possibly none).
+    pub events: Vec<RecordBatch>,
+    /// The rejected messages (possibly none).
+    pub rejects: RecordBatch,
+}
+
+/// The counts and event times of a batch, taken in once it is committed.
+pub struct BatchSummary {
+    pub messages: u64,
+    pub events: u64,
+    pub rejected: u64,
+    pub late: u64,
+    pub event_times: Vec<DateTime<Utc>>,
+}
+
+/// A micro-batch whose commits are running.
+pub struct InFlight {
+    /// Ends with the positions the two commits recorded.
+    pub task: JoinHandle<Result<Committed>>,
+    pub summary: BatchSummary,
+}
+
+/// The appenders of the two bronze tables, shared by the commit tasks.
+struct BronzeAppenders {
+    events: Appender,
+    rejects: Appender,
+}
+
+/// Starts the commits of each batch, in order.
+pub struct BronzeCommits {
+    appenders: Arc<Mutex<BronzeAppenders>>,
+    fail_at: Option<FailAt>,
+    /// Batches whose commits have started.
+    started: u64,
+}
+
+impl BronzeCommits {
+    pub fn new(lake: &Lake, fail_at: Option<FailAt>) -> BronzeCommits {
+        let appenders = BronzeAppenders {
+            events: lake.appender("bronze", EVENTS_TABLE, sink::EVENT_DATE, &["event_id"], &["event_time", "offset"]),
+            rejects: lake.appender("bronze", REJECTS_TABLE, sink::EVENT_DATE, &["payload"], &["offset"]),
+        };
+        BronzeCommits { appenders: Arc::new(Mutex::new(appenders)), fail_at, started: 0 }
+    }
+
+    /// Starts committing `rows` on a task, recording `positions` (see
+    /// `Committed::advanced_by`); `committed` is signalled once both tables
+    /// are. The task waits for the commits of the batches before.
+    pub fn start(&mut self, rows: BronzeRows, positions: Committed, committed: oneshot::Sender<()>, summary: BatchSummary) -> InFlight {
+        self.started += 1;
+        let stop = StopAt::for_commit(self.started, self.fail_at);
+        let appenders = self.appenders.clone();
+        let task = tokio::spawn(async move {
+            let mut appenders = appenders.lock().await;
+            if stop.is_some_and(|s| s.point == FailurePoint::InsideEventsCommit) {
+                appenders.events.interrupt_next_append();
+            }
+            let appended = appenders.events.append(sink::events_schema(), rows.events, &positions.events).await;
+            StopAt::check(stop, FailurePoint::InsideEventsCommit)?;
+            appended?;
+            StopAt::check(stop, FailurePoint::BetweenCommits)?;
+            appenders.rejects.append(sink::rejects_schema(), vec![rows.rejects], &positions.rejects).await?;
+            StopAt::check(stop, FailurePoint::AfterCommits)?;
+            let _ = committed.send(());
+            Ok::<_, Error>(positions)
+        });
+        InFlight { task, summary }
+    }
+}
+
+/// Where one commit stops, and how.
+#[derive(Debug, Clone, Copy)]
+struct StopAt {
+    point: FailurePoint,
+    /// Abort the process (`MEDALLION_CRASH_POINT`), or fail the commit
+    /// (`StreamOptions::fail_at`).
+    abort: bool,
+}
+
+impl StopAt {
+    /// Where commit number `commit` (from 1) stops, if anywhere.
+    fn for_commit(commit: u64, fail_at: Option<FailAt>) -> Option<StopAt> {
+        let crash = std::env::var("MEDALLION_CRASH_POINT").ok();
+        let points = [FailurePoint::InsideEventsCommit, FailurePoint::BetweenCommits, FailurePoint::AfterCommits];
+        match points.into_iter().find(|point| crash.as_deref() == Some(point.name())) {
+            Some(point) => Some(StopAt { point, abort: true }),
+            None => fail_at.filter(|f| f.commit == commit).map(|f| StopAt { point: f.point, abort: false }),
+        }
+    }
+
+    /// Stops there if `stop` says this is the point.
+    fn check(stop: Option<StopAt>, reached: FailurePoint) -> Result<()> {
+        match stop {
+            Some(StopAt { point, abort }) if point == reached => {
+                if abort {
+                    std::process::abort();
+                }
+                Err(Error::Other {
+                    context: "stream commit".into(),
+                    reason: format!("stopped at failure point {} (StreamOptions::fail_at)", point.name()),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+}
