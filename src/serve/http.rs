@@ -29,7 +29,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use bytes::Bytes;
-use datafusion::arrow::array::RecordBatch;
 use futures::{Stream, StreamExt};
 use serde_json::{json, Map, Value};
 
@@ -37,6 +36,7 @@ use super::state::AppState;
 use super::{metrics, sql};
 use crate::error::Error;
 use crate::live::LiveSnapshot;
+use crate::output;
 
 const INDEX_HTML: &str = include_str!("dashboard/index.html");
 const APP_JS: &str = include_str!("dashboard/app.js");
@@ -149,25 +149,8 @@ fn json_bytes(bytes: Bytes) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], bytes).into_response()
 }
 
-/// Rows as JSON objects (nulls kept), through arrow-json.
-pub fn batches_to_json(batches: &[RecordBatch]) -> Result<Vec<Map<String, Value>>, Error> {
-    let mut out = Vec::new();
-    {
-        let mut writer = arrow_json::WriterBuilder::new()
-            .with_explicit_nulls(true)
-            .build::<_, arrow_json::writer::JsonArray>(&mut out);
-        let refs: Vec<&RecordBatch> = batches.iter().collect();
-        writer.write_batches(&refs)?;
-        writer.finish()?;
-    }
-    if out.is_empty() {
-        return Ok(Vec::new());
-    }
-    serde_json::from_slice(&out).map_err(|e| Error::other("JSON encoding", e))
-}
-
 async fn rows(state: &AppState, sql: &str) -> Result<Vec<Map<String, Value>>, Error> {
-    batches_to_json(&state.query(sql).await?)
+    output::json_rows(&state.query(sql).await?)
 }
 
 fn require(state: &AppState, table: &str) -> Result<(), Error> {

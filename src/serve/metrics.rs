@@ -15,9 +15,10 @@ use axum::response::Response;
 use bytes::Bytes;
 use serde_json::Value;
 
-use super::http::{batches_to_json, text_response, ApiError};
+use super::http::{text_response, ApiError};
 use super::state::AppState;
 use crate::error::Error;
+use crate::output::json_rows;
 
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -50,7 +51,7 @@ async fn run_metrics(state: &AppState) -> Result<Bytes, Error> {
     if !state.has_table("gold.pipeline_runs") {
         return Ok(Bytes::new());
     }
-    let totals = batches_to_json(&state.query(
+    let totals = json_rows(&state.query(
         "SELECT stage, status, COUNT(*) AS runs, SUM(\"rows\") AS total_rows, SUM(quarantined) AS total_quarantined
          FROM gold.pipeline_runs GROUP BY stage, status ORDER BY stage, status").await?)?;
     family(&mut out, "medallion_runs_total", "counter", "Stage runs recorded in gold.pipeline_runs, by status.");
@@ -65,7 +66,7 @@ async fn run_metrics(state: &AppState) -> Result<Bytes, Error> {
     for row in totals.iter().filter(|r| text(r, "status") == "ok") {
         let _ = writeln!(out, "medallion_quarantined_rows_total{{stage=\"{}\"}} {}", label(text(row, "stage")), number(row, "total_quarantined"));
     }
-    let last = batches_to_json(&state.query(
+    let last = json_rows(&state.query(
         "SELECT stage, duration_ms, \"rows\", quarantined, status FROM (
              SELECT *, ROW_NUMBER() OVER (PARTITION BY stage ORDER BY started_at DESC) AS position FROM gold.pipeline_runs
          ) WHERE position = 1 ORDER BY stage").await?)?;

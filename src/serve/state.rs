@@ -292,7 +292,7 @@ impl AppState {
             .query("SELECT details FROM gold.pipeline_runs WHERE command = 'stream' ORDER BY started_at DESC LIMIT 1")
             .await
             .ok()?;
-        let rows = super::http::batches_to_json(&batches).ok()?;
+        let rows = crate::output::json_rows(&batches).ok()?;
         let details = rows.first()?.get("details")?.as_str()?.to_string();
         serde_json::from_str(&details).ok()
     }
