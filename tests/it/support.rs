@@ -106,6 +106,14 @@ pub async fn lake_query(config: &Config, sql: &str) -> Vec<RecordBatch> {
     ctx.sql(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}")).collect().await.unwrap()
 }
 
+/// A client of medallion's PostgreSQL endpoint at `addr` (no token).
+pub async fn pg_endpoint_client(addr: std::net::SocketAddr) -> tokio_postgres::Client {
+    let url = format!("host=127.0.0.1 port={} user=anyone dbname=lake", addr.port());
+    let (client, connection) = tokio_postgres::connect(&url, NoTls).await.unwrap();
+    tokio::spawn(connection);
+    client
+}
+
 /// A value of a result cell, for comparisons.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Cell {
