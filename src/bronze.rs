@@ -14,6 +14,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit}
 use crate::error::{Error, Result};
 use crate::lake::{Lake, PartitionWrite, Rows};
 use crate::source::ExtractedTable;
+use crate::tables;
 
 /// The partition column of bronze tables.
 pub const PARTITION_COLUMN: &str = "_ingestion_date";
@@ -35,6 +36,7 @@ pub async fn land(
     date: NaiveDate,
     ingested_at: DateTime<Utc>,
 ) -> Result<LandedTable> {
+    let name = tables::bronze(&extracted.name);
     let schema = bronze_schema(&extracted.schema);
     let days = date.signed_duration_since(NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch")).num_days() as i32;
     let mut batches = Vec::with_capacity(extracted.batches.len());
@@ -48,19 +50,13 @@ pub async fn land(
         columns.push(Arc::new(StringArray::from(vec![extracted.origin.as_str(); rows])));
         columns.push(Arc::new(Date32Array::from(vec![days; rows])));
         let with_metadata = RecordBatch::try_new(schema.clone(), columns)
-            .map_err(|e| Error::lake(format!("bronze.{}", extracted.name), e))?;
+            .map_err(|e| Error::lake(&name, e))?;
         bytes += batch.get_array_memory_size() as u64;
         batches.push(with_metadata);
     }
     let rows = extracted.rows() as u64;
     let version = lake
-        .replace_partition(PartitionWrite {
-            layer: "bronze",
-            table: &extracted.name,
-            partition_column: PARTITION_COLUMN,
-            date,
-            rows: Rows::Batches { schema, batches },
-        })
+        .replace_partition(PartitionWrite::to(&name, PARTITION_COLUMN, date, Rows::Batches { schema, batches }))
         .await?;
     Ok(LandedTable { table: extracted.name, rows, bytes, version })
 }

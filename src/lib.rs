@@ -8,6 +8,8 @@
 //! * `lake`     — Delta tables under one lake URL, DataFusion catalog
 //! * `pipeline` — the DAG: ingest → refine → aggregate, with retries
 //! * `runs`     — run history in `gold.pipeline_runs`
+//! * `tables`   — table contracts: names, schemas Rust writes, run details, dashboard queries
+//! * `output`   — result encoders (table text, CSV, JSON, Arrow IPC)
 //! * `live`     — the live state of the stream (`live.sales_by_country`)
 //! * `serve`    — dashboard, HTTP API, PostgreSQL wire endpoint
 //! * `report`   — queries the gold layer for summaries
@@ -28,6 +30,7 @@ pub mod runs;
 pub mod serve;
 pub mod source;
 pub mod stream;
+pub mod tables;
 pub mod up;
 
 pub use error::{Error, Result};

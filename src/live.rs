@@ -8,14 +8,18 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use datafusion::arrow::array::{Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::Session;
 use datafusion::datasource::{MemTable, TableProvider, TableType};
 use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
 use tokio::sync::watch;
+
+use crate::tables::LIVE_SALES;
+/// The contract of the live tables lives in `tables`; re-exported for the
+/// stream, which writes them.
+pub use crate::tables::{sales_by_country_batch, sales_by_country_schema};
 
 /// Live totals of one country.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -76,40 +80,13 @@ impl LiveHandle {
         self.sender.subscribe()
     }
 
-    /// Registers `live.sales_by_country` in a session; every scan reads the
-    /// state current at that moment.
+    /// Registers `live.sales_by_country` in a session (one from
+    /// `lake::catalog`, whose schemas replace a table in one step); every
+    /// scan reads the state current at that moment.
     pub fn register(&self, ctx: &SessionContext) -> datafusion::error::Result<()> {
-        ctx.deregister_table("live.sales_by_country")?;
-        ctx.register_table("live.sales_by_country", Arc::new(LiveTable { handle: self.clone() }))?;
+        ctx.register_table(LIVE_SALES.to_string(), Arc::new(LiveTable { handle: self.clone() }))?;
         Ok(())
     }
-}
-
-/// The schema of `live.sales_by_country` (and `gold.live_sales_by_country`).
-pub fn sales_by_country_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("pays", DataType::Utf8, false),
-        Field::new("total_ventes_live", DataType::Float64, false),
-        Field::new("nb_transactions", DataType::Int64, false),
-        Field::new("last_event_time", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), false),
-    ]))
-}
-
-/// The live totals as one Arrow batch.
-pub fn sales_by_country_batch(countries: &[CountryTotals]) -> RecordBatch {
-    RecordBatch::try_new(
-        sales_by_country_schema(),
-        vec![
-            Arc::new(StringArray::from_iter_values(countries.iter().map(|c| c.pays.as_str()))),
-            Arc::new(Float64Array::from_iter_values(countries.iter().map(|c| c.total_ventes_live))),
-            Arc::new(Int64Array::from_iter_values(countries.iter().map(|c| c.nb_transactions))),
-            Arc::new(
-                TimestampMicrosecondArray::from_iter_values(countries.iter().map(|c| c.last_event_time.timestamp_micros()))
-                    .with_timezone("UTC"),
-            ),
-        ],
-    )
-    .expect("columns match the schema")
 }
 
 #[derive(Debug)]
@@ -147,6 +124,7 @@ impl TableProvider for LiveTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use datafusion::arrow::array::Int64Array;
 
     #[tokio::test]
     async fn sql_sees_the_latest_published_state() {

@@ -348,8 +348,7 @@ async fn execute(command: Command, config: Config, progress: Progress) -> Result
         }
         Command::Sql { query, format } => {
             let lake = Lake::new(&config)?;
-            let ctx = catalog::session_for(&lake).await?;
-            models::register_reference_tables(&ctx, &config)?;
+            let ctx = medallion::lake::session::SessionBuilder::full(&lake, &config).build().await?.ctx;
             let frame = ctx.sql(&query).await.map_err(medallion::Error::from)?;
             let batches = frame.collect().await.map_err(medallion::Error::from)?;
             print!("{}", output::render(&batches, format)?);

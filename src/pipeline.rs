@@ -16,13 +16,15 @@ use chrono::{DateTime, Utc};
 use crate::bronze;
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::lake::{catalog, Lake};
+use crate::lake::session::SessionBuilder;
+use crate::lake::{Lake, Layer};
 use crate::models::{self, ModelSet};
 use crate::progress::Progress;
 use crate::runs::{self, RunRecord, RunStatus};
 use crate::source::dump::Dump;
 use crate::source::postgres::PostgresSource;
 use crate::source::NORTHWIND_TABLES;
+use crate::tables::{self, details_json, StageDetails};
 
 /// Where `ingest` reads from.
 pub enum BatchSource {
@@ -118,14 +120,15 @@ async fn ingest_once(config: &Config, lake: &Lake, source: &BatchSource, progres
                 plans.push((table, snapshot.prepare(table).await?));
             }
             for (table, plan) in plans {
-                let bar = progress.bar(&format!("bronze.{table}"), plan.estimated_rows, "rows");
+                let name = tables::bronze(table);
+                let bar = progress.bar(&name.to_string(), plan.estimated_rows, "rows");
                 let extract_started = Instant::now();
                 let extracted = snapshot.extract(plan, &bar).await?;
                 report.extract_duration += extract_started.elapsed();
                 report.source_bytes += extracted.source_bytes;
                 let landed = bronze::land(lake, extracted, config.date, ingested_at).await?;
                 bar.finish_with_message(format!("v{}", landed.version));
-                report.tables.push((format!("bronze.{table}"), landed.rows));
+                report.tables.push((name.to_string(), landed.rows));
             }
         }
         BatchSource::Dump(dump) => {
@@ -133,12 +136,13 @@ async fn ingest_once(config: &Config, lake: &Lake, source: &BatchSource, progres
                 let extract_started = Instant::now();
                 let extracted = dump.extract(table)?;
                 report.extract_duration += extract_started.elapsed();
-                let bar = progress.bar(&format!("bronze.{table}"), extracted.rows() as u64, "rows");
+                let name = tables::bronze(table);
+                let bar = progress.bar(&name.to_string(), extracted.rows() as u64, "rows");
                 report.source_bytes += extracted.source_bytes;
                 let landed = bronze::land(lake, extracted, config.date, ingested_at).await?;
                 bar.set_position(landed.rows);
                 bar.finish_with_message(format!("v{}", landed.version));
-                report.tables.push((format!("bronze.{table}"), landed.rows));
+                report.tables.push((name.to_string(), landed.rows));
             }
         }
     }
@@ -146,8 +150,8 @@ async fn ingest_once(config: &Config, lake: &Lake, source: &BatchSource, progres
 }
 
 /// The stage that builds a layer: `refine` for silver, `aggregate` for gold.
-pub fn stage_of(layer: &str) -> &'static str {
-    if layer == "silver" {
+pub fn stage_of(layer: Layer) -> &'static str {
+    if layer == Layer::Silver {
         "refine"
     } else {
         "aggregate"
@@ -163,6 +167,7 @@ pub async fn run_models(
     layer: &str,
     progress: &Progress,
 ) -> Result<StageReport> {
+    let layer: Layer = layer.parse()?;
     let stage = stage_of(layer);
     let mut recorder = Recorder::new(config, lake, stage);
     recorder.stage(stage, models_stage(config, lake, models, layer, progress)).await
@@ -172,26 +177,25 @@ async fn models_stage(
     config: &Config,
     lake: &Lake,
     models: &ModelSet,
-    layer: &str,
+    layer: Layer,
     progress: &Progress,
 ) -> Result<StageReport> {
     let stage = stage_of(layer);
     let started = Instant::now();
     let ((tables, failures, quarantined), attempts) = with_retry(stage, || async {
         lake.ensure_buckets().await?;
-        let ctx = catalog::session_for(lake).await?;
-        models::register_reference_tables(&ctx, config)?;
+        let ctx = SessionBuilder::new(lake).with_reference_tables(config).build().await?.ctx;
         check_inputs(&ctx, layer, config)?;
-        let bar = progress.bar(layer, 0, "models");
+        let bar = progress.bar(layer.as_str(), 0, "models");
         let outcomes = models::run_layer(&ctx, lake, models, layer, config.date, &bar).await?;
         bar.finish_with_message("done");
         let mut tables = Vec::new();
         let mut failures = BTreeMap::new();
         let mut quarantined = 0;
         for outcome in outcomes {
-            tables.push((outcome.table.clone(), outcome.rows));
+            tables.push((outcome.table.to_string(), outcome.rows));
             if !outcome.failures_by_rule.is_empty() || outcome.quarantined > 0 {
-                tables.push((format!("{}_quarantine", outcome.table), outcome.quarantined));
+                tables.push((outcome.table.with_suffix(models::QUARANTINE_SUFFIX).to_string(), outcome.quarantined));
             }
             quarantined += outcome.quarantined;
             failures.extend(outcome.failures_by_rule);
@@ -212,11 +216,12 @@ async fn models_stage(
 }
 
 /// Fails with advice when the layer above has not been built.
-fn check_inputs(ctx: &datafusion::prelude::SessionContext, layer: &str, config: &Config) -> Result<()> {
-    let (above, command) = if layer == "silver" { ("bronze", "medallion ingest") } else { ("silver", "medallion refine") };
+fn check_inputs(ctx: &datafusion::prelude::SessionContext, layer: Layer, config: &Config) -> Result<()> {
+    let (above, command) =
+        if layer == Layer::Silver { (Layer::Bronze, "medallion ingest") } else { (Layer::Silver, "medallion refine") };
     let exists = ctx
         .catalog("datafusion")
-        .and_then(|c| c.schema(above))
+        .and_then(|c| c.schema(above.as_str()))
         .map(|s| !s.table_names().is_empty())
         .unwrap_or(false);
     if !exists {
@@ -240,8 +245,8 @@ pub async fn run(config: &Config, lake: &Lake, source: &BatchSource, progress: &
     };
     let mut reports = Vec::new();
     reports.push(recorder.stage("ingest", ingest_stage(config, lake, source, progress)).await?);
-    reports.push(recorder.stage("refine", models_stage(config, lake, &models, "silver", progress)).await?);
-    reports.push(recorder.stage("aggregate", models_stage(config, lake, &models, "gold", progress)).await?);
+    reports.push(recorder.stage("refine", models_stage(config, lake, &models, Layer::Silver, progress)).await?);
+    reports.push(recorder.stage("aggregate", models_stage(config, lake, &models, Layer::Gold, progress)).await?);
     Ok(reports)
 }
 
@@ -278,14 +283,12 @@ impl<'a> Recorder<'a> {
     }
 
     fn record_ok(&self, stage: &str, started_at: DateTime<Utc>, report: &StageReport) -> RunRecord {
-        let tables: serde_json::Map<String, serde_json::Value> =
-            report.tables.iter().map(|(t, rows)| (t.clone(), serde_json::json!(rows))).collect();
-        let details = serde_json::json!({
-            "tables": tables,
-            "failures_by_rule": report.failures_by_rule,
-            "attempts": report.attempts,
-            "source_bytes": report.source_bytes,
-        });
+        let details = StageDetails {
+            attempts: report.attempts,
+            failures_by_rule: report.failures_by_rule.clone(),
+            source_bytes: report.source_bytes,
+            tables: report.tables.iter().cloned().collect(),
+        };
         RunRecord {
             run_id: self.run_id.clone(),
             command: self.command.clone(),
@@ -296,7 +299,7 @@ impl<'a> Recorder<'a> {
             status: RunStatus::Ok,
             rows: report.rows() as i64,
             quarantined: report.quarantined as i64,
-            details: details.to_string(),
+            details: details_json(&details),
             error: None,
         }
     }

@@ -1,5 +1,6 @@
 //! Run history: one `RunRecord` per stage of every command, appended to the
-//! Delta table `gold.pipeline_runs`.
+//! Delta table `gold.pipeline_runs` (its schema and the keys of its
+//! `details` are in `tables`).
 //!
 //! The batch commands (`run`, `ingest`, `refine`, `aggregate`) record each
 //! stage they run, successful or failed (with the one-line error); the stream
@@ -7,20 +8,17 @@
 //! The dashboard's run history and `/metrics` read this table. Recording is
 //! best effort: a run never fails because its record could not be written.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use datafusion::arrow::array::{Date32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
 use crate::error::Result;
 use crate::lake::Lake;
-
-/// The layer and name of the run history table.
-pub const LAYER: &str = "gold";
-pub const TABLE: &str = "pipeline_runs";
+use crate::tables::{details_json, pipeline_runs_schema, PIPELINE_RUNS};
+/// What one stream run did (the `details` of its record).
+pub use crate::tables::StreamRun;
 
 /// Whether a stage succeeded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -56,21 +54,11 @@ pub struct RunRecord {
     pub rows: i64,
     /// Rows sent to quarantine (or rejected messages, for the stream).
     pub quarantined: i64,
-    /// JSON text: rows per table, failures per rule, lag per partition…
+    /// JSON text: `tables::StageDetails` or `tables::StreamRun` (`{}` for a
+    /// failed stage).
     pub details: String,
     /// The one-line error of a failed stage.
     pub error: Option<String>,
-}
-
-/// What one stream run did, for `stream_record`.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct StreamRun {
-    pub batches: u64,
-    pub events: u64,
-    pub rejected: u64,
-    pub events_per_second: f64,
-    /// Messages not yet consumed, per source partition.
-    pub lag: BTreeMap<String, i64>,
 }
 
 /// A run id unique across processes: UTC time, process id and a counter.
@@ -92,26 +80,9 @@ pub fn stream_record(run_id: &str, started_at: DateTime<Utc>, run: &StreamRun, e
         status: if error.is_some() { RunStatus::Failed } else { RunStatus::Ok },
         rows: run.events as i64,
         quarantined: run.rejected as i64,
-        details: serde_json::to_string(run).unwrap_or_else(|_| "{}".into()),
+        details: details_json(run),
         error,
     }
-}
-
-/// The schema of `gold.pipeline_runs`.
-pub fn schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("run_id", DataType::Utf8, false),
-        Field::new("command", DataType::Utf8, false),
-        Field::new("snapshot_date", DataType::Date32, true),
-        Field::new("stage", DataType::Utf8, false),
-        Field::new("started_at", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), false),
-        Field::new("duration_ms", DataType::Int64, false),
-        Field::new("status", DataType::Utf8, false),
-        Field::new("rows", DataType::Int64, false),
-        Field::new("quarantined", DataType::Int64, false),
-        Field::new("details", DataType::Utf8, false),
-        Field::new("error", DataType::Utf8, true),
-    ]))
 }
 
 /// Records as one Arrow batch.
@@ -119,7 +90,7 @@ pub fn to_batch(records: &[RunRecord]) -> RecordBatch {
     let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch");
     let text = |f: fn(&RunRecord) -> &str| StringArray::from_iter_values(records.iter().map(f));
     RecordBatch::try_new(
-        schema(),
+        pipeline_runs_schema(),
         vec![
             Arc::new(text(|r| r.run_id.as_str())),
             Arc::new(text(|r| r.command.as_str())),
@@ -147,14 +118,14 @@ pub async fn append(lake: &Lake, records: &[RunRecord]) -> Result<()> {
     if records.is_empty() {
         return Ok(());
     }
-    lake.append(LAYER, TABLE, vec![to_batch(records)]).await?;
+    lake.append(PIPELINE_RUNS.layer.as_str(), PIPELINE_RUNS.table(), vec![to_batch(records)]).await?;
     Ok(())
 }
 
 /// Appends records, logging (never failing) when the lake refuses them.
 pub async fn append_best_effort(lake: &Lake, records: &[RunRecord]) {
     if let Err(err) = append(lake, records).await {
-        tracing::warn!("could not record the run in {LAYER}.{TABLE}: {err}");
+        tracing::warn!("could not record the run in {PIPELINE_RUNS}: {err}");
     }
 }
 

@@ -1,24 +1,28 @@
-//! Registers the lake's Delta tables in a DataFusion session as
-//! `<layer>.<table>` (`bronze.orders`, `silver.sales_master`, `gold.kpi_revenue`).
+//! The DataFusion side of the lake: a session with one schema per `Layer`,
+//! and Delta tables registered in it as `<layer>.<table>` (`bronze.orders`,
+//! `silver.sales_master`, `gold.kpi_revenue`).
 //!
-//! Each layer is a DataFusion schema in the default catalog; `ref` holds
-//! reference tables built from configuration (the country map) and `live` the
-//! in-memory streaming tables.
+//! Sessions are built by `session::SessionBuilder`; this module holds its
+//! parts: the session settings (`new_session`), the registration of one
+//! Delta table with those settings (`register_delta`), and `SwapSchema`, the
+//! schema provider of every session, which replaces a table in one step so a
+//! query never finds a table missing while a newer version is swapped in.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use datafusion::catalog::{MemorySchemaProvider, SchemaProvider};
+use async_trait::async_trait;
+use datafusion::catalog::{SchemaProvider, TableProvider};
+use datafusion::error::DataFusionError;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use deltalake::delta_datafusion::planner::DeltaPlanner;
+use deltalake::DeltaTable;
 
-use super::{Lake, LAYERS};
+use super::{Lake, Layer, TableName};
 use crate::error::{Error, Result};
 
-/// Schemas every session has, beside the lake layers.
-pub const EXTRA_SCHEMAS: [&str; 2] = ["ref", "live"];
-
-/// A fresh session with one empty schema per layer.
+/// A fresh session with one empty schema per layer (`Layer::ALL`).
 pub fn new_session() -> SessionContext {
     let mut config = SessionConfig::new().with_information_schema(true).with_target_partitions(
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
@@ -39,46 +43,77 @@ pub fn new_session() -> SessionContext {
         .build();
     let ctx = SessionContext::new_with_state(state);
     let catalog = ctx.catalog("datafusion").expect("the default catalog exists");
-    for schema in LAYERS.iter().chain(EXTRA_SCHEMAS.iter()) {
-        let provider: Arc<dyn SchemaProvider> = Arc::new(MemorySchemaProvider::new());
-        catalog.register_schema(schema, provider).expect("memory catalog accepts schemas");
+    for layer in Layer::ALL {
+        let provider: Arc<dyn SchemaProvider> = Arc::new(SwapSchema::default());
+        catalog.register_schema(layer.as_str(), provider).expect("the default catalog accepts schemas");
     }
     ctx
 }
 
-/// Registers (or re-registers, to see the newest version) one table.
-/// Returns false when the table does not exist in the lake.
-pub async fn register_table(ctx: &SessionContext, lake: &Lake, layer: &str, table: &str) -> Result<bool> {
-    let Some(delta) = lake.existing_table(layer, table).await? else {
-        return Ok(false);
+/// Registers (or replaces, to show a newer version) an opened Delta table
+/// as `name`. The scan is built from the session so it follows its settings
+/// (plain string arrays, see `new_session`).
+pub async fn register_delta(ctx: &SessionContext, name: &TableName, delta: &DeltaTable) -> Result<()> {
+    delta.update_datafusion_session(&ctx.state()).map_err(|e| Error::lake(name, e))?;
+    let provider = delta.table_provider().with_session(Arc::new(ctx.state())).await.map_err(|e| Error::lake(name, e))?;
+    ctx.register_table(name.to_string(), provider)?;
+    Ok(())
+}
+
+/// Opens `name` in the lake and registers it; `None` when the table does
+/// not exist.
+pub async fn open_and_register(ctx: &SessionContext, lake: &Lake, name: &TableName) -> Result<Option<DeltaTable>> {
+    let Some(delta) = lake.existing_table(name.layer.as_str(), name.table()).await? else {
+        return Ok(None);
     };
-    let name = format!("{layer}.{table}");
-    delta.update_datafusion_session(&ctx.state()).map_err(|e| Error::lake(&name, e))?;
-    // Built from the session so the scan follows its settings (plain string
-    // arrays, see `new_session`).
-    let provider =
-        delta.table_provider().with_session(Arc::new(ctx.state())).await.map_err(|e| Error::lake(&name, e))?;
-    ctx.deregister_table(name.as_str())?;
-    ctx.register_table(name.as_str(), provider)?;
-    Ok(true)
+    register_delta(ctx, name, &delta).await?;
+    Ok(Some(delta))
 }
 
-/// Registers every table of every layer; returns their qualified names.
-pub async fn register_lake(ctx: &SessionContext, lake: &Lake) -> Result<Vec<String>> {
-    let mut registered = Vec::new();
-    for layer in LAYERS {
-        for table in lake.list_tables(layer).await? {
-            if register_table(ctx, lake, layer, &table).await? {
-                registered.push(format!("{layer}.{table}"));
-            }
-        }
-    }
-    Ok(registered)
+/// `open_and_register` for a table named by strings (the stream's call);
+/// returns false when the table does not exist.
+pub async fn register_table(ctx: &SessionContext, lake: &Lake, layer: &str, table: &str) -> Result<bool> {
+    let name = TableName::owned(layer.parse()?, table);
+    Ok(open_and_register(ctx, lake, &name).await?.is_some())
 }
 
-/// A session with every table of the lake registered.
+/// A session with every Delta table of the lake (`SessionBuilder::new`),
+/// kept for the demo until it calls the builder itself.
 pub async fn session_for(lake: &Lake) -> Result<SessionContext> {
-    let ctx = new_session();
-    register_lake(&ctx, lake).await?;
-    Ok(ctx)
+    Ok(super::session::SessionBuilder::new(lake).build().await?.ctx)
+}
+
+/// A schema whose `register_table` replaces an existing table in one step.
+#[derive(Debug, Default)]
+pub struct SwapSchema {
+    tables: std::sync::RwLock<HashMap<String, Arc<dyn TableProvider>>>,
+}
+
+#[async_trait]
+impl SchemaProvider for SwapSchema {
+    fn table_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.tables.read().expect("lock").keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    async fn table(&self, name: &str) -> std::result::Result<Option<Arc<dyn TableProvider>>, DataFusionError> {
+        Ok(self.tables.read().expect("lock").get(name).cloned())
+    }
+
+    fn register_table(
+        &self,
+        name: String,
+        table: Arc<dyn TableProvider>,
+    ) -> datafusion::error::Result<Option<Arc<dyn TableProvider>>> {
+        Ok(self.tables.write().expect("lock").insert(name, table))
+    }
+
+    fn deregister_table(&self, name: &str) -> datafusion::error::Result<Option<Arc<dyn TableProvider>>> {
+        Ok(self.tables.write().expect("lock").remove(name))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.tables.read().expect("lock").contains_key(name)
+    }
 }

@@ -1,16 +1,20 @@
 //! The lake: every table is a Delta Lake table under one lake URL.
 //!
-//! `Lake` turns `(layer, table)` into a Delta table URL (see `location`), writes
-//! partitions atomically (one Delta commit that replaces exactly one date) and
-//! registers every table of every layer in a DataFusion session as
-//! `<layer>.<table>` (see `catalog`). The same code path serves `file://` and
-//! `s3://`: nothing here assumes a local filesystem.
+//! `Lake` turns `(layer, table)` into a Delta table URL (see `location`) and
+//! writes partitions atomically (one Delta commit that replaces exactly one
+//! date). `session::SessionBuilder` builds the DataFusion sessions that show
+//! every table as `<layer>.<table>` (see `names`, `catalog`, `views`). The
+//! same code path serves `file://` and `s3://`: nothing here assumes a local
+//! filesystem.
 
 pub mod catalog;
 pub mod history;
 pub mod location;
+pub mod names;
 pub mod s3;
 pub mod upkeep;
+pub mod session;
+pub mod views;
 
 use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroU64;
@@ -41,9 +45,10 @@ use object_store::ObjectStoreExt;
 use crate::config::Config;
 use crate::error::{Error, Result};
 pub use location::LakeLocation;
+pub use names::{Layer, TableName};
 
-/// The layers of the medallion, top to bottom.
-pub const LAYERS: [&str; 3] = ["bronze", "silver", "gold"];
+/// The folders of the stored layers (`Layer::STORED`), top to bottom.
+pub const LAYERS: [&str; 3] = [Layer::Bronze.as_str(), Layer::Silver.as_str(), Layer::Gold.as_str()];
 
 /// One table write: the rows of one date partition of `layer.table`.
 pub struct PartitionWrite<'a> {
@@ -53,6 +58,13 @@ pub struct PartitionWrite<'a> {
     pub partition_column: &'a str,
     pub date: NaiveDate,
     pub rows: Rows,
+}
+
+impl<'a> PartitionWrite<'a> {
+    /// The rows of partition `date` of the table `name`.
+    pub fn to(name: &'a TableName, partition_column: &'a str, date: NaiveDate, rows: Rows) -> PartitionWrite<'a> {
+        PartitionWrite { layer: name.layer.as_str(), table: name.table(), partition_column, date, rows }
+    }
 }
 
 /// The rows of a write: already in memory, or a query streamed into the

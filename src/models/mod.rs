@@ -14,48 +14,54 @@ use std::path::Path;
 use std::sync::Arc;
 
 use chrono::NaiveDate;
-use datafusion::arrow::array::{Array, RecordBatch, StringArray};
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
-use datafusion::datasource::MemTable;
+use datafusion::arrow::array::Array;
 use datafusion::prelude::SessionContext;
 use indicatif::ProgressBar;
 
-use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::lake::{catalog, Lake, PartitionWrite, Rows};
+use crate::lake::{catalog, Lake, Layer, PartitionWrite, Rows, TableName};
 use crate::quality::{self, Expectation, OnFail};
+use crate::tables::{
+    KPI_CATEGORY_SALES, KPI_COUNTRY_SALES, KPI_REVENUE, KPI_TOP_COUNTRIES, RFM_CUSTOMERS, RFM_SEGMENTS, SALES_MASTER,
+};
 
 /// The partition column of silver and gold tables.
 pub const SNAPSHOT_COLUMN: &str = "snapshot_date";
 
-/// The built-in models: (layer, name, sql, expectations).
-const BUILTIN: &[(&str, &str, &str, Option<&str>)] = &[
+/// `<model>_quarantine` holds the rows of a model that failed an expectation.
+pub const QUARANTINE_SUFFIX: &str = "_quarantine";
+
+/// The layers built by models, in run order.
+pub const MODEL_LAYERS: [Layer; 2] = [Layer::Silver, Layer::Gold];
+
+/// The built-in models: (table, sql, expectations).
+const BUILTIN: &[(TableName, &str, Option<&str>)] = &[
     (
-        "silver",
-        "sales_master",
+        SALES_MASTER,
         include_str!("../../models/silver/sales_master.sql"),
         Some(include_str!("../../models/silver/sales_master.expectations.toml")),
     ),
-    ("gold", "kpi_category_sales", include_str!("../../models/gold/kpi_category_sales.sql"), None),
-    ("gold", "kpi_country_sales", include_str!("../../models/gold/kpi_country_sales.sql"), None),
-    ("gold", "kpi_revenue", include_str!("../../models/gold/kpi_revenue.sql"), None),
-    ("gold", "kpi_top_countries", include_str!("../../models/gold/kpi_top_countries.sql"), None),
-    ("gold", "rfm_customers", include_str!("../../models/gold/rfm_customers.sql"), None),
-    ("gold", "rfm_segments", include_str!("../../models/gold/rfm_segments.sql"), None),
+    (KPI_CATEGORY_SALES, include_str!("../../models/gold/kpi_category_sales.sql"), None),
+    (KPI_COUNTRY_SALES, include_str!("../../models/gold/kpi_country_sales.sql"), None),
+    (KPI_REVENUE, include_str!("../../models/gold/kpi_revenue.sql"), None),
+    (KPI_TOP_COUNTRIES, include_str!("../../models/gold/kpi_top_countries.sql"), None),
+    (RFM_CUSTOMERS, include_str!("../../models/gold/rfm_customers.sql"), None),
+    (RFM_SEGMENTS, include_str!("../../models/gold/rfm_segments.sql"), None),
 ];
 
 /// One model.
 #[derive(Debug, Clone)]
 pub struct Model {
-    pub layer: String,
+    pub layer: Layer,
     pub name: String,
     pub sql: String,
     pub expectations: Vec<Expectation>,
 }
 
 impl Model {
-    pub fn qualified_name(&self) -> String {
-        format!("{}.{}", self.layer, self.name)
+    /// The table the model writes, `layer.name`.
+    pub fn table_name(&self) -> TableName {
+        TableName::owned(self.layer, self.name.clone())
     }
 }
 
@@ -76,14 +82,13 @@ impl ModelSet {
 
     pub fn builtin() -> Result<ModelSet> {
         let mut models = Vec::new();
-        for (layer, name, sql, expectations) in BUILTIN {
-            let qualified = format!("{layer}.{name}");
+        for (table, sql, expectations) in BUILTIN {
             models.push(Model {
-                layer: layer.to_string(),
-                name: name.to_string(),
+                layer: table.layer,
+                name: table.table().to_string(),
                 sql: sql.to_string(),
                 expectations: match expectations {
-                    Some(text) => quality::parse_expectations(&qualified, text)?,
+                    Some(text) => quality::parse_expectations(&table.to_string(), text)?,
                     None => Vec::new(),
                 },
             });
@@ -94,8 +99,8 @@ impl ModelSet {
     /// Reads `<dir>/silver/*.sql` and `<dir>/gold/*.sql`.
     pub fn from_dir(dir: &Path) -> Result<ModelSet> {
         let mut models = Vec::new();
-        for layer in ["silver", "gold"] {
-            let folder = dir.join(layer);
+        for layer in MODEL_LAYERS {
+            let folder = dir.join(layer.as_str());
             let entries = std::fs::read_dir(&folder).map_err(|e| {
                 Error::Config(format!("cannot read models folder {}: {e}", folder.display()))
             })?;
@@ -113,26 +118,26 @@ impl ModelSet {
                 let sql = read(&file)?;
                 let rules_file = folder.join(format!("{name}.expectations.toml"));
                 let expectations = if rules_file.exists() {
-                    quality::parse_expectations(&format!("{layer}.{name}"), &read(&rules_file)?)?
+                    quality::parse_expectations(&TableName::owned(layer, name.clone()).to_string(), &read(&rules_file)?)?
                 } else {
                     Vec::new()
                 };
-                models.push(Model { layer: layer.to_string(), name, sql, expectations });
+                models.push(Model { layer, name, sql, expectations });
             }
         }
         Ok(ModelSet { models })
     }
 
     /// The models of one layer, in run order.
-    pub fn layer(&self, layer: &str) -> Vec<&Model> {
+    pub fn layer(&self, layer: Layer) -> Vec<&Model> {
         self.models.iter().filter(|m| m.layer == layer).collect()
     }
 }
 
 /// What materialising one model did.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ModelOutcome {
-    pub table: String,
+    pub table: TableName,
     pub rows: u64,
     /// Failures per rule (a row failing two rules counts in both).
     pub failures_by_rule: BTreeMap<String, u64>,
@@ -146,28 +151,9 @@ pub fn render(model: &Model, date: NaiveDate) -> Result<String> {
     let sql = model.sql.replace("{{ snapshot_date }}", &literal).replace("{{snapshot_date}}", &literal);
     if let Some(start) = sql.find("{{") {
         let snippet: String = sql[start..].chars().take(30).collect();
-        return Err(Error::model(model.qualified_name(), format!("unknown template variable near '{snippet}' (only {{{{ snapshot_date }}}} exists)")));
+        return Err(Error::model(model.table_name(), format!("unknown template variable near '{snippet}' (only {{{{ snapshot_date }}}} exists)")));
     }
     Ok(sql)
-}
-
-/// Registers configuration-driven reference tables (`ref.country_map`).
-pub fn register_reference_tables(ctx: &SessionContext, config: &Config) -> Result<()> {
-    let lookup = config.countries.lookup();
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("key", DataType::Utf8, false),
-        Field::new("country", DataType::Utf8, false),
-    ]));
-    let keys: Vec<&str> = lookup.keys().map(String::as_str).collect();
-    let countries: Vec<&str> = lookup.values().map(String::as_str).collect();
-    let batch = RecordBatch::try_new(
-        schema.clone(),
-        vec![Arc::new(StringArray::from(keys)), Arc::new(StringArray::from(countries))],
-    )?;
-    let table = MemTable::try_new(schema, vec![vec![batch]])?;
-    ctx.deregister_table("ref.country_map")?;
-    ctx.register_table("ref.country_map", Arc::new(table))?;
-    Ok(())
 }
 
 /// Runs every model of `layer` for `date`, writing each table's partition.
@@ -175,7 +161,7 @@ pub async fn run_layer(
     ctx: &SessionContext,
     lake: &Lake,
     models: &ModelSet,
-    layer: &str,
+    layer: Layer,
     date: NaiveDate,
     progress: &ProgressBar,
 ) -> Result<Vec<ModelOutcome>> {
@@ -183,10 +169,10 @@ pub async fn run_layer(
     progress.set_length(layer_models.len() as u64);
     let mut outcomes = Vec::new();
     for model in layer_models {
-        progress.set_message(model.qualified_name());
+        progress.set_message(model.table_name().to_string());
         let outcome = materialise(ctx, lake, model, date).await?;
         // Later models of the layer may read this one: show them the new version.
-        catalog::register_table(ctx, lake, &model.layer, &model.name).await?;
+        catalog::open_and_register(ctx, lake, &outcome.table).await?;
         outcomes.push(outcome);
         progress.inc(1);
     }
@@ -209,7 +195,8 @@ async fn write_checked(
     date: NaiveDate,
     candidate: &str,
 ) -> Result<ModelOutcome> {
-    let name = model.qualified_name();
+    let table = model.table_name();
+    let name = table.to_string();
     let plan = |sql: String| {
         let name = name.clone();
         async move { ctx.sql(&sql).await.map_err(|e| Error::model(&name, e)) }
@@ -251,14 +238,8 @@ async fn write_checked(
     let passing = quality::all_pass_predicate(rules);
     let started = std::time::Instant::now();
     let good = plan(format!("SELECT {columns} FROM {candidate} WHERE {passing}")).await?;
-    lake.replace_partition(PartitionWrite {
-        layer: &model.layer,
-        table: &model.name,
-        partition_column: SNAPSHOT_COLUMN,
-        date,
-        rows: Rows::Query { plan: good.logical_plan().clone(), session: Arc::new(ctx.state()) },
-    })
-    .await?;
+    let good_rows = Rows::Query { plan: good.logical_plan().clone(), session: Arc::new(ctx.state()) };
+    lake.replace_partition(PartitionWrite::to(&table, SNAPSHOT_COLUMN, date, good_rows)).await?;
     tracing::debug!("{name}: {rows} rows written in {:?}", started.elapsed());
 
     // 3. The failing rows, with the rules they failed.
@@ -272,16 +253,11 @@ async fn write_checked(
         let schema = Arc::new(bad.schema().as_arrow().clone());
         let batches = bad.collect().await.map_err(|e| Error::model(&name, e))?;
         quarantined = batches.iter().map(|b| b.num_rows() as u64).sum();
-        lake.replace_partition(PartitionWrite {
-            layer: &model.layer,
-            table: &format!("{}_quarantine", model.name),
-            partition_column: SNAPSHOT_COLUMN,
-            date,
-            rows: Rows::Batches { schema, batches },
-        })
-        .await?;
+        let quarantine = table.with_suffix(QUARANTINE_SUFFIX);
+        lake.replace_partition(PartitionWrite::to(&quarantine, SNAPSHOT_COLUMN, date, Rows::Batches { schema, batches }))
+            .await?;
     }
-    Ok(ModelOutcome { table: name, rows, failures_by_rule, quarantined })
+    Ok(ModelOutcome { table, rows, failures_by_rule, quarantined })
 }
 
 #[cfg(test)]
@@ -291,15 +267,15 @@ mod tests {
     #[test]
     fn builtin_models_load_in_order() {
         let set = ModelSet::builtin().unwrap();
-        let gold: Vec<&str> = set.layer("gold").iter().map(|m| m.name.as_str()).collect();
+        let gold: Vec<&str> = set.layer(Layer::Gold).iter().map(|m| m.name.as_str()).collect();
         assert_eq!(gold, vec!["kpi_category_sales", "kpi_country_sales", "kpi_revenue", "kpi_top_countries", "rfm_customers", "rfm_segments"]);
-        assert_eq!(set.layer("silver")[0].expectations.len(), 8);
+        assert_eq!(set.layer(Layer::Silver)[0].expectations.len(), 8);
     }
 
     #[test]
     fn render_substitutes_the_date_and_rejects_unknown_variables() {
         let date = NaiveDate::from_ymd_opt(2026, 11, 25).unwrap();
-        let mut model = Model { layer: "gold".into(), name: "x".into(), sql: "SELECT {{ snapshot_date }}".into(), expectations: vec![] };
+        let mut model = Model { layer: Layer::Gold, name: "x".into(), sql: "SELECT {{ snapshot_date }}".into(), expectations: vec![] };
         assert_eq!(render(&model, date).unwrap(), "SELECT DATE '2026-11-25'");
         model.sql = "SELECT {{ nope }}".into();
         assert!(render(&model, date).is_err());

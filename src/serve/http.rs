@@ -29,14 +29,16 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use bytes::Bytes;
-use datafusion::arrow::array::RecordBatch;
 use futures::{Stream, StreamExt};
 use serde_json::{json, Map, Value};
 
 use super::state::AppState;
 use super::{metrics, sql};
 use crate::error::Error;
+use crate::lake::TableName;
 use crate::live::LiveSnapshot;
+use crate::output;
+use crate::tables::{dashboard, PIPELINE_RUNS, SERVING_SALES_BY_COUNTRY};
 
 const INDEX_HTML: &str = include_str!("dashboard/index.html");
 const APP_JS: &str = include_str!("dashboard/app.js");
@@ -149,28 +151,11 @@ fn json_bytes(bytes: Bytes) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], bytes).into_response()
 }
 
-/// Rows as JSON objects (nulls kept), through arrow-json.
-pub fn batches_to_json(batches: &[RecordBatch]) -> Result<Vec<Map<String, Value>>, Error> {
-    let mut out = Vec::new();
-    {
-        let mut writer = arrow_json::WriterBuilder::new()
-            .with_explicit_nulls(true)
-            .build::<_, arrow_json::writer::JsonArray>(&mut out);
-        let refs: Vec<&RecordBatch> = batches.iter().collect();
-        writer.write_batches(&refs)?;
-        writer.finish()?;
-    }
-    if out.is_empty() {
-        return Ok(Vec::new());
-    }
-    serde_json::from_slice(&out).map_err(|e| Error::other("JSON encoding", e))
-}
-
 async fn rows(state: &AppState, sql: &str) -> Result<Vec<Map<String, Value>>, Error> {
-    batches_to_json(&state.query(sql).await?)
+    output::json_rows(&state.query(sql).await?)
 }
 
-fn require(state: &AppState, table: &str) -> Result<(), Error> {
+fn require(state: &AppState, table: &TableName) -> Result<(), Error> {
     if state.has_table(table) {
         Ok(())
     } else {
@@ -180,34 +165,19 @@ fn require(state: &AppState, table: &str) -> Result<(), Error> {
     }
 }
 
-/// `WHERE snapshot_date = <latest of that table>`.
-fn latest(table: &str) -> String {
-    format!("snapshot_date = (SELECT MAX(snapshot_date) FROM {table})")
-}
-
-const KPI_TABLES: [&str; 4] = ["gold.kpi_revenue", "gold.kpi_top_countries", "gold.kpi_category_sales", "gold.rfm_segments"];
-
 async fn kpis(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
-    let bytes = state.cached("kpis", &KPI_TABLES, || build_kpis(&state)).await?;
+    let bytes = state.cached("kpis", &dashboard::KPI_TABLES, || build_kpis(&state)).await?;
     Ok(json_bytes(bytes))
 }
 
 async fn build_kpis(state: &AppState) -> Result<Bytes, Error> {
-    for table in KPI_TABLES {
+    for table in &dashboard::KPI_TABLES {
         require(state, table)?;
     }
-    let revenue = rows(state, &format!(
-        "SELECT CAST(snapshot_date AS VARCHAR) AS snapshot_date, total_revenue, orders, customers, avg_order_value
-         FROM gold.kpi_revenue WHERE {}", latest("gold.kpi_revenue"))).await?;
-    let top = rows(state, &format!(
-        "SELECT \"rank\", country, revenue FROM gold.kpi_top_countries WHERE {} ORDER BY \"rank\"",
-        latest("gold.kpi_top_countries"))).await?;
-    let categories = rows(state, &format!(
-        "SELECT category_name, revenue, quantity, orders FROM gold.kpi_category_sales WHERE {} ORDER BY revenue DESC",
-        latest("gold.kpi_category_sales"))).await?;
-    let segments = rows(state, &format!(
-        "SELECT segment, customers, revenue, share_of_revenue FROM gold.rfm_segments WHERE {} ORDER BY revenue DESC",
-        latest("gold.rfm_segments"))).await?;
+    let revenue = rows(state, &dashboard::revenue()).await?;
+    let top = rows(state, &dashboard::top_countries()).await?;
+    let categories = rows(state, &dashboard::category_sales()).await?;
+    let segments = rows(state, &dashboard::segments()).await?;
     let mut body = revenue.into_iter().next().unwrap_or_default();
     body.insert("top_countries".into(), Value::from(top.into_iter().map(Value::Object).collect::<Vec<_>>()));
     body.insert("categories".into(), Value::from(categories.into_iter().map(Value::Object).collect::<Vec<_>>()));
@@ -216,19 +186,13 @@ async fn build_kpis(state: &AppState) -> Result<Bytes, Error> {
 }
 
 async fn rfm(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
-    let tables = ["gold.rfm_customers", "gold.rfm_segments"];
     let bytes = state
-        .cached("rfm", &tables, || async {
-            for table in tables {
+        .cached("rfm", &dashboard::RFM_TABLES, || async {
+            for table in &dashboard::RFM_TABLES {
                 require(&state, table)?;
             }
-            let segments = rows(&state, &format!(
-                "SELECT segment, customers, revenue, share_of_revenue FROM gold.rfm_segments WHERE {} ORDER BY revenue DESC",
-                latest("gold.rfm_segments"))).await?;
-            let customers = rows(&state, &format!(
-                "SELECT CAST(snapshot_date AS VARCHAR) AS snapshot_date, customer_id, company_name, country, recency_days,
-                        frequency, monetary, r_score, f_score, m_score, segment
-                 FROM gold.rfm_customers WHERE {} ORDER BY monetary DESC", latest("gold.rfm_customers"))).await?;
+            let segments = rows(&state, &dashboard::segments()).await?;
+            let customers = rows(&state, &dashboard::rfm_customers()).await?;
             let snapshot = customers.first().and_then(|c| c.get("snapshot_date").cloned()).unwrap_or(Value::Null);
             let body = json!({ "snapshot_date": snapshot, "segments": segments, "customers": customers });
             Ok(Bytes::from(body.to_string()))
@@ -270,15 +234,10 @@ async fn live_stream(State(state): State<Arc<AppState>>) -> Sse<impl Stream<Item
 }
 
 async fn combined(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
-    if !state.has_table("serving.sales_by_country") {
+    if !state.has_table(&SERVING_SALES_BY_COUNTRY) {
         return Ok(axum::Json(json!({ "countries": [] })).into_response());
     }
-    let countries = rows(&state,
-        "SELECT country,
-                COALESCE(SUM(CASE WHEN source = 'batch' THEN revenue END), 0) AS batch_revenue,
-                COALESCE(SUM(CASE WHEN source = 'live' THEN revenue END), 0)  AS live_revenue,
-                COALESCE(SUM(revenue), 0)                                       AS total_revenue
-         FROM serving.sales_by_country GROUP BY country ORDER BY total_revenue DESC, country").await?;
+    let countries = rows(&state, &dashboard::combined_by_country()).await?;
     Ok(axum::Json(json!({ "countries": countries })).into_response())
 }
 
@@ -292,14 +251,11 @@ struct RunsQuery {
 }
 
 async fn runs(State(state): State<Arc<AppState>>, Query(query): Query<RunsQuery>) -> Result<Response, ApiError> {
-    if !state.has_table("gold.pipeline_runs") {
+    if !state.has_table(&PIPELINE_RUNS) {
         return Ok(axum::Json(json!({ "runs": [] })).into_response());
     }
     let limit = query.limit.unwrap_or(200).clamp(1, 5000);
-    let mut runs = rows(&state, &format!(
-        "SELECT run_id, command, CAST(snapshot_date AS VARCHAR) AS snapshot_date, stage, started_at, duration_ms,
-                status, \"rows\", quarantined, details, error
-         FROM gold.pipeline_runs ORDER BY started_at DESC LIMIT {limit}")).await?;
+    let mut runs = rows(&state, &dashboard::runs(limit)).await?;
     for run in runs.iter_mut() {
         if let Some(Value::String(text)) = run.get("details") {
             let parsed = serde_json::from_str(text).unwrap_or(Value::Null);

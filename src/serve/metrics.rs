@@ -15,14 +15,16 @@ use axum::response::Response;
 use bytes::Bytes;
 use serde_json::Value;
 
-use super::http::{batches_to_json, text_response, ApiError};
+use super::http::{text_response, ApiError};
 use super::state::AppState;
 use crate::error::Error;
+use crate::output::json_rows;
+use crate::tables::{LIVE_SALES, PIPELINE_RUNS, SALES_EVENTS_REJECTED};
 
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 pub async fn handle(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
-    let batch = state.cached("metrics-runs", &["gold.pipeline_runs"], || run_metrics(&state)).await?;
+    let batch = state.cached("metrics-runs", &[PIPELINE_RUNS], || run_metrics(&state)).await?;
     let mut out = String::from_utf8_lossy(&batch).into_owned();
     live_metrics(&state, &mut out);
     table_metrics(&state, &mut out).await;
@@ -47,13 +49,13 @@ fn text<'a>(row: &'a serde_json::Map<String, Value>, key: &str) -> &'a str {
 
 async fn run_metrics(state: &AppState) -> Result<Bytes, Error> {
     let mut out = String::new();
-    if !state.has_table("gold.pipeline_runs") {
+    if !state.has_table(&PIPELINE_RUNS) {
         return Ok(Bytes::new());
     }
-    let totals = batches_to_json(&state.query(
+    let totals = json_rows(&state.query(&format!(
         "SELECT stage, status, COUNT(*) AS runs, SUM(\"rows\") AS total_rows, SUM(quarantined) AS total_quarantined
-         FROM gold.pipeline_runs GROUP BY stage, status ORDER BY stage, status").await?)?;
-    family(&mut out, "medallion_runs_total", "counter", "Stage runs recorded in gold.pipeline_runs, by status.");
+         FROM {PIPELINE_RUNS} GROUP BY stage, status ORDER BY stage, status")).await?)?;
+    family(&mut out, "medallion_runs_total", "counter", &format!("Stage runs recorded in {PIPELINE_RUNS}, by status."));
     for row in &totals {
         let _ = writeln!(out, "medallion_runs_total{{stage=\"{}\",status=\"{}\"}} {}", label(text(row, "stage")), label(text(row, "status")), number(row, "runs"));
     }
@@ -65,10 +67,10 @@ async fn run_metrics(state: &AppState) -> Result<Bytes, Error> {
     for row in totals.iter().filter(|r| text(r, "status") == "ok") {
         let _ = writeln!(out, "medallion_quarantined_rows_total{{stage=\"{}\"}} {}", label(text(row, "stage")), number(row, "total_quarantined"));
     }
-    let last = batches_to_json(&state.query(
+    let last = json_rows(&state.query(&format!(
         "SELECT stage, duration_ms, \"rows\", quarantined, status FROM (
-             SELECT *, ROW_NUMBER() OVER (PARTITION BY stage ORDER BY started_at DESC) AS position FROM gold.pipeline_runs
-         ) WHERE position = 1 ORDER BY stage").await?)?;
+             SELECT *, ROW_NUMBER() OVER (PARTITION BY stage ORDER BY started_at DESC) AS position FROM {PIPELINE_RUNS}
+         ) WHERE position = 1 ORDER BY stage")).await?)?;
     family(&mut out, "medallion_stage_duration_seconds", "gauge", "Duration of the last run of each stage.");
     for row in &last {
         let _ = writeln!(out, "medallion_stage_duration_seconds{{stage=\"{}\"}} {}", label(text(row, "stage")), number(row, "duration_ms") / 1000.0);
@@ -95,7 +97,7 @@ fn live_metrics(state: &AppState, out: &mut String) {
     let _ = writeln!(out, "medallion_stream_events_per_second {}", live.events_per_second);
     family(out, "medallion_stream_events_total", "counter", "Valid events consumed by the stream.");
     let _ = writeln!(out, "medallion_stream_events_total {}", live.events);
-    family(out, "medallion_stream_rejected_total", "counter", "Messages rejected to bronze.sales_events_rejected.");
+    family(out, "medallion_stream_rejected_total", "counter", &format!("Messages rejected to {SALES_EVENTS_REJECTED}."));
     let _ = writeln!(out, "medallion_stream_rejected_total {}", live.rejected);
     family(out, "medallion_stream_batches_committed_total", "counter", "Micro-batches committed.");
     let _ = writeln!(out, "medallion_stream_batches_committed_total {}", live.batches_committed);
@@ -103,7 +105,7 @@ fn live_metrics(state: &AppState, out: &mut String) {
     for (partition, lag) in &live.lag {
         let _ = writeln!(out, "medallion_stream_lag{{partition=\"{}\"}} {lag}", label(partition));
     }
-    family(out, "medallion_live_revenue", "gauge", "Live revenue per country (live.sales_by_country).");
+    family(out, "medallion_live_revenue", "gauge", &format!("Live revenue per country ({LIVE_SALES})."));
     for country in &live.countries {
         let _ = writeln!(out, "medallion_live_revenue{{country=\"{}\"}} {}", label(&country.pays), country.total_ventes_live);
     }
@@ -113,10 +115,10 @@ async fn table_metrics(state: &AppState, out: &mut String) {
     let catalog = state.catalog().await;
     family(out, "medallion_table_rows", "gauge", "Rows of each table (from the Delta log statistics).");
     for info in catalog.iter().filter(|i| i.rows.is_some()) {
-        let _ = writeln!(out, "medallion_table_rows{{layer=\"{}\",table=\"{}\"}} {}", label(&info.layer), label(&info.table), info.rows.unwrap_or(0));
+        let _ = writeln!(out, "medallion_table_rows{{layer=\"{}\",table=\"{}\"}} {}", label(info.layer.as_str()), label(&info.table), info.rows.unwrap_or(0));
     }
     family(out, "medallion_table_version", "gauge", "Delta version of each table.");
     for info in catalog.iter().filter(|i| i.version.is_some()) {
-        let _ = writeln!(out, "medallion_table_version{{layer=\"{}\",table=\"{}\"}} {}", label(&info.layer), label(&info.table), info.version.unwrap_or(0));
+        let _ = writeln!(out, "medallion_table_version{{layer=\"{}\",table=\"{}\"}} {}", label(info.layer.as_str()), label(&info.table), info.version.unwrap_or(0));
     }
 }

@@ -3,8 +3,8 @@
 //! tools — all over one shared DataFusion session that sees every Delta table
 //! of the lake, the live tables of the stream and the combined views.
 //!
-//! * `state`     — the shared session, kept current with the lake; caches
-//! * `views`     — `serving.sales_by_country` (batch ∪ live)
+//! * `state`     — the shared session (built by `lake::session`), kept
+//!   current with the lake; caches
 //! * `readonly`  — which statements are allowed (SELECT / WITH / EXPLAIN …)
 //! * `http`      — axum routes, bearer-token auth, SSE
 //! * `sql`       — `POST /api/sql`: limit, timeout, JSON / CSV / Arrow IPC
@@ -24,7 +24,6 @@ mod pg;
 mod readonly;
 mod sql;
 mod state;
-mod views;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -20,10 +20,11 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::execution::context::SQLOptions;
 use serde_json::json;
 
-use super::http::{batches_to_json, text_response, ApiError};
+use super::http::{text_response, ApiError};
 use super::readonly::check_read_only;
 use super::state::AppState;
 use crate::error::Error;
+use crate::output;
 
 const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
 
@@ -75,7 +76,7 @@ pub async fn handle(State(state): State<Arc<AppState>>, headers: HeaderMap, body
     let elapsed_ms = started.elapsed().as_millis() as u64;
     let mut response = match answer {
         Answer::Json => {
-            let rows = batches_to_json(&batches)?;
+            let rows = output::json_rows(&batches)?;
             let columns: Vec<_> =
                 schema.fields().iter().map(|f| json!({ "name": f.name(), "type": f.data_type().to_string() })).collect();
             let body = json!({
@@ -88,31 +89,8 @@ pub async fn handle(State(state): State<Arc<AppState>>, headers: HeaderMap, body
             });
             axum::Json(body).into_response()
         }
-        Answer::Csv => {
-            let mut out = Vec::new();
-            {
-                let mut writer = arrow_csv::WriterBuilder::new().with_header(true).build(&mut out);
-                for batch in &batches {
-                    writer.write(batch).map_err(Error::from)?;
-                }
-            }
-            if batches.is_empty() {
-                let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-                out = format!("{}\n", names.join(",")).into_bytes();
-            }
-            text_response(StatusCode::OK, "text/csv; charset=utf-8", out)
-        }
-        Answer::Arrow => {
-            let mut out = Vec::new();
-            {
-                let mut writer = datafusion::arrow::ipc::writer::StreamWriter::try_new(&mut out, &schema).map_err(Error::from)?;
-                for batch in &batches {
-                    writer.write(batch).map_err(Error::from)?;
-                }
-                writer.finish().map_err(Error::from)?;
-            }
-            text_response(StatusCode::OK, ARROW_STREAM, out)
-        }
+        Answer::Csv => text_response(StatusCode::OK, "text/csv; charset=utf-8", output::csv(&batches, Some(schema.as_ref()))?),
+        Answer::Arrow => text_response(StatusCode::OK, ARROW_STREAM, output::arrow_ipc(&schema, &batches)?),
     };
     let flag = if truncated { "true" } else { "false" };
     response.headers_mut().insert("x-medallion-truncated", HeaderValue::from_static(flag));

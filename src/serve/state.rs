@@ -2,10 +2,12 @@
 //! kept current by a background task, and response caches keyed by the Delta
 //! versions they were computed from.
 //!
-//! Every `refresh_interval` the task lists the lake's tables and brings each
-//! known Delta table up to its latest version (reading only the new commits).
-//! A changed table is swapped into the session atomically (queries in flight
-//! keep the version they planned with) and the combined views are rebuilt.
+//! The session is built by `lake::session::SessionBuilder` (every name a user
+//! can query, `live.*` from the `LiveHandle`). Every `refresh_interval` the
+//! task lists the lake's tables and brings each known Delta table up to its
+//! latest version (reading only the new commits). A changed table is swapped
+//! into the session atomically (queries in flight keep the version they
+//! planned with) and the combined views are rebuilt.
 //! When no stream runs in this process, the same task follows
 //! `gold.live_sales_by_country` and publishes it to the `LiveHandle`.
 
@@ -13,29 +15,25 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
-use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, TimeZone, Utc};
 use datafusion::arrow::array::RecordBatch;
-use datafusion::catalog::{SchemaProvider, TableProvider};
-use datafusion::error::DataFusionError;
 use datafusion::prelude::SessionContext;
 use deltalake::DeltaTable;
 use tokio::sync::{watch, Mutex, RwLock};
 
-use super::{views, ServeOptions};
+use super::ServeOptions;
 use crate::config::Config;
-use crate::error::{Error, Result};
-use crate::lake::{catalog, Lake, LAYERS};
-use crate::live::{CountryTotals, LiveHandle, LiveSnapshot};
-
-/// The schema of the combined views.
-pub const SERVING_SCHEMA: &str = "serving";
+use crate::error::Result;
+use crate::lake::session::SessionBuilder;
+use crate::lake::{catalog, views, Lake, Layer, TableName};
+use crate::live::{LiveHandle, LiveSnapshot};
+use crate::tables::{self, LIVE_SALES, LIVE_SALES_BY_COUNTRY, PIPELINE_RUNS};
 
 /// One table as the catalog panel and `/api/tables` show it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct TableInfo {
-    pub layer: String,
+    pub layer: Layer,
     pub table: String,
     /// `delta`, `live` (in memory) or `view`.
     pub kind: &'static str,
@@ -44,9 +42,42 @@ pub struct TableInfo {
     pub last_commit: Option<DateTime<Utc>>,
 }
 
+impl TableInfo {
+    fn is(&self, name: &TableName) -> bool {
+        self.layer == name.layer && self.table == name.table()
+    }
+}
+
+/// A Delta table the session serves, and what the catalog shows of it.
 struct Tracked {
+    name: TableName,
     delta: DeltaTable,
     info: TableInfo,
+}
+
+impl Tracked {
+    fn new(name: TableName, delta: DeltaTable) -> Tracked {
+        let info = TableInfo {
+            layer: name.layer,
+            table: name.table().to_string(),
+            kind: "delta",
+            rows: None,
+            version: None,
+            last_commit: None,
+        };
+        Tracked { name, delta, info }
+    }
+
+    /// Reads version, rows and commit time from the table's current state.
+    fn describe(&mut self) {
+        let version = self.delta.version().map(|v| v as i64);
+        let snapshot = self.delta.snapshot().ok();
+        self.info.version = version;
+        self.info.rows = snapshot.map(|s| s.log_data().iter().map(|f| f.num_records().unwrap_or(0) as u64).sum());
+        self.info.last_commit = version
+            .and_then(|v| snapshot.and_then(|s| s.version_timestamp(v as u64)))
+            .and_then(|ms| Utc.timestamp_millis_opt(ms).single());
+    }
 }
 
 /// Shared by every request handler and the PostgreSQL endpoint.
@@ -59,6 +90,7 @@ pub struct AppState {
     pub started_at: Instant,
     /// Set to true to stop every task and close open event streams.
     pub shutdown: watch::Sender<bool>,
+    /// Keyed by `layer.table`, so the catalog lists tables in name order.
     tables: Mutex<BTreeMap<String, Tracked>>,
     catalog: RwLock<Vec<TableInfo>>,
     cache: RwLock<HashMap<&'static str, (Vec<Option<i64>>, Bytes)>>,
@@ -76,31 +108,30 @@ struct Follower {
 impl AppState {
     /// A session with every table of the lake, the live tables and the views.
     pub async fn new(config: &Config, lake: Lake, live: LiveHandle, options: ServeOptions) -> Result<Arc<AppState>> {
-        let ctx = catalog::new_session();
-        let default_catalog = ctx.catalog("datafusion").expect("the default catalog exists");
-        for schema in LAYERS.iter().chain(catalog::EXTRA_SCHEMAS.iter()).chain([SERVING_SCHEMA].iter()) {
-            default_catalog
-                .register_schema(schema, Arc::new(SwapSchema::default()))
-                .map_err(|e| Error::other("serving session", e))?;
+        let session = SessionBuilder::full(&lake, config).with_live(live.clone()).build().await?;
+        let mut tables = BTreeMap::new();
+        for (name, delta) in session.tables {
+            let mut tracked = Tracked::new(name, delta);
+            tracked.describe();
+            tables.insert(tracked.name.to_string(), tracked);
         }
-        crate::models::register_reference_tables(&ctx, config)?;
-        live.register(&ctx)?;
         let state = Arc::new(AppState {
-            ctx: Arc::new(ctx),
+            ctx: Arc::new(session.ctx),
             lake,
             live,
             options,
             token: config.token.clone(),
             started_at: Instant::now(),
             shutdown: watch::channel(false).0,
-            tables: Mutex::new(BTreeMap::new()),
+            tables: Mutex::new(tables),
             catalog: RwLock::new(Vec::new()),
             cache: RwLock::new(HashMap::new()),
             follower: Mutex::new(Follower::default()),
         });
-        state.refresh().await?;
-        views::register(&state.ctx).await;
         state.rebuild_catalog().await;
+        if state.options.follow_lake_live && state.has_table(&LIVE_SALES_BY_COUNTRY) {
+            state.follow_live().await;
+        }
         Ok(state)
     }
 
@@ -109,39 +140,32 @@ impl AppState {
     pub async fn refresh(&self) -> Result<bool> {
         let mut tables = self.tables.lock().await;
         let mut changed = Vec::new();
-        for layer in LAYERS {
-            for name in self.lake.list_tables(layer).await? {
-                let key = format!("{layer}.{name}");
+        for layer in Layer::STORED {
+            for table in self.lake.list_tables(layer.as_str()).await? {
+                let name = TableName::owned(layer, table);
+                let key = name.to_string();
                 if tables.contains_key(&key) {
                     continue;
                 }
-                if let Some(delta) = self.lake.existing_table(layer, &name).await? {
-                    let info = TableInfo {
-                        layer: layer.to_string(),
-                        table: name.clone(),
-                        kind: "delta",
-                        rows: None,
-                        version: None,
-                        last_commit: None,
-                    };
-                    tables.insert(key.clone(), Tracked { delta, info });
-                    changed.push(key);
+                if let Some(delta) = self.lake.existing_table(layer.as_str(), name.table()).await? {
+                    tables.insert(key, Tracked::new(name.clone(), delta));
+                    changed.push(name);
                 }
             }
         }
-        for (key, tracked) in tables.iter_mut() {
+        for tracked in tables.values_mut() {
             let before = tracked.info.version;
             if before.is_some() {
                 if let Err(err) = tracked.delta.update_incremental(None).await {
-                    tracing::warn!("cannot refresh {key}: {}", crate::error::one_line(&err.to_string()));
+                    tracing::warn!("cannot refresh {}: {}", tracked.name, crate::error::one_line(&err.to_string()));
                     continue;
                 }
             }
-            let version = tracked.delta.version().map(|v| v as i64);
-            if version != before {
-                self.register(key, tracked).await?;
-                if !changed.contains(key) {
-                    changed.push(key.clone());
+            if tracked.delta.version().map(|v| v as i64) != before {
+                catalog::register_delta(&self.ctx, &tracked.name, &tracked.delta).await?;
+                tracked.describe();
+                if !changed.contains(&tracked.name) {
+                    changed.push(tracked.name.clone());
                 }
             }
         }
@@ -151,25 +175,10 @@ impl AppState {
         }
         views::register(&self.ctx).await;
         self.rebuild_catalog().await;
-        if self.options.follow_lake_live && changed.iter().any(|k| k == "gold.live_sales_by_country") {
+        if self.options.follow_lake_live && changed.contains(&LIVE_SALES_BY_COUNTRY) {
             self.follow_live().await;
         }
         Ok(true)
-    }
-
-    async fn register(&self, key: &str, tracked: &mut Tracked) -> Result<()> {
-        let delta = &tracked.delta;
-        delta.update_datafusion_session(&self.ctx.state()).map_err(|e| Error::lake(key, e))?;
-        let provider = delta.table_provider().await.map_err(|e| Error::lake(key, e))?;
-        self.ctx.register_table(key, provider)?;
-        let version = delta.version().map(|v| v as i64);
-        let snapshot = delta.snapshot().ok();
-        tracked.info.version = version;
-        tracked.info.rows = snapshot.map(|s| s.log_data().iter().map(|f| f.num_records().unwrap_or(0) as u64).sum());
-        tracked.info.last_commit = version
-            .and_then(|v| snapshot.and_then(|s| s.version_timestamp(v as u64)))
-            .and_then(|ms| Utc.timestamp_millis_opt(ms).single());
-        Ok(())
     }
 
     async fn rebuild_catalog(&self) {
@@ -178,15 +187,15 @@ impl AppState {
         drop(tables);
         let live_rows = self.live.current().countries.len() as u64;
         infos.push(TableInfo {
-            layer: "live".into(),
-            table: "sales_by_country".into(),
+            layer: LIVE_SALES.layer,
+            table: LIVE_SALES.table().to_string(),
             kind: "live",
             rows: Some(live_rows),
             version: None,
             last_commit: self.live.current().updated_at,
         });
         for view in views::registered(&self.ctx) {
-            infos.push(TableInfo { layer: SERVING_SCHEMA.into(), table: view, kind: "view", rows: None, version: None, last_commit: None });
+            infos.push(TableInfo { layer: Layer::Serving, table: view, kind: "view", rows: None, version: None, last_commit: None });
         }
         *self.catalog.write().await = infos;
     }
@@ -203,13 +212,13 @@ impl AppState {
     }
 
     /// The Delta version of a table, `None` when it does not exist.
-    pub async fn version_of(&self, table: &str) -> Option<i64> {
-        self.catalog.read().await.iter().find(|i| format!("{}.{}", i.layer, i.table) == table).and_then(|i| i.version)
+    pub async fn version_of(&self, table: &TableName) -> Option<i64> {
+        self.catalog.read().await.iter().find(|i| i.is(table)).and_then(|i| i.version)
     }
 
     /// A response computed once per set of table versions: `compute` runs
     /// only when one of `tables` moved to a new Delta version.
-    pub async fn cached<F, Fut>(&self, key: &'static str, tables: &[&str], compute: F) -> Result<Bytes>
+    pub async fn cached<F, Fut>(&self, key: &'static str, tables: &[TableName], compute: F) -> Result<Bytes>
     where
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<Bytes>>,
@@ -234,25 +243,21 @@ impl AppState {
         Ok(frame.collect().await?)
     }
 
-    /// Whether `layer.table` is in the session.
-    pub fn has_table(&self, name: &str) -> bool {
-        self.ctx.table_exist(name).unwrap_or(false)
+    /// Whether a table is in the session.
+    pub fn has_table(&self, name: &TableName) -> bool {
+        self.ctx.table_exist(name.to_string()).unwrap_or(false)
     }
 
     /// Publishes `gold.live_sales_by_country` (written by a stream in another
     /// process) to the live handle, with the stream's last recorded lag.
     async fn follow_live(&self) {
-        let batches = match self
-            .query("SELECT pays, total_ventes_live, nb_transactions, last_event_time FROM gold.live_sales_by_country ORDER BY pays")
-            .await
-        {
-            Ok(batches) => batches,
+        let countries = match tables::read_sales_by_country(&self.ctx, &LIVE_SALES_BY_COUNTRY).await {
+            Ok(countries) => countries,
             Err(err) => {
-                tracing::warn!("cannot read gold.live_sales_by_country: {err}");
+                tracing::warn!("cannot read {LIVE_SALES_BY_COUNTRY}: {err}");
                 return;
             }
         };
-        let countries = countries_from(&batches);
         let transactions: i64 = countries.iter().map(|c| c.nb_transactions).sum();
         let mut follower = self.follower.lock().await;
         let now = Instant::now();
@@ -264,7 +269,7 @@ impl AppState {
         };
         follower.transactions = transactions;
         follower.seen_at = Some(now);
-        follower.version = self.version_of("gold.live_sales_by_country").await;
+        follower.version = self.version_of(&LIVE_SALES_BY_COUNTRY).await;
         drop(follower);
         let mut snapshot = LiveSnapshot {
             countries,
@@ -274,65 +279,26 @@ impl AppState {
             ..Default::default()
         };
         if let Some(run) = self.last_stream_run().await {
-            snapshot.batches_committed = run["batches"].as_u64().unwrap_or(0);
-            snapshot.rejected = run["rejected"].as_u64().unwrap_or(0);
-            if let Some(lag) = run["lag"].as_object() {
-                snapshot.lag = lag.iter().map(|(k, v)| (k.clone(), v.as_i64().unwrap_or(0))).collect();
-            }
+            snapshot.batches_committed = run.batches;
+            snapshot.rejected = run.rejected;
+            snapshot.lag = run.lag;
         }
         self.live.publish(snapshot);
     }
 
     /// The details of the stream's latest run record, if any.
-    async fn last_stream_run(&self) -> Option<serde_json::Value> {
-        if !self.has_table("gold.pipeline_runs") {
+    async fn last_stream_run(&self) -> Option<tables::StreamRun> {
+        if !self.has_table(&PIPELINE_RUNS) {
             return None;
         }
-        let batches = self
-            .query("SELECT details FROM gold.pipeline_runs WHERE command = 'stream' ORDER BY started_at DESC LIMIT 1")
-            .await
-            .ok()?;
-        let rows = super::http::batches_to_json(&batches).ok()?;
-        let details = rows.first()?.get("details")?.as_str()?.to_string();
-        serde_json::from_str(&details).ok()
-    }
-}
-
-/// Live totals from rows of `gold.live_sales_by_country`.
-fn countries_from(batches: &[RecordBatch]) -> Vec<CountryTotals> {
-    use datafusion::arrow::array::{Array, AsArray};
-    use datafusion::arrow::compute::cast;
-    use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type, TimeUnit, TimestampMicrosecondType};
-    let mut out = Vec::new();
-    for batch in batches {
-        let columns = (|| -> std::result::Result<_, datafusion::arrow::error::ArrowError> {
-            Ok((
-                cast(batch.column(0), &DataType::Utf8)?,
-                cast(batch.column(1), &DataType::Float64)?,
-                cast(batch.column(2), &DataType::Int64)?,
-                cast(batch.column(3), &DataType::Timestamp(TimeUnit::Microsecond, None))?,
-            ))
-        })();
-        let Ok((pays, total, count, at)) = columns else { continue };
-        let (pays, total, count, at) = (
-            pays.as_string::<i32>(),
-            total.as_primitive::<Float64Type>(),
-            count.as_primitive::<Int64Type>(),
-            at.as_primitive::<TimestampMicrosecondType>(),
-        );
-        for i in 0..batch.num_rows() {
-            if pays.is_null(i) {
-                continue;
+        match tables::read_last_stream_run(&self.ctx).await {
+            Ok(run) => run,
+            Err(err) => {
+                tracing::warn!("cannot read the last stream run: {err}");
+                None
             }
-            out.push(CountryTotals {
-                pays: pays.value(i).to_string(),
-                total_ventes_live: if total.is_null(i) { 0.0 } else { total.value(i) },
-                nb_transactions: if count.is_null(i) { 0 } else { count.value(i) },
-                last_event_time: Utc.timestamp_micros(at.value(i)).single().unwrap_or_else(Utc::now),
-            });
         }
     }
-    out
 }
 
 /// Refreshes the session every `refresh_interval` until shutdown.
@@ -358,41 +324,5 @@ pub async fn refresh_loop(state: Arc<AppState>, shutdown: watch::Receiver<bool>)
             }
             _ = &mut stop => break,
         }
-    }
-}
-
-/// A schema whose `register_table` replaces an existing table in one step,
-/// so a query never finds a table missing while a new version is swapped in.
-#[derive(Debug, Default)]
-pub struct SwapSchema {
-    tables: std::sync::RwLock<HashMap<String, Arc<dyn TableProvider>>>,
-}
-
-#[async_trait]
-impl SchemaProvider for SwapSchema {
-    fn table_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.tables.read().expect("lock").keys().cloned().collect();
-        names.sort();
-        names
-    }
-
-    async fn table(&self, name: &str) -> std::result::Result<Option<Arc<dyn TableProvider>>, DataFusionError> {
-        Ok(self.tables.read().expect("lock").get(name).cloned())
-    }
-
-    fn register_table(
-        &self,
-        name: String,
-        table: Arc<dyn TableProvider>,
-    ) -> datafusion::error::Result<Option<Arc<dyn TableProvider>>> {
-        Ok(self.tables.write().expect("lock").insert(name, table))
-    }
-
-    fn deregister_table(&self, name: &str) -> datafusion::error::Result<Option<Arc<dyn TableProvider>>> {
-        Ok(self.tables.write().expect("lock").remove(name))
-    }
-
-    fn table_exist(&self, name: &str) -> bool {
-        self.tables.read().expect("lock").contains_key(name)
     }
 }

@@ -1,7 +1,7 @@
 //! The batch path against a real PostgreSQL: gold checked against the same
 //! figures computed independently in plain SQL on PostgreSQL.
 
-use medallion::lake::Lake;
+use medallion::lake::{Lake, Layer};
 use medallion::models::ModelSet;
 use medallion::pipeline::{self, BatchSource};
 use medallion::progress::Progress;
@@ -400,7 +400,7 @@ async fn generated_northwind_at_scale_10_joins_cleanly() {
 async fn models_from_a_folder_replace_the_builtin_ones() {
     let set = ModelSet::load(Some(&repo_path("models"))).unwrap();
     let builtin = ModelSet::builtin().unwrap();
-    let names = |s: &ModelSet, l: &str| s.layer(l).iter().map(|m| m.name.clone()).collect::<Vec<_>>();
-    assert_eq!(names(&set, "gold"), names(&builtin, "gold"), "the built-in list matches the models folder");
-    assert_eq!(names(&set, "silver"), names(&builtin, "silver"));
+    let names = |s: &ModelSet, l: Layer| s.layer(l).iter().map(|m| m.name.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&set, Layer::Gold), names(&builtin, Layer::Gold), "the built-in list matches the models folder");
+    assert_eq!(names(&set, Layer::Silver), names(&builtin, Layer::Silver));
 }

@@ -3,6 +3,7 @@
 //! loud failure, never a skip.
 
 mod batch;
+mod catalog;
 mod cli;
 mod serve;
 mod stream;

@@ -23,7 +23,7 @@ use crate::support::*;
 use crate::batch::PG_LINES;
 
 /// A lake built by the batch pipeline from the real Northwind in PostgreSQL.
-async fn northwind_lake(name: &str) -> (String, TestLake, Config) {
+pub(crate) async fn northwind_lake(name: &str) -> (String, TestLake, Config) {
     let db = northwind_database(name).await;
     let lake = TestLake::new();
     let config = config(&lake.url(), Some(&db), "2026-11-25");
@@ -31,7 +31,7 @@ async fn northwind_lake(name: &str) -> (String, TestLake, Config) {
     (db, lake, config)
 }
 
-fn test_options() -> ServeOptions {
+pub(crate) fn test_options() -> ServeOptions {
     ServeOptions {
         http_addr: "127.0.0.1:0".parse().unwrap(),
         pg_addr: Some("127.0.0.1:0".parse().unwrap()),
@@ -48,14 +48,14 @@ async fn start(config: &Config, live: LiveHandle, follow_lake_live: bool) -> Ser
 }
 
 /// A plain HTTP/1.1 exchange (Connection: close).
-struct Reply {
+pub(crate) struct Reply {
     status: u16,
     headers: String,
     body: Vec<u8>,
 }
 
 impl Reply {
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
     }
     fn text(&self) -> String {
@@ -111,7 +111,7 @@ async fn get(addr: SocketAddr, path: &str) -> Reply {
     http(addr, "GET", path, &[], "").await
 }
 
-async fn sql(addr: SocketAddr, body: Value, accept: &str) -> Reply {
+pub(crate) async fn sql(addr: SocketAddr, body: Value, accept: &str) -> Reply {
     http(addr, "POST", "/api/sql", &[("Accept", accept)], &body.to_string()).await
 }
 
@@ -301,11 +301,7 @@ async fn postgres_clients_read_gold_live_and_views_and_cannot_write() {
     let server = start(&config, live.clone(), false).await;
     let pg = server.pg_addr().unwrap();
 
-    let (client, connection) =
-        tokio_postgres::connect(&format!("host=127.0.0.1 port={} user=anyone dbname=lake", pg.port()), tokio_postgres::NoTls)
-            .await
-            .unwrap();
-    tokio::spawn(connection);
+    let client = pg_endpoint_client(pg).await;
     // Extended protocol (prepared statements), as drivers use it.
     let row = client.query_one("SELECT orders, customers FROM gold.kpi_revenue", &[]).await.unwrap();
     assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (830, 89));

@@ -7,7 +7,8 @@ use datafusion::arrow::array::{Array, RecordBatch};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
 use medallion::config::{Config, Overrides};
-use medallion::lake::{catalog, Lake};
+use medallion::lake::session::SessionBuilder;
+use medallion::lake::Lake;
 use medallion::pipeline::{self, BatchSource};
 use medallion::progress::Progress;
 use tokio_postgres::NoTls;
@@ -101,8 +102,16 @@ pub async fn run_pipeline(config: &Config) -> medallion::Result<Vec<pipeline::St
 /// Runs SQL over the lake.
 pub async fn lake_query(config: &Config, sql: &str) -> Vec<RecordBatch> {
     let lake = Lake::new(config).unwrap();
-    let ctx = catalog::session_for(&lake).await.unwrap();
+    let ctx = SessionBuilder::new(&lake).build().await.unwrap().ctx;
     ctx.sql(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}")).collect().await.unwrap()
+}
+
+/// A client of medallion's PostgreSQL endpoint at `addr` (no token).
+pub async fn pg_endpoint_client(addr: std::net::SocketAddr) -> tokio_postgres::Client {
+    let url = format!("host=127.0.0.1 port={} user=anyone dbname=lake", addr.port());
+    let (client, connection) = tokio_postgres::connect(&url, NoTls).await.unwrap();
+    tokio::spawn(connection);
+    client
 }
 
 /// A value of a result cell, for comparisons.

@@ -1,19 +1,20 @@
-//! The combined views of the serving layer, schema `serving`.
+//! The combined views, schema `serving`.
 //!
 //! `serving.sales_by_country` = batch revenue per country from the latest
 //! gold snapshot ∪ the stream's live totals, with `source` = 'batch' | 'live'.
 //! Each part is a SQL file in `models/serving/`; a part whose tables do not
 //! exist yet (no batch run, say) is left out, so the view always exists.
-//! Views are rebuilt whenever a table changes version, so they always read
-//! the newest Delta versions.
+//! A server registers the views again whenever a table changes version, so
+//! they always read the newest Delta versions.
 
 use datafusion::prelude::SessionContext;
 
-use super::state::SERVING_SCHEMA;
+use super::{Layer, TableName};
+use crate::tables::SERVING_SALES_BY_COUNTRY;
 
-/// (view name, its parts, unioned).
-const VIEWS: &[(&str, &[&str])] = &[(
-    "sales_by_country",
+/// (view, its parts, unioned).
+const VIEWS: &[(TableName, &[&str])] = &[(
+    SERVING_SALES_BY_COUNTRY,
     &[
         include_str!("../../models/serving/sales_by_country.batch.sql"),
         include_str!("../../models/serving/sales_by_country.live.sql"),
@@ -32,15 +33,15 @@ pub async fn register(ctx: &SessionContext) {
         if planned.is_empty() {
             continue;
         }
-        let sql = format!("CREATE OR REPLACE VIEW {SERVING_SCHEMA}.{name} AS {}", planned.join("\nUNION ALL\n"));
+        let sql = format!("CREATE OR REPLACE VIEW {name} AS {}", planned.join("\nUNION ALL\n"));
         let created = async { ctx.sql(&sql).await?.collect().await };
         if let Err(err) = created.await {
-            tracing::warn!("cannot create view {SERVING_SCHEMA}.{name}: {}", crate::error::one_line(&err.to_string()));
+            tracing::warn!("cannot create view {name}: {}", crate::error::one_line(&err.to_string()));
         }
     }
 }
 
 /// Names of the views registered.
 pub fn registered(ctx: &SessionContext) -> Vec<String> {
-    ctx.catalog("datafusion").and_then(|c| c.schema(SERVING_SCHEMA)).map(|s| s.table_names()).unwrap_or_default()
+    ctx.catalog("datafusion").and_then(|c| c.schema(Layer::Serving.as_str())).map(|s| s.table_names()).unwrap_or_default()
 }

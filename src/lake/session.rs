@@ -1,0 +1,233 @@
+//! `SessionBuilder`: the one way a DataFusion session over the lake is built,
+//! so `medallion sql`, the server (HTTP and PostgreSQL), the model runs and
+//! the stream see the same names.
+//!
+//! ```text
+//! SessionBuilder::full(&lake, &config)       everything a user can query:
+//!     bronze.* silver.* gold.*                 every Delta table of the lake
+//!     ref.country_map                          from configuration
+//!     live.sales_by_country                    gold.live_sales_by_country read back,
+//!                                              or the stream's state `.with_live(handle)`
+//!     serving.*                                the combined views
+//! SessionBuilder::new(&lake)                 the Delta tables only
+//!     .only(&[tables::SALES_EVENTS])           …or just these
+//!     .with_reference_tables(&config)          + ref.*
+//! ```
+//!
+//! Delta tables are always registered with the session's settings (see
+//! `catalog::register_delta`). Every schema is a `catalog::SwapSchema`, so a
+//! server can swap newer table versions in while queries run.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::datasource::MemTable;
+use datafusion::prelude::SessionContext;
+use deltalake::DeltaTable;
+
+use super::{catalog, views, Lake, Layer, TableName};
+use crate::config::Config;
+use crate::error::Result;
+use crate::live::{LiveHandle, LiveSnapshot};
+use crate::tables::{self, COUNTRY_MAP, LIVE_SALES_BY_COUNTRY};
+
+/// Where `live.*` comes from.
+enum LiveSource {
+    /// No live tables.
+    Absent,
+    /// The state a stream in this process publishes.
+    Handle(LiveHandle),
+    /// The stream's persisted copy, read once when the session is built.
+    Persisted,
+}
+
+/// Builds a session over the lake; see the module documentation.
+pub struct SessionBuilder<'a> {
+    lake: &'a Lake,
+    only: Option<Vec<TableName>>,
+    reference: Option<&'a Config>,
+    live: LiveSource,
+    views: bool,
+}
+
+/// A built session and the Delta tables registered in it, as opened (a
+/// server keeps them to follow new versions).
+pub struct LakeSession {
+    pub ctx: SessionContext,
+    pub tables: Vec<(TableName, DeltaTable)>,
+}
+
+impl<'a> SessionBuilder<'a> {
+    /// Every Delta table of the lake, nothing else.
+    pub fn new(lake: &'a Lake) -> SessionBuilder<'a> {
+        SessionBuilder { lake, only: None, reference: None, live: LiveSource::Absent, views: false }
+    }
+
+    /// Every name a user can query: the lake, `ref.*`, `live.*` (from the
+    /// persisted copy unless `with_live` gives the stream's state) and the
+    /// `serving.*` views.
+    pub fn full(lake: &'a Lake, config: &'a Config) -> SessionBuilder<'a> {
+        SessionBuilder::new(lake).with_reference_tables(config).with_persisted_live().with_views()
+    }
+
+    /// Only these Delta tables (those that exist), instead of every one.
+    pub fn only(mut self, tables: &[TableName]) -> SessionBuilder<'a> {
+        self.only = Some(tables.to_vec());
+        self
+    }
+
+    /// The reference tables built from configuration (`ref.country_map`).
+    pub fn with_reference_tables(mut self, config: &'a Config) -> SessionBuilder<'a> {
+        self.reference = Some(config);
+        self
+    }
+
+    /// `live.*` from the state a stream in this process publishes to `handle`.
+    pub fn with_live(mut self, handle: LiveHandle) -> SessionBuilder<'a> {
+        self.live = LiveSource::Handle(handle);
+        self
+    }
+
+    /// `live.*` from `gold.live_sales_by_country`, read when the session is
+    /// built (empty when no stream has written it).
+    pub fn with_persisted_live(mut self) -> SessionBuilder<'a> {
+        self.live = LiveSource::Persisted;
+        self
+    }
+
+    /// The `serving.*` views (see `views`).
+    pub fn with_views(mut self) -> SessionBuilder<'a> {
+        self.views = true;
+        self
+    }
+
+    pub async fn build(self) -> Result<LakeSession> {
+        let ctx = catalog::new_session();
+        let tables = self.register_delta_tables(&ctx).await?;
+        if let Some(config) = self.reference {
+            register_reference_tables(&ctx, config)?;
+        }
+        match self.live {
+            LiveSource::Absent => {}
+            LiveSource::Handle(handle) => handle.register(&ctx)?,
+            LiveSource::Persisted => persisted_live(&ctx).await.register(&ctx)?,
+        }
+        if self.views {
+            views::register(&ctx).await;
+        }
+        Ok(LakeSession { ctx, tables })
+    }
+
+    async fn register_delta_tables(&self, ctx: &SessionContext) -> Result<Vec<(TableName, DeltaTable)>> {
+        let names = match &self.only {
+            Some(names) => names.clone(),
+            None => {
+                let mut names = Vec::new();
+                for layer in Layer::STORED {
+                    for table in self.lake.list_tables(layer.as_str()).await? {
+                        names.push(TableName::owned(layer, table));
+                    }
+                }
+                names
+            }
+        };
+        let mut registered = Vec::new();
+        for name in names {
+            if let Some(delta) = catalog::open_and_register(ctx, self.lake, &name).await? {
+                registered.push((name, delta));
+            }
+        }
+        Ok(registered)
+    }
+}
+
+/// Registers the reference tables built from configuration
+/// (`ref.country_map`: every known spelling → its standard country name).
+fn register_reference_tables(ctx: &SessionContext, config: &Config) -> Result<()> {
+    let lookup = config.countries.lookup();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("key", DataType::Utf8, false),
+        Field::new("country", DataType::Utf8, false),
+    ]));
+    let keys: Vec<&str> = lookup.keys().map(String::as_str).collect();
+    let countries: Vec<&str> = lookup.values().map(String::as_str).collect();
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![Arc::new(StringArray::from(keys)), Arc::new(StringArray::from(countries))],
+    )?;
+    let table = MemTable::try_new(schema, vec![vec![batch]])?;
+    ctx.register_table(COUNTRY_MAP.to_string(), Arc::new(table))?;
+    Ok(())
+}
+
+/// A live handle holding what the session's `gold.live_sales_by_country`
+/// holds (nothing when the table is absent or unreadable, with a warning).
+async fn persisted_live(ctx: &SessionContext) -> LiveHandle {
+    let handle = LiveHandle::new();
+    if !ctx.table_exist(LIVE_SALES_BY_COUNTRY.to_string()).unwrap_or(false) {
+        return handle;
+    }
+    match tables::read_sales_by_country(ctx, &LIVE_SALES_BY_COUNTRY).await {
+        Ok(countries) => handle.publish(LiveSnapshot { countries, ..Default::default() }),
+        Err(err) => tracing::warn!("{} is left empty: {err}", tables::LIVE_SALES),
+    }
+    handle
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Overrides;
+    use crate::live::CountryTotals;
+
+    fn lake_in(dir: &std::path::Path) -> (Config, Lake) {
+        let config =
+            Config::load(Overrides { lake: Some(dir.to_string_lossy().into_owned()), ..Default::default() }).unwrap();
+        let lake = Lake::new(&config).unwrap();
+        (config, lake)
+    }
+
+    async fn names_in(ctx: &SessionContext, schemas: &str) -> Vec<String> {
+        let sql = format!(
+            "SELECT table_schema || '.' || table_name FROM information_schema.tables WHERE table_schema IN ({schemas}) ORDER BY 1"
+        );
+        let batches = ctx.sql(&sql).await.unwrap().collect().await.unwrap();
+        crate::output::json_rows(&batches).unwrap().iter().flat_map(|row| row.values().map(|v| v.as_str().unwrap().to_string())).collect()
+    }
+
+    #[tokio::test]
+    async fn full_sessions_show_the_lake_ref_live_and_serving_and_only_narrows_the_lake() {
+        let dir = tempfile::tempdir().unwrap();
+        let (config, lake) = lake_in(dir.path());
+        let persisted = vec![CountryTotals {
+            pays: "France".into(),
+            total_ventes_live: 54.5,
+            nb_transactions: 2,
+            last_event_time: chrono::Utc::now(),
+        }];
+        let schema = tables::sales_by_country_schema();
+        let batch = tables::sales_by_country_batch(&persisted);
+        lake.overwrite(Layer::Gold.as_str(), LIVE_SALES_BY_COUNTRY.table(), schema.clone(), vec![batch]).await.unwrap();
+        lake.overwrite(Layer::Bronze.as_str(), "t", schema, Vec::new()).await.unwrap();
+
+        let full = SessionBuilder::full(&lake, &config).build().await.unwrap();
+        assert_eq!(full.tables.len(), 2);
+        assert_eq!(
+            names_in(&full.ctx, "'bronze', 'silver', 'gold', 'ref', 'live', 'serving'").await,
+            [
+                "bronze.t",
+                "gold.live_sales_by_country",
+                "live.sales_by_country",
+                "ref.country_map",
+                "serving.sales_by_country"
+            ]
+        );
+        // live.sales_by_country is the persisted copy, read back.
+        let live = tables::read_sales_by_country(&full.ctx, &tables::LIVE_SALES).await.unwrap();
+        assert_eq!((live[0].pays.as_str(), live[0].nb_transactions), ("France", 2));
+
+        let narrow = SessionBuilder::new(&lake).only(&[TableName::new(Layer::Bronze, "t")]).build().await.unwrap();
+        assert_eq!(names_in(&narrow.ctx, "'bronze', 'gold', 'live', 'ref', 'serving'").await, ["bronze.t"]);
+    }
+}
