@@ -251,7 +251,7 @@ struct Recorder<'a> {
     run_id: String,
     command: String,
     date: chrono::NaiveDate,
-    secrets: Vec<String>,
+    secrets: crate::config::Secrets,
 }
 
 impl<'a> Recorder<'a> {
@@ -302,10 +302,7 @@ impl<'a> Recorder<'a> {
     }
 
     async fn failed(&mut self, stage: &str, started_at: DateTime<Utc>, took: Duration, err: &Error) {
-        let mut message = crate::error::one_line(&err.to_string());
-        for secret in &self.secrets {
-            message = message.replace(secret.as_str(), "***");
-        }
+        let message = crate::error::one_line(&self.secrets.scrub(&err.to_string()));
         let record = RunRecord {
             run_id: self.run_id.clone(),
             command: self.command.clone(),
