@@ -16,7 +16,10 @@
 
 pub mod bronze;
 pub mod config;
+pub mod demo;
+pub mod devtools;
 pub mod error;
+pub mod jobs;
 pub mod lake;
 pub mod live;
 pub mod models;

@@ -1,27 +1,38 @@
 //! The `medallion` command line: parses flags, builds the configuration,
-//! calls the library and prints summaries. No business logic lives here.
+//! calls the library and prints what it returns. No business logic lives here.
+//!
+//! Each subcommand takes only the options it uses: the lake, date, models and
+//! database flags are small argument groups flattened into the subcommands
+//! that need them; `--config` and `--quiet` are global.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
-use medallion::config::{Config, Overrides};
-use medallion::lake::{catalog, Lake};
+use medallion::config::{Config, Overrides, Secrets};
+use medallion::demo::{self, DemoReport};
+use medallion::devtools;
+use medallion::jobs;
+use medallion::lake::history;
+use medallion::lake::upkeep::VacuumOptions;
+use medallion::lake::Lake;
+use medallion::live::LiveHandle;
 use medallion::models;
 use medallion::output::{self, Format};
 use medallion::pipeline::{self, BatchSource, StageReport};
-use medallion::progress::Progress;
-use medallion::source::dump::Dump;
-use medallion::live::LiveHandle;
 use medallion::produce::{self, ProduceOptions};
+use medallion::progress::Progress;
+use medallion::serve;
+use medallion::source::dump::Dump;
 use medallion::source::{generator, postgres};
-use medallion::stream::{self, files::FileSource, kafka::KafkaSource, source::StreamSource, StreamOptions, StreamReport, Trigger};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use medallion::stream::StreamReport;
+
+/// The lake commands' printing (status, optimize, vacuum, history, restore).
+#[path = "cli/lake_commands.rs"]
+mod lake_commands;
 
 #[derive(Parser)]
 #[command(
@@ -34,83 +45,98 @@ Start with `medallion demo` (no services needed), then query the lake:\n  \
 medallion sql \"SELECT * FROM gold.kpi_revenue\"\n\n\
 With your own database:\n  \
 DATABASE_URL=postgres://user:pass@host/northwind medallion run --lake file:///data/lake",
-    after_help = "Configuration: flags beat environment variables (MEDALLION_LAKE, DATABASE_URL, AWS_*), \
-which beat medallion.toml in the working directory (or --config FILE)."
+    after_help = "Configuration: every setting is taken from its flag, else its environment variable \
+(MEDALLION_LAKE, DATABASE_URL, KAFKA_BOOTSTRAP_SERVERS, AWS_*…), else medallion.toml in the working \
+directory (or --config FILE), else its default. `medallion <command> --help` lists a command's options."
 )]
 struct Cli {
-    #[command(flatten)]
-    global: GlobalArgs,
+    /// Configuration file [env: MEDALLION_CONFIG] [default: ./medallion.toml when present]
+    #[arg(long, global = true, value_name = "FILE", help_heading = "Global options")]
+    config: Option<PathBuf>,
+    /// No progress bars
+    #[arg(long, short, global = true, help_heading = "Global options")]
+    quiet: bool,
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Args, Clone)]
-struct GlobalArgs {
-    /// Lake URL: file:///path, s3:// (one bucket per layer) or s3://bucket/prefix [default: ./lake]
-    #[arg(long, global = true, env = "MEDALLION_LAKE")]
-    lake: Option<String>,
-    /// Source database, e.g. postgres://user:password@127.0.0.1:5432/northwind
-    #[arg(long, global = true, env = "DATABASE_URL", hide_env_values = true)]
-    database_url: Option<String>,
-    /// Snapshot date to build, YYYY-MM-DD [default: today, UTC]
-    #[arg(long, global = true)]
-    date: Option<String>,
-    /// Configuration file [default: ./medallion.toml when present]
-    #[arg(long, global = true, env = "MEDALLION_CONFIG")]
-    config: Option<PathBuf>,
-    /// Folder of SQL models (silver/*.sql, gold/*.sql) to run instead of the built-in ones
-    #[arg(long, global = true, env = "MEDALLION_MODELS")]
-    models: Option<PathBuf>,
-    /// Create the lake's S3 buckets when they are missing (also MEDALLION_CREATE_BUCKETS=true)
-    #[arg(long, global = true)]
-    create_buckets: bool,
-    /// No progress bars
-    #[arg(long, short, global = true)]
-    quiet: bool,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Build the whole lake from the built-in Northwind data (no database needed), show the KPIs, then serve the dashboard
-    Demo {
-        /// Stop after the KPIs instead of serving the dashboard
-        #[arg(long)]
-        no_serve: bool,
-        #[command(flatten)]
-        serve: ServeArgs,
-    },
+    #[command(after_help = "Examples:\n  medallion demo\n  medallion demo --no-serve --lake file:///tmp/lake")]
+    Demo(DemoArgs),
     /// Run ingest → refine → aggregate for one date
-    Run(SourceArgs),
+    #[command(after_help = "Examples:\n  \
+        DATABASE_URL=postgres://user:pass@host/northwind medallion run --lake file:///data/lake\n  \
+        medallion run --date 2026-11-24            # rebuild one date; other dates stay\n  \
+        medallion run --from-dump data/northwind/northwind.sql")]
+    Run(RunArgs),
     /// Bronze: land full snapshots of the source tables for the date
-    Ingest(SourceArgs),
+    Ingest(IngestArgs),
     /// Silver: run the silver models (joins, standardisation, expectations) for the date
-    Refine,
+    Refine(LayerArgs),
     /// Gold: run the gold models (KPIs, RFM) for the date
-    Aggregate,
+    Aggregate(LayerArgs),
     /// Query every table of the lake with SQL (tables are bronze.<t>, silver.<t>, gold.<t>)
-    Sql {
-        /// The query, e.g. "SELECT * FROM gold.kpi_top_countries ORDER BY rank"
-        query: String,
-        /// Output format
-        #[arg(long, value_enum, default_value_t = Format::Table)]
-        format: Format,
-    },
+    #[command(after_help = "Examples:\n  \
+        medallion sql \"SELECT * FROM gold.kpi_revenue\"\n  \
+        medallion sql \"SELECT segment, customers FROM gold.rfm_segments\" --format csv")]
+    Sql(SqlArgs),
     /// Consume sales events (Kafka, or a folder of JSON-lines files) into bronze and live sales by country, exactly once
+    #[command(after_help = "Examples:\n  \
+        medallion stream --brokers 127.0.0.1:9092 --available-now\n  \
+        medallion stream --interval 1s              # until Ctrl-C\n  \
+        medallion stream --source file:///data/events\n\n\
+        Every option can also be set under [stream] in medallion.toml, with the flag's name \
+        (max_batch = 10000, interval = \"1s\").")]
     Stream(StreamArgs),
     /// Publish realistic sales events (to Kafka, or to a folder for `stream --source`)
+    #[command(after_help = "Examples:\n  \
+        medallion produce --count 100000 --rate 5000 --bad-ratio 0.05\n  \
+        medallion produce --to-dir /data/events --count 2000")]
     Produce(ProduceArgs),
     /// Serve the dashboard, the HTTP API and the PostgreSQL wire endpoint over the lake
-    Serve(ServeArgs),
+    #[command(after_help = "Examples:\n  \
+        medallion serve --lake file:///data/lake\n  \
+        medallion serve --addr 0.0.0.0:8080 --pg-addr 0.0.0.0:15432   # other machines too (set MEDALLION_TOKEN)\n\n\
+        Every option can also be set under [serve] in medallion.toml, with the flag's name \
+        (addr = \"127.0.0.1:8080\", pg = false).")]
+    Serve(ServeCommandArgs),
+    /// Run the whole lakehouse as one service: the stream, the server, the schedules, table upkeep, freshness alerts
+    #[command(after_help = "Examples:\n  \
+        medallion up                       # reads medallion.toml; Ctrl-C / SIGTERM stops it gracefully\n\n\
+        What runs comes from medallion.toml:\n  \
+        [up]          stream = true, serve = true, grace = \"30s\"\n  \
+        [[up.schedule]] name = \"nightly\", cron = \"0 2 * * *\" (or every = \"1h\"), timezone = \"Europe/Paris\",\n                run = \"run\" | ingest | refine | aggregate | optimize | vacuum, catch_up = \"latest\" | all | none\n  \
+        [up.retry]    attempts = 3, backoff = \"30s\"\n  \
+        [alerts]      webhook = \"https://hooks.example/...\"   (or MEDALLION_ALERT_WEBHOOK)\n  \
+        [freshness]   \"gold.kpi_revenue\" = { warn_after = \"26h\", error_after = \"50h\" }\n  \
+        [maintenance] optimize_every = \"1h\", vacuum_every = \"24h\", vacuum_retention = \"168h\"\n\n\
+        [stream] and [serve] hold the options of `medallion stream` and `medallion serve`.")]
+    Up(UpArgs),
+    /// What the lake holds and what `up` did: tables (version, files, last commit, freshness) and the latest runs
+    Status(StatusArgs),
+    /// Compact a table's small files into large ones (one commit; readers are unaffected)
+    #[command(after_help = "Examples:\n  \
+        medallion optimize bronze.sales_events\n  \
+        medallion optimize                 # every table of the lake")]
+    Optimize(OptimizeArgs),
+    /// Delete the files no version within the retention needs
+    #[command(after_help = "Examples:\n  \
+        medallion vacuum bronze.sales_events --retention 168h\n  \
+        medallion vacuum --dry-run         # every table: list what would go")]
+    Vacuum(VacuumArgs),
+    /// A table's commits: version, time, operation, files and rows added and removed
+    #[command(after_help = "Examples:\n  \
+        medallion history bronze.sales_events --limit 20\n  \
+        medallion sql --as-of 12 \"SELECT count(*) FROM bronze.sales_events\"")]
+    History(HistoryArgs),
+    /// Give a table the content of an older version, as one new commit (history is kept)
+    #[command(after_help = "Example:\n  medallion restore gold.kpi_revenue --to 3")]
+    Restore(RestoreArgs),
     /// Load-test the serving layer (used by scripts/bench-serve.sh)
     #[command(hide = true)]
-    BenchServe {
-        /// Concurrent clients per scenario
-        #[arg(long, default_value_t = 64)]
-        clients: usize,
-        /// Seconds per scenario
-        #[arg(long, default_value_t = 10)]
-        seconds: u64,
-    },
+    BenchServe(BenchServeArgs),
     /// Manage the source database
     Source {
         #[command(subcommand)]
@@ -118,70 +144,248 @@ enum Command {
     },
 }
 
-#[derive(Args, Clone)]
+#[derive(Subcommand)]
+enum SourceCommand {
+    /// Create the Northwind tables in DATABASE_URL and fill them (generated, or from a dump)
+    #[command(after_help = "Examples:\n  \
+        medallion source load --scale 1000 --database-url postgres://user:pass@127.0.0.1/northwind\n  \
+        medallion source load --from-dump data/northwind/northwind.sql")]
+    Load(LoadArgs),
+}
+
+// ------------------------------------------------- shared argument groups ----
+
+/// `--lake`, for the commands that read the lake.
+#[derive(Args)]
+struct LakeArg {
+    /// Lake URL: file:///path, s3:// (one bucket per layer) or s3://bucket/prefix [env: MEDALLION_LAKE] [default: ./lake]
+    #[arg(long, value_name = "URL")]
+    lake: Option<String>,
+}
+
+/// `--lake` and `--create-buckets`, for the commands that write the lake.
+#[derive(Args)]
+struct WritableLakeArgs {
+    #[command(flatten)]
+    lake: LakeArg,
+    /// Create the lake's S3 buckets when they are missing [env: MEDALLION_CREATE_BUCKETS]
+    #[arg(long)]
+    create_buckets: bool,
+}
+
+/// `--date`, for the commands that build a snapshot.
+#[derive(Args)]
+struct DateArg {
+    /// Snapshot date to build [default: today, UTC]
+    #[arg(long, value_name = "YYYY-MM-DD")]
+    date: Option<String>,
+}
+
+/// `--models`, for the commands that run SQL models.
+#[derive(Args)]
+struct ModelsArg {
+    /// Folder of SQL models (silver/*.sql, gold/*.sql) to run instead of the built-in ones [env: MEDALLION_MODELS]
+    #[arg(long, value_name = "DIR")]
+    models: Option<PathBuf>,
+}
+
+/// `--database-url`, for the commands that use the source database.
+#[derive(Args)]
+struct DatabaseArg {
+    /// Source database, e.g. postgres://user:password@127.0.0.1:5432/northwind [env: DATABASE_URL]
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
+}
+
+/// The options of `serve` (and of `demo`, which serves at the end).
+#[derive(Args)]
 struct ServeArgs {
-    /// Address of the dashboard and HTTP API (use 0.0.0.0:8080 to listen on every interface)
-    #[arg(long, default_value = "127.0.0.1:8080", env = "MEDALLION_ADDR")]
-    addr: std::net::SocketAddr,
-    /// Address of the read-only PostgreSQL wire endpoint
-    #[arg(long, default_value = "127.0.0.1:15432", env = "MEDALLION_PG_ADDR")]
-    pg_addr: std::net::SocketAddr,
+    /// Address of the dashboard and HTTP API (0.0.0.0:8080 listens on every interface) [env: MEDALLION_ADDR] [default: 127.0.0.1:8080]
+    #[arg(long, value_name = "IP:PORT")]
+    addr: Option<String>,
+    /// Address of the read-only PostgreSQL wire endpoint [env: MEDALLION_PG_ADDR] [default: 127.0.0.1:15432]
+    #[arg(long, value_name = "IP:PORT")]
+    pg_addr: Option<String>,
     /// Do not start the PostgreSQL wire endpoint
     #[arg(long)]
     no_pg: bool,
-    /// Most rows POST /api/sql returns
-    #[arg(long, default_value_t = 10_000)]
-    sql_row_limit: usize,
-    /// Longest a POST /api/sql query may run, in seconds
-    #[arg(long, default_value_t = 30)]
-    sql_timeout: u64,
+    /// Most rows POST /api/sql returns [default: 10000]
+    #[arg(long, value_name = "N")]
+    sql_row_limit: Option<String>,
+    /// Longest a POST /api/sql query may run, e.g. 30s or 2m (a bare number is seconds) [default: 30s]
+    #[arg(long, value_name = "DURATION")]
+    sql_timeout: Option<String>,
 }
 
-impl ServeArgs {
-    fn options(&self) -> medallion::serve::ServeOptions {
-        medallion::serve::ServeOptions {
-            http_addr: self.addr,
-            pg_addr: (!self.no_pg).then_some(self.pg_addr),
-            sql_row_limit: self.sql_row_limit,
-            sql_timeout: std::time::Duration::from_secs(self.sql_timeout.max(1)),
-            ..Default::default()
-        }
-    }
+// ------------------------------------------------ arguments per command ----
+
+#[derive(Args)]
+struct DemoArgs {
+    /// Stop after the KPIs instead of serving the dashboard
+    #[arg(long)]
+    no_serve: bool,
+    #[command(flatten)]
+    lake: WritableLakeArgs,
+    #[command(flatten)]
+    date: DateArg,
+    #[command(flatten)]
+    models: ModelsArg,
+    #[command(flatten)]
+    serve: ServeArgs,
 }
 
 #[derive(Args)]
-struct SourceArgs {
+struct RunArgs {
+    #[command(flatten)]
+    lake: WritableLakeArgs,
+    #[command(flatten)]
+    date: DateArg,
+    #[command(flatten)]
+    models: ModelsArg,
+    #[command(flatten)]
+    database: DatabaseArg,
     /// Read the source tables from a plain-SQL PostgreSQL dump instead of DATABASE_URL
     #[arg(long, value_name = "FILE")]
     from_dump: Option<PathBuf>,
 }
 
 #[derive(Args)]
+struct IngestArgs {
+    #[command(flatten)]
+    lake: WritableLakeArgs,
+    #[command(flatten)]
+    date: DateArg,
+    #[command(flatten)]
+    database: DatabaseArg,
+    /// Read the source tables from a plain-SQL PostgreSQL dump instead of DATABASE_URL
+    #[arg(long, value_name = "FILE")]
+    from_dump: Option<PathBuf>,
+}
+
+/// `refine` and `aggregate`.
+#[derive(Args)]
+struct LayerArgs {
+    #[command(flatten)]
+    lake: WritableLakeArgs,
+    #[command(flatten)]
+    date: DateArg,
+    #[command(flatten)]
+    models: ModelsArg,
+}
+
+#[derive(Args)]
+struct SqlArgs {
+    /// The query, e.g. "SELECT * FROM gold.kpi_top_countries ORDER BY rank"
+    query: String,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+    /// Read the lake tables of the query as they were: a version (one table) or a time (2026-11-30T21:00:00Z)
+    #[arg(long, value_name = "VERSION|TIME")]
+    as_of: Option<String>,
+    #[command(flatten)]
+    lake: LakeArg,
+}
+
+#[derive(Args)]
+struct UpArgs {
+    #[command(flatten)]
+    lake: WritableLakeArgs,
+    #[command(flatten)]
+    models: ModelsArg,
+    #[command(flatten)]
+    database: DatabaseArg,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Args)]
+struct StatusArgs {
+    #[command(flatten)]
+    lake: LakeArg,
+    /// How many of the latest runs to show
+    #[arg(long, default_value_t = 10)]
+    runs: usize,
+}
+
+#[derive(Args)]
+struct OptimizeArgs {
+    /// The table, as layer.table [default: every table of the lake]
+    table: Option<String>,
+    /// Size each compacted file aims for, in MB
+    #[arg(long, value_name = "MB", default_value_t = 128)]
+    target_file_size_mb: u64,
+    #[command(flatten)]
+    lake: LakeArg,
+}
+
+#[derive(Args)]
+struct VacuumArgs {
+    /// The table, as layer.table [default: every table of the lake]
+    table: Option<String>,
+    /// Keep every file a version of the last RETENTION needs, e.g. 168h or 7d [default: the table's own, 7 days]
+    #[arg(long, value_name = "DURATION")]
+    retention: Option<String>,
+    /// List what would be deleted; delete nothing
+    #[arg(long)]
+    dry_run: bool,
+    /// Allow a retention under the table's safety minimum (time travel into it, and readers still on those versions, fail)
+    #[arg(long)]
+    force: bool,
+    #[command(flatten)]
+    lake: LakeArg,
+}
+
+#[derive(Args)]
+struct HistoryArgs {
+    /// The table, as layer.table
+    table: String,
+    /// Show only the newest N commits
+    #[arg(long, value_name = "N")]
+    limit: Option<usize>,
+    #[command(flatten)]
+    lake: LakeArg,
+}
+
+#[derive(Args)]
+struct RestoreArgs {
+    /// The table, as layer.table
+    table: String,
+    /// The version whose content the table gets back (see `medallion history`)
+    #[arg(long, value_name = "VERSION")]
+    to: u64,
+    #[command(flatten)]
+    lake: LakeArg,
+}
+
+#[derive(Args)]
 struct StreamArgs {
-    /// Kafka brokers, host:port[,host:port]
-    #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS")]
+    #[command(flatten)]
+    lake: WritableLakeArgs,
+    /// Kafka brokers, host:port[,host:port] [env: KAFKA_BOOTSTRAP_SERVERS]
+    #[arg(long, value_name = "HOSTS")]
     brokers: Option<String>,
-    /// Kafka topic
-    #[arg(long, default_value = "ventes-temps-reel")]
-    topic: String,
-    /// Kafka consumer group (positions are kept in the lake, not in the group)
-    #[arg(long, default_value = "medallion")]
-    group: String,
+    /// Kafka topic [default: ventes-temps-reel]
+    #[arg(long, value_name = "NAME")]
+    topic: Option<String>,
+    /// Kafka consumer group (positions are kept in the lake, not in the group) [default: medallion]
+    #[arg(long, value_name = "NAME")]
+    group: Option<String>,
     /// Read JSON-lines files from this folder instead of Kafka (file:///dir or a path)
     #[arg(long, value_name = "URL")]
     source: Option<String>,
-    /// Consume everything up to the end offsets seen at start, then stop (the default)
+    /// Consume everything up to the end positions seen at start, then stop (the default; beats an interval set in medallion.toml)
     #[arg(long, conflicts_with = "interval")]
     available_now: bool,
     /// Run continuously until Ctrl-C; a micro-batch closes one interval after its first message (e.g. 1s, 500ms) or when full
-    #[arg(long, value_parser = parse_duration)]
-    interval: Option<Duration>,
-    /// Most messages in one micro-batch
-    #[arg(long, default_value_t = 50_000)]
-    max_batch: usize,
-    /// Events older than the newest event time minus this are late: kept and flagged, not windowed
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
-    lateness: Duration,
+    #[arg(long, value_name = "DURATION")]
+    interval: Option<String>,
+    /// Most messages in one micro-batch [default: 50000]
+    #[arg(long, value_name = "N")]
+    max_batch: Option<String>,
+    /// Events older than the newest event time minus this are late: kept and flagged, not windowed [default: 60s]
+    #[arg(long, value_name = "DURATION")]
+    lateness: Option<String>,
     /// Benchmark reference: read to the end offsets and discard (no decoding, no lake)
     #[arg(long, hide = true)]
     discard: bool,
@@ -189,12 +393,12 @@ struct StreamArgs {
 
 #[derive(Args)]
 struct ProduceArgs {
-    /// Kafka brokers, host:port[,host:port]
-    #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS")]
+    /// Kafka brokers, host:port[,host:port] [env: KAFKA_BOOTSTRAP_SERVERS]
+    #[arg(long, value_name = "HOSTS")]
     brokers: Option<String>,
-    /// Kafka topic
-    #[arg(long, default_value = "ventes-temps-reel")]
-    topic: String,
+    /// Kafka topic [default: ventes-temps-reel]
+    #[arg(long, value_name = "NAME")]
+    topic: Option<String>,
     /// How many events
     #[arg(long, default_value_t = 1000)]
     count: u64,
@@ -212,56 +416,154 @@ struct ProduceArgs {
     to_dir: Option<PathBuf>,
 }
 
-/// Parses `500ms`, `1s`, `2m`.
-fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number.parse().map_err(|_| format!("'{text}' is not a duration such as 500ms, 1s or 2m"))?;
-    let seconds = match unit {
-        "ms" => value / 1000.0,
-        "s" | "" => value,
-        "m" => value * 60.0,
-        _ => return Err(format!("'{text}' is not a duration such as 500ms, 1s or 2m")),
-    };
-    Ok(Duration::from_secs_f64(seconds))
+#[derive(Args)]
+struct ServeCommandArgs {
+    #[command(flatten)]
+    lake: LakeArg,
+    #[command(flatten)]
+    serve: ServeArgs,
 }
 
-#[derive(Subcommand)]
-enum SourceCommand {
-    /// Create the Northwind tables in DATABASE_URL and fill them (generated, or from a dump)
-    Load {
-        /// Size: 1 = classic Northwind (830 orders), 1000 ≈ 830k orders and 2.2M lines
-        #[arg(long, default_value_t = 1)]
-        scale: u32,
-        /// Load this plain-SQL dump (e.g. the real northwind.sql) instead of generating data
-        #[arg(long, value_name = "FILE")]
-        from_dump: Option<PathBuf>,
-    },
+#[derive(Args)]
+struct BenchServeArgs {
+    #[command(flatten)]
+    lake: LakeArg,
+    /// Concurrent clients per scenario
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+    /// Seconds per scenario
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
 }
+
+#[derive(Args)]
+struct LoadArgs {
+    #[command(flatten)]
+    database: DatabaseArg,
+    /// Size: 1 = classic Northwind (830 orders), 1000 ≈ 830k orders and 2.2M lines
+    #[arg(long, default_value_t = 1)]
+    scale: u32,
+    /// Load this plain-SQL dump (e.g. the real northwind.sql) instead of generating data
+    #[arg(long, value_name = "FILE")]
+    from_dump: Option<PathBuf>,
+}
+
+// ------------------------------------------- flags → configuration layer ----
+
+/// Copies the flags given into the configuration's top layer.
+trait ApplyFlags {
+    fn apply(&self, overrides: &mut Overrides);
+}
+
+impl ApplyFlags for LakeArg {
+    fn apply(&self, overrides: &mut Overrides) {
+        overrides.lake = self.lake.clone();
+    }
+}
+
+impl ApplyFlags for WritableLakeArgs {
+    fn apply(&self, overrides: &mut Overrides) {
+        self.lake.apply(overrides);
+        overrides.create_buckets = self.create_buckets.then_some(true);
+    }
+}
+
+impl ApplyFlags for DateArg {
+    fn apply(&self, overrides: &mut Overrides) {
+        overrides.date = self.date.clone();
+    }
+}
+
+impl ApplyFlags for ModelsArg {
+    fn apply(&self, overrides: &mut Overrides) {
+        overrides.models_dir = self.models.clone();
+    }
+}
+
+impl ApplyFlags for DatabaseArg {
+    fn apply(&self, overrides: &mut Overrides) {
+        overrides.database_url = self.database_url.clone();
+    }
+}
+
+impl ApplyFlags for ServeArgs {
+    fn apply(&self, overrides: &mut Overrides) {
+        let serve = &mut overrides.serve;
+        serve.addr = self.addr.clone();
+        serve.pg_addr = self.pg_addr.clone();
+        serve.pg = self.no_pg.then_some(false);
+        serve.sql_row_limit = self.sql_row_limit.clone();
+        serve.sql_timeout = self.sql_timeout.clone();
+    }
+}
+
+impl ApplyFlags for StreamArgs {
+    fn apply(&self, overrides: &mut Overrides) {
+        self.lake.apply(overrides);
+        let stream = &mut overrides.stream;
+        stream.brokers = self.brokers.clone();
+        stream.topic = self.topic.clone();
+        stream.group = self.group.clone();
+        stream.source = self.source.clone();
+        stream.interval = self.interval.clone();
+        stream.available_now = self.available_now;
+        stream.max_batch = self.max_batch.clone();
+        stream.lateness = self.lateness.clone();
+    }
+}
+
+impl ApplyFlags for ProduceArgs {
+    fn apply(&self, overrides: &mut Overrides) {
+        overrides.stream.brokers = self.brokers.clone();
+        overrides.stream.topic = self.topic.clone();
+    }
+}
+
+impl Command {
+    /// The configuration's top layer: the flags this command was given.
+    fn overrides(&self, config_file: Option<PathBuf>) -> Overrides {
+        let groups: Vec<&dyn ApplyFlags> = match self {
+            Command::Demo(a) => vec![&a.lake, &a.date, &a.models, &a.serve],
+            Command::Run(a) => vec![&a.lake, &a.date, &a.models, &a.database],
+            Command::Ingest(a) => vec![&a.lake, &a.date, &a.database],
+            Command::Refine(a) | Command::Aggregate(a) => vec![&a.lake, &a.date, &a.models],
+            Command::Sql(a) => vec![&a.lake],
+            Command::Up(a) => vec![&a.lake, &a.models, &a.database, &a.serve],
+            Command::Status(a) => vec![&a.lake],
+            Command::Optimize(a) => vec![&a.lake],
+            Command::Vacuum(a) => vec![&a.lake],
+            Command::History(a) => vec![&a.lake],
+            Command::Restore(a) => vec![&a.lake],
+            Command::Stream(a) => vec![a],
+            Command::Produce(a) => vec![a],
+            Command::Serve(a) => vec![&a.lake, &a.serve],
+            Command::BenchServe(a) => vec![&a.lake],
+            Command::Source { command: SourceCommand::Load(a) } => vec![&a.database],
+        };
+        let mut overrides = Overrides { config_file, ..Default::default() };
+        for group in groups {
+            group.apply(&mut overrides);
+        }
+        overrides
+    }
+}
+
+// ----------------------------------------------------------------- main ----
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.global.quiet);
+    init_logging(cli.quiet);
     quiet_worker_panics();
-    let overrides = Overrides {
-        config_file: cli.global.config.clone(),
-        lake: cli.global.lake.clone(),
-        database_url: cli.global.database_url.clone(),
-        date: cli.global.date.clone(),
-        models_dir: cli.global.models.clone(),
-        create_buckets: cli.global.create_buckets.then_some(true),
-    };
-    let config = match Config::load(overrides) {
+    let config = match Config::load(cli.command.overrides(cli.config.clone())) {
         Ok(config) => config,
-        Err(err) => return fail(&err.into(), &[]),
+        Err(err) => return fail(&err.into(), &Secrets::default()),
     };
     let secrets = config.secrets();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => return fail(&err.into(), &secrets),
     };
-    let progress = if cli.global.quiet { Progress::hidden() } else { Progress::stderr() };
+    let progress = if cli.quiet { Progress::hidden() } else { Progress::stderr() };
     match runtime.block_on(execute(cli.command, config, progress)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => fail(&err, &secrets),
@@ -269,11 +571,8 @@ fn main() -> ExitCode {
 }
 
 /// Prints one line, with every secret replaced, and exits non-zero.
-fn fail(err: &anyhow::Error, secrets: &[String]) -> ExitCode {
-    let mut message = format!("{err:#}");
-    for secret in secrets {
-        message = message.replace(secret.as_str(), "***");
-    }
+fn fail(err: &anyhow::Error, secrets: &Secrets) -> ExitCode {
+    let message = secrets.scrub(&format!("{err:#}"));
     eprintln!("error: {}", medallion::error::one_line(&message));
     ExitCode::FAILURE
 }
@@ -303,191 +602,227 @@ fn init_logging(quiet: bool) {
 
 async fn execute(command: Command, config: Config, progress: Progress) -> Result<()> {
     match command {
-        Command::Demo { no_serve, serve } => {
-            demo(&config, progress).await?;
-            if no_serve {
+        Command::Demo(args) => {
+            let lake = Lake::new(&config)?;
+            println!("medallion demo: built-in Northwind → {} (snapshot {})", lake.location().describe(), config.date);
+            let report = demo::run(&config, &lake, &progress).await?;
+            print_demo(&report)?;
+            if args.no_serve {
                 return Ok(());
             }
             println!();
-            let lake = Lake::new(&config)?;
-            medallion::serve::run(&config, lake, LiveHandle::new(), serve.options()).await?;
-            Ok(())
+            serve::run(&config, lake, LiveHandle::new(), config.serve_options()).await?;
         }
-        Command::Serve(args) => {
+        Command::Serve(_) => {
             let lake = Lake::new(&config)?;
             println!("medallion serve: {}", lake.location().describe());
-            medallion::serve::run(&config, lake, LiveHandle::new(), args.options()).await?;
-            Ok(())
+            serve::run(&config, lake, LiveHandle::new(), config.serve_options()).await?;
         }
-        Command::BenchServe { clients, seconds } => bench_serve(&config, clients, seconds).await,
+        Command::BenchServe(args) => {
+            println!(
+                "serving bench: {} concurrent clients, {} s per scenario, server and clients in one process",
+                args.clients, args.seconds
+            );
+            let bench = devtools::bench_serve(&config, args.clients, args.seconds).await?;
+            for run in &bench.runs {
+                println!("{run}");
+            }
+            println!("p99 /api/kpis = {:.1}x the /health p99", bench.kpis_p99_ratio());
+        }
         Command::Run(args) => {
             let lake = Lake::new(&config)?;
-            let source = batch_source(&config, &args)?;
+            let source = batch_source(&config, args.from_dump.as_deref())?;
             println!("medallion run for {} → {}", config.date, lake.location().describe());
             let started = Instant::now();
             let reports = pipeline::run(&config, &lake, &source, &progress).await?;
-            print_summary(&reports, started);
-            Ok(())
+            print_summary(&reports, started.elapsed());
         }
         Command::Ingest(args) => {
             let lake = Lake::new(&config)?;
-            let source = batch_source(&config, &args)?;
+            let source = batch_source(&config, args.from_dump.as_deref())?;
             let started = Instant::now();
             let report = pipeline::ingest(&config, &lake, &source, &progress).await?;
-            print_summary(&[report], started);
-            Ok(())
+            print_summary(&[report], started.elapsed());
         }
-        Command::Refine | Command::Aggregate => {
-            let layer = if matches!(command, Command::Refine) { "silver" } else { "gold" };
+        Command::Refine(_) | Command::Aggregate(_) => {
+            let layer = if matches!(command, Command::Refine(_)) { "silver" } else { "gold" };
             let lake = Lake::new(&config)?;
             let models = models::ModelSet::load(config.models_dir.as_deref())?;
             let started = Instant::now();
             let report = pipeline::run_models(&config, &lake, &models, layer, &progress).await?;
-            print_summary(&[report], started);
-            Ok(())
+            print_summary(&[report], started.elapsed());
         }
-        Command::Sql { query, format } => {
+        Command::Sql(args) => {
             let lake = Lake::new(&config)?;
             let ctx = medallion::lake::session::SessionBuilder::full(&lake, &config).build().await?.ctx;
-            let frame = ctx.sql(&query).await.map_err(medallion::Error::from)?;
+            if let Some(as_of) = &args.as_of {
+                let as_of = history::AsOf::parse(as_of)?;
+                for (table, version) in history::point_query_as_of(&ctx, &lake, &args.query, as_of).await? {
+                    eprintln!("{table} as of {as_of}: version {version}");
+                }
+            }
+            let frame = ctx.sql(&args.query).await.map_err(medallion::Error::from)?;
             let batches = frame.collect().await.map_err(medallion::Error::from)?;
-            print!("{}", output::render(&batches, format)?);
-            if format == Format::Table {
+            print!("{}", output::render(&batches, args.format)?);
+            if args.format == Format::Table {
                 println!();
             }
-            Ok(())
         }
         Command::Stream(args) if args.discard => {
-            keep_freed_memory_for_reuse();
-            let mut source = stream_source(&args)?;
-            source.seek(&Default::default()).await?;
-            let ends = source.end_positions().await?;
-            let total: i64 = ends.values().sum();
-            let started = Instant::now();
-            let (mut messages, mut bytes) = (0i64, 0u64);
-            while messages < total {
-                // Batches gathered as `stream --available-now` gathers them.
-                let (_, linger) = Trigger::AvailableNow.poll_timing();
-                let batch = source.poll(args.max_batch, Duration::from_secs(5), linger).await?;
-                if batch.is_empty() {
-                    break;
-                }
-                messages += batch.len() as i64;
-                bytes += batch.iter().map(|m| m.payload.len() as u64).sum::<u64>();
-            }
-            let seconds = started.elapsed().as_secs_f64();
-            println!("raw consume: {messages} messages, {:.1} MB in {seconds:.2} s — {:.0} messages/s", bytes as f64 / 1e6, messages as f64 / seconds);
-            Ok(())
-        }
-        Command::Stream(args) => {
-            keep_freed_memory_for_reuse();
-            let lake = Lake::new(&config)?;
-            let source = stream_source(&args)?;
-            let options = StreamOptions {
-                trigger: match args.interval {
-                    Some(interval) => Trigger::Interval(interval),
-                    None => Trigger::AvailableNow,
-                },
-                max_batch: args.max_batch.max(1),
-                allowed_lateness: chrono::Duration::from_std(args.lateness).unwrap_or(chrono::Duration::seconds(60)),
-                ..StreamOptions::default()
-            };
-            println!("medallion stream {} → {}", source.describe(), lake.location().describe());
-            let stop = Arc::new(AtomicBool::new(false));
-            let flag = stop.clone();
-            tokio::spawn(async move {
-                if tokio::signal::ctrl_c().await.is_ok() {
-                    eprintln!("stopping after the batch in flight…");
-                    flag.store(true, Ordering::SeqCst);
-                }
-            });
-            let started_at = chrono::Utc::now();
-            let result = stream::run(&config, &lake, source, &options, &LiveHandle::new(), &progress, stop).await;
-            // The run record (gold.pipeline_runs), also when the stream failed.
-            let summary = match &result {
-                Ok(report) => medallion::runs::StreamRun {
-                    batches: report.batches,
-                    events: report.events,
-                    rejected: report.rejected,
-                    events_per_second: (report.events + report.rejected) as f64 / report.duration.as_secs_f64().max(1e-9),
-                    lag: report.lag.clone(),
-                },
-                Err(_) => medallion::runs::StreamRun::default(),
-            };
-            let error = result.as_ref().err().map(|e| e.to_string());
-            let record = medallion::runs::stream_record(&medallion::runs::new_run_id(), started_at, &summary, error);
-            medallion::runs::append_best_effort(&lake, &[record]).await;
-            let report = result?;
-            print_stream_summary(&report);
-            Ok(())
-        }
-        Command::Produce(args) => {
-            let options = ProduceOptions { count: args.count, rate: args.rate, bad_ratio: args.bad_ratio.clamp(0.0, 1.0), seed: args.seed };
-            let summary = match &args.to_dir {
-                Some(dir) => produce::to_dir(dir, &options)?,
-                None => {
-                    let brokers = args.brokers.as_deref().context(
-                        "no Kafka brokers: set KAFKA_BOOTSTRAP_SERVERS or --brokers, or write files with --to-dir",
-                    )?;
-                    let bar = progress.bar("producing", args.count, "events");
-                    let summary = produce::to_kafka(brokers, &args.topic, &options, &bar).await?;
-                    bar.finish_and_clear();
-                    summary
-                }
-            };
+            jobs::keep_freed_memory_for_reuse();
+            let source = jobs::stream_source(&config)?;
+            let raw = devtools::raw_consume(source, config.stream.max_batch).await?;
             println!(
-                "sent {} events ({} valid, {} bad) in {:.2?} — {:.0} events/s; valid amount {:.2}",
-                summary.sent,
-                summary.valid,
-                summary.bad,
-                summary.elapsed,
-                summary.sent as f64 / summary.elapsed.as_secs_f64().max(1e-9),
-                summary.valid_amount
+                "raw consume: {} messages, {:.1} MB in {:.2} s — {:.0} messages/s",
+                raw.messages,
+                raw.bytes as f64 / 1e6,
+                raw.elapsed.as_secs_f64(),
+                raw.messages_per_second()
             );
-            Ok(())
         }
-        Command::Source { command: SourceCommand::Load { scale, from_dump } } => {
-            let url = config
-                .database_url
-                .as_deref()
-                .context("no database to load into: set DATABASE_URL or --database-url")?;
-            let target = medallion::config::describe_database(url);
-            let mut client = postgres::connect(url).await?;
-            let started = Instant::now();
-            match from_dump {
-                Some(path) => {
-                    let sql = std::fs::read_to_string(&path)
-                        .with_context(|| format!("cannot read dump {}", path.display()))?;
-                    let spinner = progress.spinner("loading dump");
-                    generator::load_dump(&mut client, &target, &sql).await?;
-                    spinner.finish_and_clear();
-                    println!("loaded {} into {target} in {:.1?}", path.display(), started.elapsed());
-                }
-                None => {
-                    let bar = progress.bar("generating Northwind", 0, "orders");
-                    let summary = generator::load(&mut client, &target, scale, &bar).await?;
-                    bar.finish_and_clear();
-                    println!("loaded Northwind at scale {scale} into {target} in {:.1?}", started.elapsed());
-                    for (table, rows) in summary.tables {
-                        println!("  {table:<14} {rows:>10} rows");
-                    }
-                }
-            }
-            Ok(())
+        Command::Stream(_) => {
+            jobs::keep_freed_memory_for_reuse();
+            let lake = Lake::new(&config)?;
+            let source = jobs::stream_source(&config)?;
+            println!("medallion stream {} → {}", source.describe(), lake.location().describe());
+            let stop = jobs::stop_on_ctrl_c();
+            let report = jobs::stream(&config, &lake, source, &LiveHandle::new(), &progress, stop).await?;
+            print_stream_summary(&report);
         }
+        Command::Produce(args) => produce_events(&config, &args, &progress).await?,
+        Command::Up(_) => up(&config).await?,
+        Command::Status(args) => lake_commands::status(&config, args.runs).await?,
+        Command::Optimize(args) => lake_commands::optimize(&config, args.table.as_deref(), args.target_file_size_mb).await?,
+        Command::Vacuum(args) => {
+            let retention = args.retention.as_deref().map(medallion::config::parse_duration).transpose()?;
+            let options = VacuumOptions { retention, force: args.force, dry_run: args.dry_run };
+            lake_commands::vacuum(&config, args.table.as_deref(), &options).await?
+        }
+        Command::History(args) => lake_commands::history(&config, &args.table, args.limit).await?,
+        Command::Restore(args) => lake_commands::restore(&config, &args.table, args.to).await?,
+        Command::Source { command: SourceCommand::Load(args) } => load_source(&config, &args, &progress).await?,
     }
+    Ok(())
 }
 
-fn stream_source(args: &StreamArgs) -> Result<StreamSource> {
-    if let Some(url) = &args.source {
-        let path = url.strip_prefix("file://").unwrap_or(url);
-        return Ok(StreamSource::Files(FileSource::new(PathBuf::from(path))?));
+/// `medallion up`: every part until Ctrl-C or SIGTERM, then a summary.
+async fn up(config: &Config) -> Result<()> {
+    jobs::keep_freed_memory_for_reuse();
+    let lake = Lake::new(config)?;
+    println!("medallion up: {}", lake.location().describe());
+    let report = medallion::up::service::run(config, lake, jobs::stop_signal(), |started| {
+        for part in &started.parts {
+            println!("  {part}");
+        }
+        if let Some(http) = started.http {
+            println!("dashboard   http://{http}/  (status: /api/status, freshness: /api/freshness)");
+        }
+        if let Some(pg) = started.pg {
+            println!("PostgreSQL  psql -h {} -p {} -U medallion -d lake", pg.ip(), pg.port());
+        }
+        println!("Ctrl-C or SIGTERM stops every part gracefully.");
+    })
+    .await?;
+    println!("\nmedallion up ran {:.0?}", report.duration);
+    for (part, status) in &report.parts {
+        let error = status.last_error.as_deref().map(|e| format!("; last error: {e}")).unwrap_or_default();
+        println!("  {part:<24} {} restart(s){error}", status.restarts);
     }
-    let brokers = args
-        .brokers
+    for (name, schedule) in &report.schedules {
+        let last = match (schedule.last_run, schedule.last_ok) {
+            (Some(at), Some(true)) => format!("last run for {at} ok"),
+            (Some(at), _) => format!("last run for {at} failed"),
+            _ => "no run".to_string(),
+        };
+        println!("  schedule {name:<15} {last}, {} skipped", schedule.skipped);
+    }
+    if !report.abandoned.is_empty() {
+        anyhow::bail!(
+            "{} did not stop within the grace period ({:?}) and were abandoned; every table is at its last commit",
+            report.abandoned.join(", "),
+            config.up.grace
+        );
+    }
+    Ok(())
+}
+
+/// `medallion produce`: events to a folder, or to Kafka with a progress bar.
+async fn produce_events(config: &Config, args: &ProduceArgs, progress: &Progress) -> Result<()> {
+    let options = ProduceOptions { count: args.count, rate: args.rate, bad_ratio: args.bad_ratio.clamp(0.0, 1.0), seed: args.seed };
+    let summary = match &args.to_dir {
+        Some(dir) => produce::to_dir(dir, &options)?,
+        None => {
+            let brokers = config.stream.brokers.as_deref().context(
+                "no Kafka brokers: set KAFKA_BOOTSTRAP_SERVERS or --brokers (or brokers under [stream] in medallion.toml), \
+                 or write files with --to-dir",
+            )?;
+            let bar = progress.bar("producing", args.count, "events");
+            let summary = produce::to_kafka(brokers, &config.stream.topic, &options, &bar).await?;
+            bar.finish_and_clear();
+            summary
+        }
+    };
+    println!(
+        "sent {} events ({} valid, {} bad) in {:.2?} — {:.0} events/s; valid amount {:.2}",
+        summary.sent,
+        summary.valid,
+        summary.bad,
+        summary.elapsed,
+        summary.sent as f64 / summary.elapsed.as_secs_f64().max(1e-9),
+        summary.valid_amount
+    );
+    Ok(())
+}
+
+/// `medallion source load`: a dump, or generated Northwind, into DATABASE_URL.
+async fn load_source(config: &Config, args: &LoadArgs, progress: &Progress) -> Result<()> {
+    let url = config
+        .database_url
         .as_deref()
-        .context("no Kafka brokers: set KAFKA_BOOTSTRAP_SERVERS or --brokers, or read files with --source file:///dir")?;
-    Ok(StreamSource::Kafka(KafkaSource::new(brokers, &args.topic, &args.group)?))
+        .context("no database to load into: set DATABASE_URL or --database-url")?;
+    let target = medallion::config::describe_database(url);
+    let mut client = postgres::connect(url).await?;
+    let started = Instant::now();
+    match &args.from_dump {
+        Some(path) => {
+            let sql = std::fs::read_to_string(path).with_context(|| format!("cannot read dump {}", path.display()))?;
+            let spinner = progress.spinner("loading dump");
+            generator::load_dump(&mut client, &target, &sql).await?;
+            spinner.finish_and_clear();
+            println!("loaded {} into {target} in {:.1?}", path.display(), started.elapsed());
+        }
+        None => {
+            let bar = progress.bar("generating Northwind", 0, "orders");
+            let summary = generator::load(&mut client, &target, args.scale, &bar).await?;
+            bar.finish_and_clear();
+            println!("loaded Northwind at scale {} into {target} in {:.1?}", args.scale, started.elapsed());
+            for (table, rows) in summary.tables {
+                println!("  {table:<14} {rows:>10} rows");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn batch_source(config: &Config, from_dump: Option<&std::path::Path>) -> Result<BatchSource> {
+    Ok(match from_dump {
+        Some(path) => BatchSource::Dump(Dump::from_file(path)?),
+        None => BatchSource::from_config(config)?,
+    })
+}
+
+// ------------------------------------------------------------- printing ----
+
+/// The demo's findings: the batch summary, the KPIs, the stream, live sales.
+fn print_demo(report: &DemoReport) -> Result<()> {
+    print_summary(&report.stages, report.batch_duration);
+    for section in &report.kpis {
+        println!("\n{}\n{}", section.title, output::render(&section.batches, Format::Table)?);
+    }
+    print_stream_summary(&report.stream);
+    println!("\n{}\n{}", report.live.title, output::render(&report.live.batches, Format::Table)?);
+    println!("\nNext: medallion sql \"SELECT * FROM gold.rfm_customers LIMIT 10\"");
+    Ok(())
 }
 
 fn print_stream_summary(report: &StreamReport) {
@@ -518,93 +853,8 @@ fn print_stream_summary(report: &StreamReport) {
     }
 }
 
-fn batch_source(config: &Config, args: &SourceArgs) -> Result<BatchSource> {
-    Ok(match &args.from_dump {
-        Some(path) => BatchSource::Dump(Dump::from_file(path)?),
-        None => BatchSource::from_config(config)?,
-    })
-}
-
-/// `medallion demo`: the vendored Northwind through every layer, then the KPIs.
-async fn demo(config: &Config, progress: Progress) -> Result<()> {
-    let lake = Lake::new(config)?;
-    println!("medallion demo: built-in Northwind → {} (snapshot {})", lake.location().describe(), config.date);
-    let started = Instant::now();
-    let source = BatchSource::Dump(Dump::northwind()?);
-    let reports = pipeline::run(config, &lake, &source, &progress).await?;
-    print_summary(&reports, started);
-
-    let ctx = catalog::session_for(&lake).await?;
-    let date = config.date;
-    let sections = [
-        ("Revenue", format!("SELECT round(total_revenue, 2) AS total_revenue, orders, customers, round(avg_order_value, 2) AS avg_order_value FROM gold.kpi_revenue WHERE snapshot_date = DATE '{date}'")),
-        ("Top 3 countries", format!("SELECT \"rank\", country, round(revenue, 2) AS revenue FROM gold.kpi_top_countries WHERE snapshot_date = DATE '{date}' ORDER BY \"rank\"")),
-        ("Sales by category", format!("SELECT category_name, round(revenue, 2) AS revenue, quantity, orders FROM gold.kpi_category_sales WHERE snapshot_date = DATE '{date}' ORDER BY revenue DESC")),
-        ("RFM segments", format!("SELECT segment, customers, round(revenue, 2) AS revenue, round(100 * share_of_revenue, 1) AS share_pct FROM gold.rfm_segments WHERE snapshot_date = DATE '{date}' ORDER BY customers DESC")),
-    ];
-    for (title, sql) in sections {
-        let batches = ctx.sql(&sql).await.map_err(medallion::Error::from)?.collect().await.map_err(medallion::Error::from)?;
-        println!("\n{title}\n{}", output::render(&batches, Format::Table)?);
-    }
-
-    // The streaming path, replayed from files: no Kafka needed.
-    let events_dir = std::env::temp_dir().join("medallion-demo-events");
-    let has_events = std::fs::read_dir(&events_dir)
-        .map(|entries| entries.filter_map(|e| e.ok()).any(|e| e.path().extension().is_some_and(|x| x == "jsonl")))
-        .unwrap_or(false);
-    if !has_events {
-        produce::to_dir(&events_dir, &ProduceOptions { count: 2_000, rate: None, bad_ratio: 0.05, seed: 42 })?;
-    }
-    let source = StreamSource::Files(FileSource::new(events_dir.clone())?);
-    let live = LiveHandle::new();
-    let report =
-        stream::run(&config, &lake, source, &StreamOptions::default(), &live, &progress, Arc::new(AtomicBool::new(false)))
-            .await?;
-    print_stream_summary(&report);
-    let ctx = catalog::session_for(&lake).await?;
-    live.register(&ctx).map_err(medallion::Error::from)?;
-    let sql = "SELECT pays, round(total_ventes_live, 2) AS total_ventes_live, nb_transactions, last_event_time \
-               FROM live.sales_by_country ORDER BY total_ventes_live DESC LIMIT 10";
-    let batches = ctx.sql(sql).await.map_err(medallion::Error::from)?.collect().await.map_err(medallion::Error::from)?;
-    println!("\nLive sales by country (stream replayed from {})\n{}", events_dir.display(), output::render(&batches, Format::Table)?);
-    println!("\nNext: medallion sql \"SELECT * FROM gold.rfm_customers LIMIT 10\"");
-    Ok(())
-}
-
-/// `medallion bench-serve`: serves the lake on free loopback ports and loads
-/// it: `/health` (the reference), `/api/kpis`, and a query over PG wire.
-async fn bench_serve(config: &Config, clients: usize, seconds: u64) -> Result<()> {
-    use medallion::serve::{self, bench};
-    let lake = Lake::new(config)?;
-    let options = serve::ServeOptions {
-        http_addr: "127.0.0.1:0".parse()?,
-        pg_addr: Some("127.0.0.1:0".parse()?),
-        ..Default::default()
-    };
-    let server = serve::start(config, lake, LiveHandle::new(), options).await?;
-    let token = config.token.as_deref();
-    let duration = std::time::Duration::from_secs(seconds.max(1));
-    let http = server.http_addr();
-    let pg = server.pg_addr().context("the PostgreSQL endpoint did not start")?;
-    println!("serving bench: {clients} concurrent clients, {seconds} s per scenario, server and clients in one process");
-    // Warm up the caches and connections once.
-    bench::http_get(http, "/api/kpis", token, 1, std::time::Duration::from_millis(200)).await?;
-    let runs = [
-        bench::http_get(http, "/health", token, clients, duration).await?,
-        bench::http_get(http, "/api/kpis", token, clients, duration).await?,
-        bench::pg_query(pg, "SELECT total_revenue, orders FROM gold.kpi_revenue", token, clients, duration).await?,
-    ];
-    for run in &runs {
-        println!("{run}");
-    }
-    let reference = runs[0].p99.as_secs_f64().max(1e-9);
-    println!("p99 /api/kpis = {:.1}x the /health p99", runs[1].p99.as_secs_f64() / reference);
-    server.shutdown().await;
-    Ok(())
-}
-
 /// The end-of-command summary: rows per table, quarantine per rule, time per stage.
-fn print_summary(reports: &[StageReport], started: Instant) {
+fn print_summary(reports: &[StageReport], total: Duration) {
     println!();
     for report in reports {
         let retries = if report.attempts > 1 { format!(" after {} attempts", report.attempts) } else { String::new() };
@@ -629,22 +879,5 @@ fn print_summary(reports: &[StageReport], started: Instant) {
             }
         }
     }
-    println!("total      {:>8.2?}", started.elapsed());
-}
-
-/// A stream frees and refills tens of MB per micro-batch (payloads, Arrow
-/// columns, Parquet buffers). By default glibc hands freed heap memory back
-/// to the kernel as soon as 128 KiB of it sit at the top of the heap, then
-/// takes it back one page fault at a time: that cost about a third of the
-/// stream's system time. Up to 1 GiB freed is now kept for reuse, and
-/// blocks up to 32 MiB come from the heap (setting the trim threshold would
-/// otherwise freeze the mmap threshold at 128 KiB).
-fn keep_freed_memory_for_reuse() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets allocator parameters; any value is valid.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
-        libc::mallopt(libc::M_TOP_PAD, 64 << 20);
-    }
+    println!("total      {:>8.2?}", total);
 }

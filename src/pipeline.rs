@@ -256,7 +256,8 @@ struct Recorder<'a> {
     run_id: String,
     command: String,
     date: chrono::NaiveDate,
-    secrets: Vec<String>,
+    secrets: crate::config::Secrets,
+    trigger: crate::tables::RunTrigger,
 }
 
 impl<'a> Recorder<'a> {
@@ -267,6 +268,7 @@ impl<'a> Recorder<'a> {
             command: command.to_string(),
             date: config.date,
             secrets: config.secrets(),
+            trigger: config.trigger.clone(),
         }
     }
 
@@ -288,6 +290,7 @@ impl<'a> Recorder<'a> {
             failures_by_rule: report.failures_by_rule.clone(),
             source_bytes: report.source_bytes,
             tables: report.tables.iter().cloned().collect(),
+            trigger: self.trigger.clone(),
         };
         RunRecord {
             run_id: self.run_id.clone(),
@@ -305,10 +308,7 @@ impl<'a> Recorder<'a> {
     }
 
     async fn failed(&mut self, stage: &str, started_at: DateTime<Utc>, took: Duration, err: &Error) {
-        let mut message = crate::error::one_line(&err.to_string());
-        for secret in &self.secrets {
-            message = message.replace(secret.as_str(), "***");
-        }
+        let message = crate::error::one_line(&self.secrets.scrub(&err.to_string()));
         let record = RunRecord {
             run_id: self.run_id.clone(),
             command: self.command.clone(),
@@ -319,7 +319,7 @@ impl<'a> Recorder<'a> {
             status: RunStatus::Failed,
             rows: 0,
             quarantined: 0,
-            details: "{}".into(),
+            details: details_json(&StageDetails { trigger: self.trigger.clone(), ..StageDetails::default() }),
             error: Some(message),
         };
         self.write(record).await;

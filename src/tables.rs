@@ -86,6 +86,35 @@ pub struct StageDetails {
     pub source_bytes: u64,
     /// Rows written per table (`layer.table`).
     pub tables: BTreeMap<String, u64>,
+    /// Why the stage ran: by hand, or a schedule of `medallion up`.
+    pub trigger: RunTrigger,
+}
+
+/// Why a command ran, kept in the `details` of each of its stages.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct RunTrigger {
+    /// The `[[up.schedule]]` name; `None` for a run started by hand.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// The time the schedule fired for (a catch-up run has a past one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scheduled_for: Option<chrono::DateTime<chrono::Utc>>,
+    /// 1 for the first attempt, 2 for the first retry, …
+    pub attempt: u32,
+}
+
+impl Default for RunTrigger {
+    fn default() -> Self {
+        RunTrigger::manual()
+    }
+}
+
+impl RunTrigger {
+    /// A run started by hand (`medallion run`, `ingest`, …).
+    pub fn manual() -> RunTrigger {
+        RunTrigger { schedule: None, scheduled_for: None, attempt: 1 }
+    }
 }
 
 /// `details` of a stream run, as JSON: what one run of the stream did.
@@ -117,6 +146,25 @@ pub async fn read_last_stream_run(ctx: &SessionContext) -> Result<Option<StreamR
         return Ok(None);
     }
     serde_json::from_str(text.value(0)).map(Some).map_err(|e| Error::lake(&PIPELINE_RUNS, format!("details of the last stream run: {e}")))
+}
+
+/// The `details` of every stage a schedule of `medallion up` ran (stream
+/// runs left out), newest first.
+pub async fn read_scheduled_run_details(ctx: &SessionContext) -> Result<Vec<String>> {
+    if !ctx.table_exist(PIPELINE_RUNS.to_string().as_str()).unwrap_or(false) {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "SELECT details FROM {PIPELINE_RUNS} WHERE command <> 'stream' AND details LIKE '%\"schedule\":%' ORDER BY started_at DESC"
+    );
+    let batches = ctx.sql(&sql).await?.collect().await?;
+    let mut details = Vec::new();
+    for batch in batches.iter().filter(|b| b.num_rows() > 0) {
+        let column = conform(batch.column(0), &DataType::Utf8, &PIPELINE_RUNS)?;
+        let text = column.as_string::<i32>();
+        details.extend((0..text.len()).filter(|i| !text.is_null(*i)).map(|i| text.value(i).to_string()));
+    }
+    Ok(details)
 }
 
 // ------------------------------------------------------- live sales tables --
@@ -330,12 +378,20 @@ mod tests {
             failures_by_rule: BTreeMap::from([("positive_quantity".to_string(), 2)]),
             source_bytes: 10,
             tables: BTreeMap::from([("bronze.orders".to_string(), 830)]),
+            trigger: RunTrigger::manual(),
         };
-        // What `json!({"tables", "failures_by_rule", "attempts", "source_bytes"})` printed (keys sorted).
+        // What `json!({"tables", "failures_by_rule", "attempts", "source_bytes"})` printed (keys sorted),
+        // then the trigger.
         assert_eq!(
             details_json(&details),
-            r#"{"attempts":1,"failures_by_rule":{"positive_quantity":2},"source_bytes":10,"tables":{"bronze.orders":830}}"#
+            r#"{"attempts":1,"failures_by_rule":{"positive_quantity":2},"source_bytes":10,"tables":{"bronze.orders":830},"trigger":{"attempt":1}}"#
         );
+        let scheduled = RunTrigger { schedule: Some("nightly".into()), scheduled_for: None, attempt: 2 };
+        let read: StageDetails =
+            serde_json::from_str(&details_json(&StageDetails { trigger: scheduled.clone(), ..details })).unwrap();
+        assert_eq!(read.trigger, scheduled);
+        // Records written before triggers existed read as manual runs.
+        assert_eq!(serde_json::from_str::<StageDetails>(r#"{"attempts":1}"#).unwrap().trigger, RunTrigger::manual());
         let run = StreamRun { batches: 2, lag: BTreeMap::from([("t/0".to_string(), 5)]), ..Default::default() };
         assert_eq!(serde_json::from_str::<StreamRun>(&details_json(&run)).unwrap(), run);
         assert_eq!(serde_json::from_str::<StreamRun>("{}").unwrap(), StreamRun::default());

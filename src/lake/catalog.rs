@@ -77,12 +77,6 @@ pub async fn register_table(ctx: &SessionContext, lake: &Lake, layer: &str, tabl
     Ok(open_and_register(ctx, lake, &name).await?.is_some())
 }
 
-/// A session with every Delta table of the lake (`SessionBuilder::new`),
-/// kept for the demo until it calls the builder itself.
-pub async fn session_for(lake: &Lake) -> Result<SessionContext> {
-    Ok(super::session::SessionBuilder::new(lake).build().await?.ctx)
-}
-
 /// A schema whose `register_table` replaces an existing table in one step.
 #[derive(Debug, Default)]
 pub struct SwapSchema {

@@ -110,6 +110,50 @@ pub async fn register_as_of(ctx: &SessionContext, lake: &Lake, layer: &str, tabl
     Ok(Some(version_of(&delta)))
 }
 
+/// Points the lake tables `sql` reads at their state as of `as_of`, in a
+/// session that has them at their newest version (`medallion sql
+/// --as-of`). A version belongs to one table, so with a version the query
+/// must read exactly one lake table; a time applies to every table it
+/// reads. Returns each table and the version it now reads; a table that
+/// did not exist yet at that time is an error naming it.
+pub async fn point_query_as_of(ctx: &SessionContext, lake: &Lake, sql: &str, as_of: AsOf) -> Result<Vec<(String, u64)>> {
+    let state = ctx.state();
+    let dialect = state.config().options().sql_parser.dialect;
+    let statement = state.sql_to_statement(sql, &dialect)?;
+    let mut tables: Vec<(String, String)> = Vec::new();
+    for reference in state.resolve_table_references(&statement)? {
+        let Some(schema) = reference.schema() else { continue };
+        let Ok(layer) = schema.parse::<super::Layer>() else { continue };
+        if !super::Layer::STORED.contains(&layer) {
+            continue;
+        }
+        let pair = (layer.as_str().to_string(), reference.table().to_string());
+        if !tables.contains(&pair) {
+            tables.push(pair);
+        }
+    }
+    if tables.is_empty() {
+        return Err(Error::Config("--as-of needs a query that reads a lake table (bronze.*, silver.* or gold.*)".into()));
+    }
+    if matches!(as_of, AsOf::Version(_)) && tables.len() > 1 {
+        let names: Vec<String> = tables.iter().map(|(l, t)| format!("{l}.{t}")).collect();
+        return Err(Error::Config(format!(
+            "--as-of with a version names one table's version, but the query reads {}: give a time instead",
+            names.join(", ")
+        )));
+    }
+    let mut pointed = Vec::new();
+    for (layer, table) in tables {
+        match register_as_of(ctx, lake, &layer, &table, as_of).await? {
+            Some(version) => pointed.push((format!("{layer}.{table}"), version)),
+            None => {
+                return Err(Error::Config(format!("{layer}.{table} did not exist yet at {as_of}: pick a later time")));
+            }
+        }
+    }
+    Ok(pointed)
+}
+
 /// The modification time of a version's commit file; `None` once log
 /// cleanup removed it.
 async fn commit_time(store: &Arc<dyn ObjectStore>, version: u64) -> Option<DateTime<Utc>> {

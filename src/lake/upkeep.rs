@@ -298,6 +298,44 @@ pub(super) fn version_of(delta: &DeltaTable) -> u64 {
     delta.version().unwrap_or_default()
 }
 
+/// Every Delta table of the lake, layer by layer.
+pub async fn every_table(lake: &Lake) -> Result<Vec<super::TableName>> {
+    let mut every = Vec::new();
+    for layer in super::Layer::STORED {
+        for table in lake.list_tables(layer.as_str()).await? {
+            every.push(super::TableName::owned(layer, table));
+        }
+    }
+    Ok(every)
+}
+
+/// What a table holds now, for `medallion status`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TableStats {
+    pub table: String,
+    pub version: u64,
+    /// Live data files and their total size.
+    pub files: usize,
+    pub bytes: u64,
+    /// When the newest commit was written.
+    pub last_commit: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// The stats of `layer.table`; `None` when it does not exist.
+pub async fn table_stats(lake: &Lake, layer: &str, table: &str) -> Result<Option<TableStats>> {
+    let name = format!("{layer}.{table}");
+    let Some(delta) = lake.existing_table(layer, table).await? else { return Ok(None) };
+    let (files, bytes) = live_files(&delta, &name)?;
+    let newest = super::history::history(lake, layer, table, Some(1)).await?;
+    Ok(Some(TableStats {
+        table: name,
+        version: version_of(&delta),
+        files,
+        bytes,
+        last_commit: newest.first().map(|entry| entry.timestamp),
+    }))
+}
+
 /// Number and total size of the table's live data files.
 fn live_files(delta: &DeltaTable, name: &str) -> Result<(usize, u64)> {
     let state = delta.snapshot().map_err(|e| Error::lake(name, e))?;

@@ -54,6 +54,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/combined", get(combined))
         .route("/api/tables", get(tables))
         .route("/api/runs", get(runs))
+        .route("/api/status", get(service_status))
+        .route("/api/freshness", get(freshness))
         .route("/api/sql", post(sql::handle))
         .route("/metrics", get(metrics::handle))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
@@ -144,6 +146,28 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
         "auth": state.token.is_some(),
     }))
     .into_response()
+}
+
+/// `GET /api/status`: what `medallion up` is doing (parts, schedules,
+/// upkeep, stream lag); 404 when the server runs alone.
+async fn service_status(State(state): State<Arc<AppState>>) -> Response {
+    match state.service.get() {
+        Some(service) => axum::Json(service.status()).into_response(),
+        None => not_under_up("/api/status"),
+    }
+}
+
+/// `GET /api/freshness`: every `[freshness]` table's level and age.
+async fn freshness(State(state): State<Arc<AppState>>) -> Response {
+    match state.service.get() {
+        Some(service) => axum::Json(service.freshness()).into_response(),
+        None => not_under_up("/api/freshness"),
+    }
+}
+
+fn not_under_up(path: &str) -> Response {
+    let message = format!("{path} is served by medallion up (this server runs alone): start it with `medallion up`");
+    (StatusCode::NOT_FOUND, axum::Json(json!({ "error": message }))).into_response()
 }
 
 /// A JSON body that is already serialised.

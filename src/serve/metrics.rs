@@ -28,6 +28,9 @@ pub async fn handle(State(state): State<Arc<AppState>>) -> Result<Response, ApiE
     let mut out = String::from_utf8_lossy(&batch).into_owned();
     live_metrics(&state, &mut out);
     table_metrics(&state, &mut out).await;
+    if let Some(service) = state.service.get() {
+        out.push_str(&service.metrics());
+    }
     Ok(text_response(StatusCode::OK, CONTENT_TYPE, out))
 }
 

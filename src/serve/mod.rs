@@ -38,7 +38,7 @@ use crate::lake::Lake;
 use crate::live::LiveHandle;
 
 pub use readonly::check_read_only;
-pub use state::AppState;
+pub use state::{AppState, ServiceReport};
 
 /// How the server runs.
 #[derive(Debug, Clone)]
@@ -144,24 +144,9 @@ pub async fn run(config: &Config, lake: Lake, live: LiveHandle, options: ServeOp
         println!("PostgreSQL  psql -h {} -p {} -U medallion -d lake{auth}", pg.ip(), pg.port());
     }
     println!("Ctrl-C stops the server.");
-    wait_for_stop_signal().await;
+    crate::jobs::stop_signal().await;
     server.shutdown().await;
     Ok(())
-}
-
-async fn wait_for_stop_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 async fn bind(addr: SocketAddr, what: &str, flag: &str) -> Result<TcpListener> {

@@ -90,11 +90,25 @@ pub struct AppState {
     pub started_at: Instant,
     /// Set to true to stop every task and close open event streams.
     pub shutdown: watch::Sender<bool>,
+    /// What the process around the server reports (`medallion up`), once set.
+    pub service: std::sync::OnceLock<Arc<dyn ServiceReport>>,
     /// Keyed by `layer.table`, so the catalog lists tables in name order.
     tables: Mutex<BTreeMap<String, Tracked>>,
     catalog: RwLock<Vec<TableInfo>>,
     cache: RwLock<HashMap<&'static str, (Vec<Option<i64>>, Bytes)>>,
     follower: Mutex<Follower>,
+}
+
+/// What a process that runs the server beside other work (`medallion up`)
+/// reports through it: `/api/status`, `/api/freshness`, and lines added to
+/// `/metrics`.
+pub trait ServiceReport: Send + Sync {
+    /// The parts, schedules, upkeep and stream lag, as JSON.
+    fn status(&self) -> serde_json::Value;
+    /// `{"tables": [...]}`: the freshness of every `[freshness]` table.
+    fn freshness(&self) -> serde_json::Value;
+    /// Prometheus text appended to `/metrics`.
+    fn metrics(&self) -> String;
 }
 
 /// What the live follower saw last.
@@ -123,6 +137,7 @@ impl AppState {
             token: config.token.clone(),
             started_at: Instant::now(),
             shutdown: watch::channel(false).0,
+            service: std::sync::OnceLock::new(),
             tables: Mutex::new(tables),
             catalog: RwLock::new(Vec::new()),
             cache: RwLock::new(HashMap::new()),

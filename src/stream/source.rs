@@ -20,6 +20,12 @@ pub enum StreamSource {
 }
 
 impl StreamSource {
+    /// Whether a position is a message count (Kafka offsets) rather than a
+    /// count of whole files.
+    pub fn positions_count_messages(&self) -> bool {
+        matches!(self, StreamSource::Kafka(_))
+    }
+
     /// Every position key this source has (known partitions, or the folder).
     pub async fn keys(&self) -> Result<Vec<String>> {
         match self {

@@ -177,7 +177,10 @@ impl<'a> StreamLoop<'a> {
 
     /// How many messages the next poll asks for; `None` once all is read.
     fn next_batch_size(&self) -> Option<usize> {
-        batch_size(self.targets.as_deref(), self.options.max_batch, &self.read_to)
+        let size = batch_size(self.targets.as_deref(), self.options.max_batch, &self.read_to)?;
+        // A file source's positions count files, not messages: what is left
+        // to read says nothing about how many messages a poll may take.
+        Some(if self.source.positions_count_messages() { size } else { self.options.max_batch })
     }
 
     /// The next batch, read ahead or polled now; `None` once the reader

@@ -19,7 +19,7 @@ use super::source::StreamSource;
 use super::{run, FailAt, FailurePoint, StreamOptions, StreamReport};
 use crate::config::{Config, Overrides};
 use crate::error::Result;
-use crate::lake::{catalog, Lake};
+use crate::lake::Lake;
 use crate::live::LiveHandle;
 use crate::progress::Progress;
 
@@ -105,7 +105,7 @@ impl Fixture {
 
     /// The rows of a query over the lake.
     async fn rows(&self, sql: &str) -> Vec<Vec<ScalarValue>> {
-        let ctx = catalog::session_for(&self.lake).await.unwrap();
+        let ctx = crate::lake::session::SessionBuilder::new(&self.lake).build().await.unwrap().ctx;
         let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
         let mut rows = Vec::new();
         for batch in batches {
@@ -303,6 +303,19 @@ async fn a_failure_after_both_commits_replays_nothing() {
     assert_eq!(report.batches, 2, "files 3 and 4 only");
     let all = fixture.hand_count(None);
     assert_eq!((report.events as i64, report.rejected as i64), (all.events - before.events, all.rejects - before.rejects));
+    fixture.assert_exactly_once().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_smaller_than_the_batch_size_are_read_in_one_batch() {
+    let mut fixture = Fixture::new();
+    for n in 1..=3 {
+        fixture.write(&format!("{n:04}.jsonl"), sales_file(n));
+    }
+    // 3 files of 22 to 23 lines, far under the default batch of 50 000
+    // messages: one poll takes them all, whatever the count of files left.
+    let report = fixture.run(&StreamOptions::default()).await.unwrap();
+    assert_eq!(report.batches, 1);
     fixture.assert_exactly_once().await;
 }
 

@@ -7,9 +7,11 @@
 //!   retries with exponential pauses, failure and recovery alerts
 //! * `alerts`     — JSON webhook POSTs, queued and retried off the pipeline's path
 //! * `freshness`  — age of each table's last commit against `[freshness]` limits
+//! * `service`    — `run`: the parts above, the stream and the server, together
 
 pub mod alerts;
 pub mod cron;
 pub mod freshness;
 pub mod scheduler;
+pub mod service;
 pub mod supervisor;

@@ -1,6 +1,7 @@
 //! The scheduler of `medallion up`: `[[up.schedule]]` entries, each a cron
-//! expression, a job (`run`, `ingest`, `refine`, `aggregate`, `optimize`,
-//! `vacuum`) and what to do about the times missed while `up` was down.
+//! expression or a period (`every = "10m"`), a job (`run`, `ingest`,
+//! `refine`, `aggregate`, `optimize`, `vacuum`) and what to do about the
+//! times missed while `up` was down.
 //!
 //! Each schedule runs in a loop of its own, one job at a time: a time that
 //! comes while the previous run still goes is skipped (and logged), never
@@ -67,11 +68,59 @@ pub const MAX_CATCH_UP: usize = 100;
 /// for two months).
 const MISSED_SCAN_LIMIT: usize = 100_000;
 
+/// When a schedule fires: at the times of a cron expression, or every
+/// `period` (at whole multiples of it since the Unix epoch, so a restart
+/// keeps the same times and catch-up knows which it missed).
+#[derive(Debug, Clone)]
+pub enum When {
+    Cron(Cron),
+    Every(Duration),
+}
+
+impl When {
+    /// The first time strictly after `after`; `None` when it never fires.
+    pub fn next_after(&self, after: DateTime<Utc>, zone: &Tz) -> Option<DateTime<Utc>> {
+        match self {
+            When::Cron(cron) => cron.next_after(after, zone),
+            When::Every(period) => {
+                let period_ms = i64::try_from(period.as_millis()).ok()?.max(1);
+                let next = (after.timestamp_millis().div_euclid(period_ms) + 1).checked_mul(period_ms)?;
+                DateTime::from_timestamp_millis(next)
+            }
+        }
+    }
+
+    /// Every time it fired in `(after, until]`, oldest first, at most `limit`.
+    pub fn fired_between(&self, after: DateTime<Utc>, until: DateTime<Utc>, zone: &Tz, limit: usize) -> Vec<DateTime<Utc>> {
+        let mut times = Vec::new();
+        let mut cursor = after;
+        while times.len() < limit {
+            match self.next_after(cursor, zone) {
+                Some(next) if next <= until => {
+                    times.push(next);
+                    cursor = next;
+                }
+                _ => break,
+            }
+        }
+        times
+    }
+}
+
+impl std::fmt::Display for When {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            When::Cron(cron) => write!(f, "{cron}"),
+            When::Every(period) => write!(f, "every {period:?}"),
+        }
+    }
+}
+
 /// One `[[up.schedule]]`.
 #[derive(Debug, Clone)]
 pub struct Schedule {
     pub name: String,
-    pub cron: Cron,
+    pub when: When,
     pub zone: Tz,
     pub job: Job,
     pub catch_up: CatchUp,
@@ -124,7 +173,8 @@ pub trait JobRunner: Send + Sync + 'static {
 /// What a schedule is doing, for `medallion status`.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct ScheduleStatus {
-    pub cron: String,
+    /// The cron expression, or `every …`.
+    pub when: String,
     pub job: String,
     pub next_run: Option<DateTime<Utc>>,
     pub running_since: Option<DateTime<Utc>>,
@@ -152,7 +202,7 @@ impl<R: JobRunner> ScheduleLoop<R> {
     /// Catches up, then runs at every time of the schedule until shutdown.
     pub async fn run(self, shutdown: Shutdown) -> Result<()> {
         self.update(|s| {
-            s.cron = self.schedule.cron.to_string();
+            s.when = self.schedule.when.to_string();
             s.job = self.schedule.job.as_str().to_string();
         });
         for missed in self.missed_times().await {
@@ -163,8 +213,8 @@ impl<R: JobRunner> ScheduleLoop<R> {
         }
         let mut after = Utc::now();
         loop {
-            let Some(next) = self.schedule.cron.next_after(after, &self.schedule.zone) else {
-                tracing::warn!("schedule {} never fires ({}): it is left idle", self.schedule.name, self.schedule.cron);
+            let Some(next) = self.schedule.when.next_after(after, &self.schedule.zone) else {
+                tracing::warn!("schedule {} never fires ({}): it is left idle", self.schedule.name, self.schedule.when);
                 shutdown.stopped().await;
                 return Ok(());
             };
@@ -176,7 +226,7 @@ impl<R: JobRunner> ScheduleLoop<R> {
             self.run_with_retries(next, &shutdown).await;
             // Times that came while the run went on are skipped, not queued.
             let now = Utc::now();
-            let skipped = self.schedule.cron.fired_between(next, now, &self.schedule.zone, MAX_CATCH_UP);
+            let skipped = self.schedule.when.fired_between(next, now, &self.schedule.zone, MAX_CATCH_UP);
             if !skipped.is_empty() {
                 tracing::warn!(
                     "schedule {}: {} run(s) skipped while the previous one was still going",
@@ -197,7 +247,7 @@ impl<R: JobRunner> ScheduleLoop<R> {
         let Some(last) = self.runner.last_fired(&self.schedule.name).await else {
             return Vec::new();
         };
-        let mut missed = self.schedule.cron.fired_between(last, Utc::now(), &self.schedule.zone, MISSED_SCAN_LIMIT);
+        let mut missed = self.schedule.when.fired_between(last, Utc::now(), &self.schedule.zone, MISSED_SCAN_LIMIT);
         if self.schedule.catch_up == CatchUp::Latest {
             missed = missed.pop().into_iter().collect();
         } else if missed.len() > MAX_CATCH_UP {
@@ -335,7 +385,7 @@ mod tests {
 
     fn schedule_loop(cron: &str, catch_up: CatchUp, runner: Arc<FakeRunner>) -> ScheduleLoop<FakeRunner> {
         ScheduleLoop {
-            schedule: Schedule { name: "nightly".into(), cron: cron.parse().unwrap(), zone: Tz::UTC, job: Job::Run, catch_up },
+            schedule: Schedule { name: "nightly".into(), when: When::Cron(cron.parse().unwrap()), zone: Tz::UTC, job: Job::Run, catch_up },
             retry: RetryPolicy { attempts: 3, backoff: Duration::from_millis(5) },
             runner,
             alerter: Alerter::log_only(),
@@ -395,5 +445,16 @@ mod tests {
         schedule.run_with_retries(at, &shutdown).await;
         assert_eq!(fake.triggers.lock().unwrap()[0].date.to_string(), "2026-12-01");
         assert!(parse_zone("Mars/Olympus").unwrap_err().to_string().contains("IANA"));
+    }
+
+    #[test]
+    fn a_period_fires_at_whole_multiples_of_itself() {
+        let every = When::Every(Duration::from_secs(600));
+        let at = |t: &str| DateTime::parse_from_rfc3339(t).unwrap().with_timezone(&Utc);
+        let zone = Tz::UTC;
+        assert_eq!(every.next_after(at("2026-11-30T10:03:00Z"), &zone), Some(at("2026-11-30T10:10:00Z")));
+        assert_eq!(every.next_after(at("2026-11-30T10:10:00Z"), &zone), Some(at("2026-11-30T10:20:00Z")));
+        let missed = every.fired_between(at("2026-11-30T10:05:00Z"), at("2026-11-30T10:40:00Z"), &zone, 100);
+        assert_eq!(missed, vec![at("2026-11-30T10:10:00Z"), at("2026-11-30T10:20:00Z"), at("2026-11-30T10:30:00Z"), at("2026-11-30T10:40:00Z")]);
     }
 }

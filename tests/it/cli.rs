@@ -1,5 +1,6 @@
 //! The `medallion` binary as a user meets it: exit codes, one-line errors
-//! without secrets, the demo, and `sql` output formats.
+//! without secrets, the demo, `sql` output formats, each command's `--help`,
+//! and settings from medallion.toml under the flags.
 
 use std::process::{Command, Output};
 
@@ -137,4 +138,113 @@ async fn demo_needs_no_database_and_shows_the_true_kpis() {
     let output = medallion(&["sql", "--lake", &lake.url(), "SELECT * FROM gold.nope"], &[]);
     let text = assert_one_line_failure(&output);
     assert!(text.contains("nope"), "{text}");
+}
+
+/// The `--help` of `args` (which must succeed).
+fn help(args: &[&str]) -> String {
+    let output = medallion(args, &[]);
+    assert!(output.status.success(), "{args:?}: {}", stderr(&output));
+    stdout(&output)
+}
+
+#[test]
+fn each_help_lists_only_the_options_its_command_uses() {
+    let cases: [(&[&str], &[&str], &[&str]); 6] = [
+        (
+            &["produce", "--help"],
+            &["--brokers", "--topic", "--to-dir", "--config", "--quiet", "KAFKA_BOOTSTRAP_SERVERS"],
+            &["--lake", "--database-url", "--date", "--models", "--create-buckets"],
+        ),
+        (&["source", "load", "--help"], &["--database-url", "--scale", "--from-dump"], &["--lake", "--date", "--models"]),
+        (&["sql", "--help"], &["--lake", "--format", "MEDALLION_LAKE"], &["--date", "--database-url", "--models", "--create-buckets"]),
+        (
+            &["stream", "--help"],
+            &["--lake", "--create-buckets", "--brokers", "--max-batch", "--interval", "--lateness", "[stream]"],
+            &["--date", "--database-url", "--models"],
+        ),
+        (
+            &["serve", "--help"],
+            &["--lake", "--addr", "--pg-addr", "--no-pg", "--sql-timeout", "MEDALLION_ADDR", "[serve]"],
+            &["--date", "--database-url", "--models", "--create-buckets"],
+        ),
+        (
+            &["run", "--help"],
+            &["--lake", "--create-buckets", "--date", "--models", "--database-url", "--from-dump", "DATABASE_URL"],
+            &["--brokers", "--addr"],
+        ),
+    ];
+    for (args, present, absent) in cases {
+        let text = help(args);
+        for option in present {
+            assert!(text.contains(option), "{args:?} should mention {option}:\n{text}");
+        }
+        for option in absent {
+            assert!(!text.contains(option), "{args:?} should not mention {option}:\n{text}");
+        }
+    }
+}
+
+#[test]
+fn a_bad_setting_is_one_line_naming_it_and_the_form_expected() {
+    let output = medallion(&["stream", "--interval", "soon", "--source", "/nowhere", "--quiet"], &[]);
+    let text = assert_one_line_failure(&output);
+    assert!(text.contains("--interval") && text.contains("'soon'") && text.contains("500ms"), "{text}");
+
+    let output = medallion(&["serve", "--quiet"], &[("MEDALLION_ADDR", "everywhere")]);
+    let text = assert_one_line_failure(&output);
+    assert!(text.contains("MEDALLION_ADDR") && text.contains("127.0.0.1:8080"), "{text}");
+
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), "[serve]\nsql_timeout = \"forever\"\n").unwrap();
+    let output = medallion(&["serve", "--config", file.path().to_str().unwrap(), "--quiet"], &[]);
+    let text = assert_one_line_failure(&output);
+    assert!(text.contains("serve.sql_timeout") && text.contains("'forever'") && text.contains("30s"), "{text}");
+
+    std::fs::write(file.path(), "[stream]\nmax_batches = 10\n").unwrap();
+    let output = medallion(&["stream", "--config", file.path().to_str().unwrap(), "--quiet"], &[]);
+    let text = assert_one_line_failure(&output);
+    assert!(text.contains("max_batches") && text.contains("unknown field"), "{text}");
+}
+
+/// Batches and messages (events + rejects) of the one stream run recorded in the lake.
+async fn recorded_stream_run(lake: &TestLake) -> (i64, i64) {
+    let config = config(&lake.url(), None, "2026-11-25");
+    let runs = rows(&lake_query(&config, "SELECT details, \"rows\" + quarantined FROM gold.pipeline_runs WHERE command = 'stream'").await);
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    let details: serde_json::Value = serde_json::from_str(&runs[0][0].text()).unwrap();
+    (details["batches"].as_i64().unwrap(), runs[0][1].i64())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_settings_come_from_medallion_toml_and_a_flag_overrides_them() {
+    // Twelve events, one per file: the file source reads whole files and
+    // counts its positions in files, so with one event per file a batch
+    // holds max_batch events (the last one the rest).
+    let staging = tempfile::tempdir().unwrap();
+    let output = medallion(&["produce", "--to-dir", staging.path().to_str().unwrap(), "--count", "12", "--quiet"], &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let produced = std::fs::read_dir(staging.path()).unwrap().next().unwrap().unwrap().path();
+    let events = tempfile::tempdir().unwrap();
+    let lines: Vec<String> = std::fs::read_to_string(produced).unwrap().lines().map(str::to_string).collect();
+    assert_eq!(lines.len(), 12);
+    for (i, line) in lines.iter().enumerate() {
+        std::fs::write(events.path().join(format!("{i:02}.jsonl")), format!("{line}\n")).unwrap();
+    }
+
+    // The source and the batch size come from the file: 12 events by 2.
+    let settings = tempfile::tempdir().unwrap();
+    let config_file = settings.path().join("medallion.toml");
+    let toml = format!("[stream]\nsource = \"file://{}\"\nmax_batch = 2\n", events.path().display());
+    std::fs::write(&config_file, toml).unwrap();
+    let config_path = config_file.to_str().unwrap();
+    let lake = TestLake::new();
+    let output = medallion(&["stream", "--config", config_path, "--lake", &lake.url(), "--quiet"], &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(recorded_stream_run(&lake).await, (6, 12));
+
+    // The flag beats the file: 12 events by 5 is 5, 5 and 2.
+    let lake = TestLake::new();
+    let output = medallion(&["stream", "--config", config_path, "--lake", &lake.url(), "--max-batch", "5", "--quiet"], &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(recorded_stream_run(&lake).await, (3, 12));
 }

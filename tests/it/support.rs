@@ -88,6 +88,7 @@ pub fn config(lake: &str, database_url: Option<&str>, day: &str) -> Config {
         date: Some(day.to_string()),
         models_dir: None,
         create_buckets: None,
+        ..Overrides::default()
     })
     .unwrap()
 }

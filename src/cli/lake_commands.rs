@@ -1,0 +1,178 @@
+//! The lake commands of the CLI: `status`, `optimize`, `vacuum`, `history`
+//! and `restore`. Each calls the library (`lake::upkeep`, `lake::history`,
+//! `up::service`) and prints what it returns, ending with a summary line.
+
+use std::time::Instant;
+
+use anyhow::Result;
+use chrono::Utc;
+
+use medallion::config::Config;
+use medallion::lake::history;
+use medallion::lake::session::SessionBuilder;
+use medallion::lake::upkeep::{self, OptimizeOptions, VacuumOptions};
+use medallion::lake::{Lake, TableName};
+use medallion::output::{self, Format};
+use medallion::up::service::check_freshness;
+
+/// The table named on the command line, or every table of the lake.
+async fn tables(lake: &Lake, named: Option<&str>) -> Result<Vec<(String, String)>> {
+    Ok(match named {
+        Some(name) => {
+            let (layer, table) = upkeep::split_table_name(name)?;
+            if lake.existing_table(layer, table).await?.is_none() {
+                anyhow::bail!("{name} does not exist in {}: `medallion status` lists the tables", lake.location().describe());
+            }
+            vec![(layer.to_string(), table.to_string())]
+        }
+        None => upkeep::every_table(lake)
+            .await?
+            .into_iter()
+            .map(|name: TableName| (name.layer.as_str().to_string(), name.table().to_string()))
+            .collect(),
+    })
+}
+
+fn megabytes(bytes: u64) -> f64 {
+    bytes as f64 / 1e6
+}
+
+/// `medallion status`.
+pub async fn status(config: &Config, runs: usize) -> Result<()> {
+    let lake = Lake::new(config)?;
+    println!("medallion status: {}", lake.location().describe());
+    let freshness = check_freshness(&lake, &config.up.freshness).await?;
+    println!("\n{:<40} {:>8} {:>8} {:>10}  {:<22} freshness", "table", "version", "files", "MB", "last commit");
+    let now = Utc::now();
+    for (layer, table) in tables(&lake, None).await? {
+        let Some(stats) = upkeep::table_stats(&lake, &layer, &table).await? else { continue };
+        let age = stats
+            .last_commit
+            .map(|at| format!("{} ago", short_age((now - at).num_seconds().max(0))))
+            .unwrap_or_else(|| "-".into());
+        let level = freshness.iter().find(|f| f.table == stats.table).map(|f| f.colour).unwrap_or("");
+        println!(
+            "{:<40} {:>8} {:>8} {:>10.1}  {:<22} {level}",
+            stats.table,
+            stats.version,
+            stats.files,
+            megabytes(stats.bytes),
+            age
+        );
+    }
+    for missing in freshness.iter().filter(|f| f.last_commit.is_none()) {
+        println!("{:<40} {:>8} {:>8} {:>10}  {:<22} {}", missing.table, "-", "-", "-", "never written", missing.colour);
+    }
+    let session = SessionBuilder::new(&lake).only(&[medallion::tables::PIPELINE_RUNS]).build().await?;
+    if session.ctx.table_exist(medallion::tables::PIPELINE_RUNS.to_string().as_str())? {
+        let sql = format!(
+            "SELECT started_at, command, stage, status, \"rows\", duration_ms, details, error FROM {} \
+             ORDER BY started_at DESC LIMIT {runs}",
+            medallion::tables::PIPELINE_RUNS
+        );
+        let batches = session.ctx.sql(&sql).await.map_err(medallion::Error::from)?.collect().await.map_err(medallion::Error::from)?;
+        println!("\nlatest runs (gold.pipeline_runs; details hold each run's trigger and attempt)\n{}", output::render(&batches, Format::Table)?);
+    } else {
+        println!("\nno run recorded yet: `medallion run` or `medallion up` writes gold.pipeline_runs");
+    }
+    println!(
+        "\nA running `medallion up` shows its parts, schedules and stream lag at http://{}/api/status",
+        config.serve.addr
+    );
+    Ok(())
+}
+
+/// `90` → `1m 30s`.
+fn short_age(seconds: i64) -> String {
+    match seconds {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m {}s", s / 60, s % 60),
+        s if s < 86_400 => format!("{}h {}m", s / 3600, s / 60 % 60),
+        s => format!("{}d {}h", s / 86_400, s / 3600 % 24),
+    }
+}
+
+/// `medallion optimize [TABLE]`.
+pub async fn optimize(config: &Config, table: Option<&str>, target_file_size_mb: u64) -> Result<()> {
+    let lake = Lake::new(config)?;
+    let started = Instant::now();
+    let options = OptimizeOptions { target_file_bytes: target_file_size_mb.max(1) << 20 };
+    let (mut before, mut after) = (0, 0);
+    for (layer, name) in tables(&lake, table).await? {
+        let report = upkeep::optimize(&lake, &layer, &name, &options).await?;
+        upkeep::checkpoint(&lake, &layer, &name).await?;
+        let outcome = if report.version == report.read_version {
+            "nothing to compact".to_string()
+        } else {
+            format!("version {} → {}", report.read_version, report.version)
+        };
+        println!(
+            "{:<40} {:>6} → {:<6} files  {:>9.1} MB  {outcome}",
+            report.table,
+            report.files_before,
+            report.files_after,
+            megabytes(report.bytes_after)
+        );
+        before += report.files_before;
+        after += report.files_after;
+    }
+    println!("optimized in {:.1?}: {before} files → {after} (content unchanged; checkpoints written)", started.elapsed());
+    Ok(())
+}
+
+/// `medallion vacuum [TABLE]`.
+pub async fn vacuum(config: &Config, table: Option<&str>, options: &VacuumOptions) -> Result<()> {
+    let lake = Lake::new(config)?;
+    let started = Instant::now();
+    let (mut files, mut bytes) = (0, 0);
+    for (layer, name) in tables(&lake, table).await? {
+        let report = upkeep::vacuum(&lake, &layer, &name, options).await?;
+        println!(
+            "{:<40} {:>6} files  {:>9.1} MB  retention {:?}",
+            report.table,
+            report.files.len(),
+            megabytes(report.bytes),
+            report.retention
+        );
+        files += report.files.len();
+        bytes += report.bytes;
+    }
+    let verb = if options.dry_run { "would delete" } else { "deleted" };
+    println!("vacuum {verb} {files} files ({:.1} MB) in {:.1?}", megabytes(bytes), started.elapsed());
+    Ok(())
+}
+
+/// `medallion history TABLE`.
+pub async fn history(config: &Config, table: &str, limit: Option<usize>) -> Result<()> {
+    let lake = Lake::new(config)?;
+    let (layer, name) = upkeep::split_table_name(table)?;
+    let entries = history::history(&lake, layer, name, limit).await?;
+    println!("{:>8}  {:<24} {:<16} {:>8} {:>8} {:>12} {:>12}", "version", "time (UTC)", "operation", "+files", "-files", "+rows", "-rows");
+    let rows = |n: Option<u64>| n.map(|n| n.to_string()).unwrap_or_else(|| "?".into());
+    for entry in &entries {
+        println!(
+            "{:>8}  {:<24} {:<16} {:>8} {:>8} {:>12} {:>12}",
+            entry.version,
+            entry.timestamp.format("%Y-%m-%d %H:%M:%S%.3f"),
+            entry.operation,
+            entry.files_added,
+            entry.files_removed,
+            rows(entry.rows_added),
+            rows(entry.rows_removed)
+        );
+    }
+    println!("{} commit(s) of {table}; read one with `medallion sql --as-of VERSION \"SELECT … FROM {table}\"`", entries.len());
+    Ok(())
+}
+
+/// `medallion restore TABLE --to VERSION`.
+pub async fn restore(config: &Config, table: &str, version: u64) -> Result<()> {
+    let lake = Lake::new(config)?;
+    let (layer, name) = upkeep::split_table_name(table)?;
+    let report = history::restore(&lake, layer, name, version).await?;
+    println!(
+        "{} restored to the content of version {} as version {} ({} files removed, {} restored) in {:.1?}",
+        report.table, report.restored_version, report.version, report.files_removed, report.files_restored, report.duration
+    );
+    Ok(())
+}
