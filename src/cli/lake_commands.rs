@@ -75,11 +75,67 @@ pub async fn status(config: &Config, runs: usize) -> Result<()> {
     } else {
         println!("\nno run recorded yet: `medallion run` or `medallion up` writes gold.pipeline_runs");
     }
-    println!(
-        "\nA running `medallion up` shows its parts, schedules and stream lag at http://{}/api/status",
-        config.serve.addr
-    );
+    print_running_up(config).await;
     Ok(())
+}
+
+/// What a `medallion up` serving on `[serve] addr` is doing, read from its
+/// `/api/status`; one line saying so when none answers there.
+async fn print_running_up(config: &Config) {
+    let addr = config.serve.addr;
+    let Some(status) = fetch_status(config).await else {
+        println!("\nno `medallion up` answers on {addr} (its parts, schedules and stream lag show there when one runs)");
+        return;
+    };
+    println!("\nmedallion up on {addr}, started {}", status["started_at"].as_str().unwrap_or("?"));
+    if let Some(parts) = status["parts"].as_object() {
+        for (part, state) in parts {
+            let error = state["last_error"].as_str().map(|e| format!("; last error: {e}")).unwrap_or_default();
+            println!("  {part:<24} {:<10} {} restart(s){error}", state["state"].as_str().unwrap_or("?"), state["restarts"]);
+        }
+    }
+    if let Some(schedules) = status["schedules"].as_object() {
+        for (name, schedule) in schedules {
+            let last = match schedule["last_ok"].as_bool() {
+                Some(true) => "last run ok".to_string(),
+                Some(false) => format!("last run failed: {}", schedule["last_error"].as_str().unwrap_or("?")),
+                None => "no run yet".to_string(),
+            };
+            println!(
+                "  schedule {name:<15} {} → next {}; {last}; {} skipped",
+                schedule["when"].as_str().unwrap_or("?"),
+                schedule["next_run"].as_str().unwrap_or("-"),
+                schedule["skipped"]
+            );
+        }
+    }
+    if let Some(lag) = status["stream_lag"].as_object() {
+        for (key, messages) in lag {
+            println!("  stream lag {key:<30} {messages}");
+        }
+    }
+}
+
+/// `GET /api/status` of the configured server, with the token when one is
+/// set; `None` when nothing answers it within two seconds.
+async fn fetch_status(config: &Config) -> Option<serde_json::Value> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = config.serve.addr;
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let auth = config.token.as_ref().map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+        let request = format!("GET /api/status HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await.ok()?;
+        let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
+        let head = String::from_utf8_lossy(&raw[..split]);
+        if !head.starts_with("HTTP/1.1 200") || head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+            return None;
+        }
+        serde_json::from_slice(&raw[split + 4..]).ok()
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(2), exchange).await.ok().flatten()
 }
 
 /// `90` → `1m 30s`.

@@ -20,7 +20,6 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use axum::body::Body;
 use axum::extract::{Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
@@ -32,6 +31,7 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use serde_json::{json, Map, Value};
 
+use super::response::ApiError;
 use super::state::AppState;
 use super::{metrics, sql};
 use crate::error::Error;
@@ -71,36 +71,6 @@ pub fn router(state: Arc<AppState>) -> Router {
 
 fn asset(body: &'static str, content_type: &'static str) -> Response {
     ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "no-cache")], body).into_response()
-}
-
-/// An API failure: status and a one-line message.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    message: String,
-}
-
-impl ApiError {
-    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
-        ApiError { status, message: crate::error::one_line(&message.into()) }
-    }
-}
-
-impl From<Error> for ApiError {
-    fn from(err: Error) -> Self {
-        let status = match err {
-            Error::Query(_) => StatusCode::BAD_REQUEST,
-            Error::Config(_) => StatusCode::SERVICE_UNAVAILABLE,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        ApiError::new(status, err.to_string())
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (self.status, axum::Json(json!({ "error": self.message }))).into_response()
-    }
 }
 
 /// Refuses API calls without the configured bearer token.
@@ -289,10 +259,3 @@ async fn runs(State(state): State<Arc<AppState>>, Query(query): Query<RunsQuery>
     Ok(axum::Json(json!({ "runs": runs })).into_response())
 }
 
-/// Body helper for modules that build their own responses.
-pub fn text_response(status: StatusCode, content_type: &'static str, body: impl Into<Body>) -> Response {
-    let mut response = Response::new(body.into());
-    *response.status_mut() = status;
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    response
-}

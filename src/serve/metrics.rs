@@ -15,7 +15,7 @@ use axum::response::Response;
 use bytes::Bytes;
 use serde_json::Value;
 
-use super::http::{text_response, ApiError};
+use super::response::{text_response, ApiError};
 use super::state::AppState;
 use crate::error::Error;
 use crate::output::json_rows;

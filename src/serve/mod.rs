@@ -7,6 +7,7 @@
 //!   current with the lake; caches
 //! * `readonly`  — which statements are allowed (SELECT / WITH / EXPLAIN …)
 //! * `http`      — axum routes, bearer-token auth, SSE
+//! * `response`  — `ApiError` and `text_response`, shared by the handlers
 //! * `sql`       — `POST /api/sql`: limit, timeout, JSON / CSV / Arrow IPC
 //! * `metrics`   — Prometheus text
 //! * `pg`        — the PostgreSQL wire endpoint (datafusion-postgres)
@@ -22,6 +23,7 @@ mod http;
 mod metrics;
 mod pg;
 mod readonly;
+mod response;
 mod sql;
 mod state;
 

@@ -20,7 +20,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::execution::context::SQLOptions;
 use serde_json::json;
 
-use super::http::{text_response, ApiError};
+use super::response::{text_response, ApiError};
 use super::readonly::check_read_only;
 use super::state::AppState;
 use crate::error::Error;

@@ -8,15 +8,24 @@
 //! points (`FailurePoint`) are where a test can stop a commit as a crash
 //! would: `MEDALLION_CRASH_POINT=<name>` aborts the process there,
 //! `StreamOptions::fail_at` makes the commit, and so the run, fail there.
+//!
+//! A batch without rejects makes no rejects commit, except to record the
+//! positions once every `REJECTS_POSITIONS_EVERY` (and at the end of a run,
+//! `flush`): a clean stream would otherwise add an empty version to the
+//! rejects table with every batch. Until then the rejects table's positions
+//! lag behind the events table's, which recovery already handles (after a
+//! crash it rereads that stretch and writes only the rejects it lacks), so
+//! the lag costs a restart at most that much rereading.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use datafusion::arrow::array::RecordBatch;
 use tokio::sync::{oneshot, Mutex};
 use tokio::task::JoinHandle;
 
-use super::message::Committed;
+use super::message::{Committed, Positions};
 use super::options::{FailAt, FailurePoint};
 use super::sink::{self, EVENTS_TABLE, REJECTS_TABLE};
 use crate::error::{Error, Result};
@@ -46,10 +55,19 @@ pub struct InFlight {
     pub summary: BatchSummary,
 }
 
+/// Longest the rejects table's recorded positions lag behind while batches
+/// have no rejects.
+const REJECTS_POSITIONS_EVERY: Duration = Duration::from_secs(60);
+
 /// The appenders of the two bronze tables, shared by the commit tasks.
 struct BronzeAppenders {
     events: Appender,
     rejects: Appender,
+    /// The positions the rejects table last recorded in this run, and when;
+    /// `None` before its first commit of the run (which is never skipped).
+    rejects_recorded: Option<(Positions, Instant)>,
+    /// Positions of batches whose empty rejects commit was skipped.
+    rejects_unrecorded: Option<Positions>,
 }
 
 /// Starts the commits of each batch, in order.
@@ -65,6 +83,8 @@ impl BronzeCommits {
         let appenders = BronzeAppenders {
             events: lake.appender("bronze", EVENTS_TABLE, sink::EVENT_DATE, &["event_id"], &["event_time", "offset"]),
             rejects: lake.appender("bronze", REJECTS_TABLE, sink::EVENT_DATE, &["payload"], &["offset"]),
+            rejects_recorded: None,
+            rejects_unrecorded: None,
         };
         BronzeCommits { appenders: Arc::new(Mutex::new(appenders)), fail_at, started: 0 }
     }
@@ -85,12 +105,42 @@ impl BronzeCommits {
             StopAt::check(stop, FailurePoint::InsideEventsCommit)?;
             appended?;
             StopAt::check(stop, FailurePoint::BetweenCommits)?;
-            appenders.rejects.append(sink::rejects_schema(), vec![rows.rejects], &positions.rejects).await?;
+            let recorded = match &appenders.rejects_recorded {
+                Some((recorded, at)) if rows.rejects.num_rows() == 0 && at.elapsed() < REJECTS_POSITIONS_EVERY => {
+                    Some(recorded.clone())
+                }
+                _ => None,
+            };
+            let positions = match recorded {
+                Some(recorded) => {
+                    appenders.rejects_unrecorded = Some(positions.rejects.clone());
+                    Committed { events: positions.events, rejects: recorded }
+                }
+                None => {
+                    appenders.rejects.append(sink::rejects_schema(), vec![rows.rejects], &positions.rejects).await?;
+                    appenders.rejects_recorded = Some((positions.rejects.clone(), Instant::now()));
+                    appenders.rejects_unrecorded = None;
+                    positions
+                }
+            };
             StopAt::check(stop, FailurePoint::AfterCommits)?;
             let _ = committed.send(());
             Ok::<_, Error>(positions)
         });
         InFlight { task, summary }
+    }
+}
+
+impl BronzeCommits {
+    /// Records the positions of skipped empty rejects commits, if any, in
+    /// one commit; returns them. Called once the batches in flight are in.
+    pub async fn flush(&self) -> Result<Option<Positions>> {
+        let mut appenders = self.appenders.lock().await;
+        let Some(positions) = appenders.rejects_unrecorded.take() else { return Ok(None) };
+        let empty = RecordBatch::new_empty(sink::rejects_schema());
+        appenders.rejects.append(sink::rejects_schema(), vec![empty], &positions).await?;
+        appenders.rejects_recorded = Some((positions.clone(), Instant::now()));
+        Ok(Some(positions))
     }
 }
 

@@ -347,6 +347,9 @@ impl<'a> StreamLoop<'a> {
     async fn drain(&mut self) -> Result<()> {
         self.read_ahead = None;
         self.take_in_committed().await?;
+        if let Some(rejects) = self.commits.flush().await? {
+            self.committed.rejects = rejects;
+        }
         self.gold.finish(&self.state).await
     }
 

@@ -44,8 +44,9 @@ use crate::tables::{self, RunTrigger, StageDetails};
 
 /// How often a stream waiting for its topic tries again.
 const SOURCE_RETRY: Duration = Duration::from_secs(5);
-/// How often freshness is checked.
-const FRESHNESS_EVERY: Duration = Duration::from_secs(15);
+/// How often freshness is checked, at most: a quarter of the shortest
+/// limit, within these bounds.
+const FRESHNESS_EVERY: (Duration, Duration) = (Duration::from_millis(250), Duration::from_secs(15));
 /// The micro-batch interval of `up`'s stream when `[stream] interval` is unset.
 const DEFAULT_STREAM_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -419,8 +420,9 @@ async fn vacuum_tables(lake: &Lake, tables: &[TableName], retention: Duration) -
     Ok(deleted)
 }
 
-/// The freshness part: levels of the `[freshness]` tables every
-/// `FRESHNESS_EVERY`, an alert when a breach starts and when it ends.
+/// The freshness part: levels of the `[freshness]` tables (checked four
+/// times per shortest limit, at most every 15 s), an alert when a breach
+/// starts and when it ends.
 async fn freshness_part(
     rules: &[FreshnessRule],
     lake: &Lake,
@@ -429,13 +431,15 @@ async fn freshness_part(
     shutdown: Shutdown,
 ) -> Result<()> {
     let mut watch = FreshnessWatch::default();
+    let shortest = rules.iter().flat_map(|r| [r.warn_after, r.error_after]).flatten().min().unwrap_or(FRESHNESS_EVERY.1);
+    let every = (shortest / 4).clamp(FRESHNESS_EVERY.0, FRESHNESS_EVERY.1);
     loop {
         let levels = check_freshness(lake, rules).await?;
         for change in watch.observe(&levels) {
             alerter.send(freshness_alert(lake, &change));
         }
         *shared.lock().expect("status lock") = levels;
-        if !shutdown.sleep(FRESHNESS_EVERY).await {
+        if !shutdown.sleep(every).await {
             return Ok(());
         }
     }
@@ -469,7 +473,7 @@ fn freshness_alert(lake: &Lake, change: &FreshnessChange) -> Alert {
             table.clone(),
         ),
         FreshnessChange::Recovered { table } => {
-            (AlertEvent::Recovery, format!("{table} is fresh again"), table.clone())
+            (AlertEvent::FreshnessRecovered, format!("{table} is fresh again"), table.clone())
         }
     };
     Alert {

@@ -4,6 +4,8 @@
 
 use std::process::{Command, Output};
 
+use medallion::lake::Lake;
+
 use crate::support::*;
 
 fn medallion(args: &[&str], env: &[(&str, &str)]) -> Output {
@@ -247,4 +249,72 @@ async fn stream_settings_come_from_medallion_toml_and_a_flag_overrides_them() {
     let output = medallion(&["stream", "--config", config_path, "--lake", &lake.url(), "--max-batch", "5", "--quiet"], &[]);
     assert!(output.status.success(), "{}", stderr(&output));
     assert_eq!(recorded_stream_run(&lake).await, (3, 12));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_time_travel_restore_optimize_and_status_from_the_command_line() {
+    let db = northwind_database("it_cli_lake_commands").await;
+    let lake = TestLake::new();
+    let url = lake.url();
+    // Two dates, two runs: the version of gold.kpi_revenue after the first
+    // is read through the library, not through the commands under test.
+    run_pipeline(&config(&url, Some(&db), "2026-11-24")).await.unwrap();
+    let first = Lake::new(&config(&url, None, "2026-11-24")).unwrap();
+    let first_version = first.existing_table("gold", "kpi_revenue").await.unwrap().unwrap().version().unwrap();
+    run_pipeline(&config(&url, Some(&db), "2026-11-25")).await.unwrap();
+    let count = |as_of: Option<&str>| {
+        let mut args = vec!["sql", "--lake", &url, "--format", "csv", "SELECT count(*) AS n FROM gold.kpi_revenue"];
+        if let Some(as_of) = as_of {
+            args.extend(["--as-of", as_of]);
+        }
+        let output = medallion(&args, &[]);
+        assert!(output.status.success(), "{}", stderr(&output));
+        stdout(&output).lines().last().unwrap().trim().to_string()
+    };
+    assert_eq!(count(None), "2", "one row per date");
+    let first_text = first_version.to_string();
+    assert_eq!(count(Some(&first_text)), "1", "as of the first run: its date only");
+
+    // A version names one table's state: a query over two tables is refused in one line.
+    let output = medallion(
+        &["sql", "--lake", &url, "--as-of", &first_text, "SELECT * FROM gold.kpi_revenue, gold.rfm_segments"],
+        &[],
+    );
+    let text = assert_one_line_failure(&output);
+    assert!(text.contains("give a time instead"), "{text}");
+
+    let output = medallion(&["history", "gold.kpi_revenue", "--lake", &url], &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let commits_before = stdout(&output).lines().filter(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit())).count();
+    assert!(commits_before >= 2, "{}", stdout(&output));
+
+    // Restore: the first run's content, as one more commit.
+    let output = medallion(&["restore", "gold.kpi_revenue", "--to", &first_text, "--lake", &url], &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(count(None), "1");
+    let output = medallion(&["history", "gold.kpi_revenue", "--lake", &url], &[]);
+    let commits_after = stdout(&output).lines().filter(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit())).count();
+    assert_eq!(commits_after, commits_before + 1, "{}", stdout(&output));
+
+    // Optimize and vacuum every table: content unchanged, summaries printed.
+    let revenue = |c: &medallion::config::Config| {
+        let c = c.clone();
+        async move { rows(&lake_query(&c, "SELECT SUM(total_revenue) FROM gold.kpi_revenue").await)[0][0].f64() }
+    };
+    let settings = config(&url, None, "2026-11-25");
+    let before = revenue(&settings).await;
+    let output = medallion(&["optimize", "--lake", &url], &[]);
+    assert!(output.status.success() && stdout(&output).contains("optimized in"), "{}", stderr(&output));
+    let output = medallion(&["vacuum", "--dry-run", "--lake", &url], &[]);
+    assert!(output.status.success() && stdout(&output).contains("vacuum would delete"), "{}", stderr(&output));
+    assert_close(revenue(&settings).await, before, "revenue after optimize");
+
+    let output = medallion(&["status", "--lake", &url, "--runs", "3"], &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(text.lines().any(|l| l.starts_with("gold.kpi_revenue ")), "{text}");
+    assert!(text.contains("latest runs"), "{text}");
+
+    let output = medallion(&["history", "gold.no_such_table", "--lake", &url], &[]);
+    assert_one_line_failure(&output);
 }

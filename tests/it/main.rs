@@ -9,4 +9,5 @@ mod serve;
 mod stream;
 mod s3;
 mod support;
+mod up;
 mod upkeep;

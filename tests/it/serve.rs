@@ -49,7 +49,7 @@ async fn start(config: &Config, live: LiveHandle, follow_lake_live: bool) -> Ser
 
 /// A plain HTTP/1.1 exchange (Connection: close).
 pub(crate) struct Reply {
-    status: u16,
+    pub(crate) status: u16,
     headers: String,
     body: Vec<u8>,
 }
@@ -107,7 +107,7 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
     out
 }
 
-async fn get(addr: SocketAddr, path: &str) -> Reply {
+pub(crate) async fn get(addr: SocketAddr, path: &str) -> Reply {
     http(addr, "GET", path, &[], "").await
 }
 

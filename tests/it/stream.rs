@@ -23,13 +23,13 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use crate::support::*;
 
-fn brokers() -> String {
+pub(crate) fn brokers() -> String {
     std::env::var("MEDALLION_TEST_KAFKA").expect(
         "MEDALLION_TEST_KAFKA is not set: run the tests with scripts/test.sh, which starts Apache Kafka",
     )
 }
 
-async fn create_topic(name: &str, partitions: i32) {
+pub(crate) async fn create_topic(name: &str, partitions: i32) {
     create_topic_on(&brokers(), name, partitions).await
 }
 
@@ -48,16 +48,16 @@ async fn create_topic_on(brokers: &str, name: &str, partitions: i32) {
 }
 
 /// One message the test sends, and what the stream must make of it.
-struct Sent {
+pub(crate) struct Sent {
     key: String,
     payload: String,
     /// Some((country as standardised, amount)) when the event is valid and new.
-    counts_as: Option<(String, f64)>,
+    pub(crate) counts_as: Option<(String, f64)>,
 }
 
 /// `n` messages: every 20th is invalid in one of five ways, every 50th
 /// repeats the id of a valid event sent two messages before. Countries use aliases the stream must fold.
-fn messages(n: usize, tag: &str) -> Vec<Sent> {
+pub(crate) fn messages(n: usize, tag: &str) -> Vec<Sent> {
     let countries = [("France", "France"), ("germany ", "Germany"), ("U.S.A.", "USA"), ("UK", "UK"), ("Brasil", "Brazil")];
     let mut out = Vec::new();
     for i in 0..n {
@@ -93,7 +93,7 @@ fn messages(n: usize, tag: &str) -> Vec<Sent> {
     out
 }
 
-async fn send(topic: &str, sent: &[Sent]) {
+pub(crate) async fn send(topic: &str, sent: &[Sent]) {
     send_to(&brokers(), topic, sent).await
 }
 
@@ -113,7 +113,7 @@ async fn send_to(brokers: &str, topic: &str, sent: &[Sent]) {
 }
 
 /// Expected live totals: country → (sum, count).
-fn expected_totals(sent: &[Sent]) -> BTreeMap<String, (f64, i64)> {
+pub(crate) fn expected_totals(sent: &[Sent]) -> BTreeMap<String, (f64, i64)> {
     let mut totals = BTreeMap::new();
     for (country, amount) in sent.iter().filter_map(|s| s.counts_as.clone()) {
         let entry = totals.entry(country).or_insert((0.0, 0));
@@ -123,7 +123,7 @@ fn expected_totals(sent: &[Sent]) -> BTreeMap<String, (f64, i64)> {
     totals
 }
 
-fn assert_totals(actual: &BTreeMap<String, (f64, i64)>, expected: &BTreeMap<String, (f64, i64)>) {
+pub(crate) fn assert_totals(actual: &BTreeMap<String, (f64, i64)>, expected: &BTreeMap<String, (f64, i64)>) {
     assert_eq!(actual.keys().collect::<Vec<_>>(), expected.keys().collect::<Vec<_>>());
     for (country, (sum, count)) in expected {
         let (actual_sum, actual_count) = actual[country];
@@ -132,14 +132,14 @@ fn assert_totals(actual: &BTreeMap<String, (f64, i64)>, expected: &BTreeMap<Stri
     }
 }
 
-async fn lake_totals(config: &medallion::config::Config) -> BTreeMap<String, (f64, i64)> {
+pub(crate) async fn lake_totals(config: &medallion::config::Config) -> BTreeMap<String, (f64, i64)> {
     rows(&lake_query(config, "SELECT pays, total_ventes_live, nb_transactions FROM gold.live_sales_by_country").await)
         .into_iter()
         .map(|r| (r[0].text(), (r[1].f64(), r[2].i64())))
         .collect()
 }
 
-async fn assert_exactly_once(config: &medallion::config::Config, sent: &[Sent]) {
+pub(crate) async fn assert_exactly_once(config: &medallion::config::Config, sent: &[Sent]) {
     let valid = sent.iter().filter(|s| s.counts_as.is_some()).count() as i64;
     let events = rows(&lake_query(config,
         "SELECT COUNT(*), COUNT(DISTINCT event_id), COUNT(DISTINCT CONCAT(topic, ':', \"partition\", ':', \"offset\")) FROM bronze.sales_events").await);

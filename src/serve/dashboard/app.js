@@ -225,12 +225,25 @@ async function loadRuns() {
   }).join("") || '<tr><td colspan="8" class="empty">No runs recorded yet.</td></tr>';
 }
 
+// Freshness levels come from `medallion up` ([freshness] in medallion.toml);
+// a server running alone answers 404 and the column stays empty.
+async function loadFreshness() {
+  const response = await fetch("/api/freshness", { headers: authHeaders() }).catch(() => null);
+  if (!response || !response.ok) return {};
+  const { tables } = await response.json();
+  return Object.fromEntries(tables.map((f) => [f.table, f]));
+}
+
 async function loadTables() {
-  const { tables } = await api("/api/tables");
-  $("tables").tBodies[0].innerHTML = tables.map((t) => `<tr>
+  const [{ tables }, freshness] = await Promise.all([api("/api/tables"), loadFreshness()]);
+  $("tables").tBodies[0].innerHTML = tables.map((t) => {
+    const f = freshness[`${t.layer}.${t.table}`];
+    const level = f ? `<span class="fresh fresh-${esc(f.colour)}" title="last commit ${f.age_seconds ?? "?"} s ago">${esc(f.level)}</span>` : "";
+    return `<tr>
     <td><span class="layer layer-${esc(t.layer)}">${esc(t.layer)}</span></td><td>${esc(t.table)}</td>
     <td class="num">${t.rows == null ? "—" : count.format(t.rows)}</td><td class="num">${t.version ?? "—"}</td>
-    <td>${t.last_commit ? esc(new Date(t.last_commit).toLocaleString()) : "—"}</td></tr>`).join("");
+    <td>${t.last_commit ? esc(new Date(t.last_commit).toLocaleString()) : "—"}</td><td>${level}</td></tr>`;
+  }).join("");
 }
 
 async function refreshAll() {
