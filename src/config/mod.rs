@@ -653,6 +653,16 @@ impl Config {
             Some(dir) => Some(dir),
             None => sources.text(&MODELS_DIR, None, file.models_dir).map(PathBuf::from),
         };
+        let stream = StreamConfig::resolve(flags.stream, file.stream, sources)?;
+        let stream_configured = stream.brokers.is_some() || stream.source.is_some();
+        let up = UpConfig::resolve(file.up, file.alerts, file.freshness, file.maintenance, stream_configured, sources)?;
+        if up.stream && !stream_configured {
+            return Err(Error::Config(format!(
+                "up.stream = true in {} but the stream has no source: set KAFKA_BOOTSTRAP_SERVERS or brokers under [stream] \
+                 (or source = \"file:///dir\"), or set up.stream = false",
+                sources.file_name
+            )));
+        }
         Ok(Config {
             lake: sources.text(&LAKE, flags.lake, file.lake).unwrap_or_else(default_lake),
             database_url: sources.text(&DATABASE_URL, flags.database_url, file.database_url),
@@ -664,9 +674,9 @@ impl Config {
             countries: file.countries,
             s3: S3Config::resolve(flags.create_buckets, file.s3, sources)?,
             token: sources.text(&TOKEN, None, file.token),
-            stream: StreamConfig::resolve(flags.stream, file.stream, sources)?,
+            stream,
             serve: ServeConfig::resolve(flags.serve, file.serve, sources)?,
-            up: UpConfig::resolve(file.up, file.alerts, file.freshness, file.maintenance, sources)?,
+            up,
             trigger: crate::tables::RunTrigger::manual(),
         })
     }

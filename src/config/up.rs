@@ -79,7 +79,8 @@ pub(super) struct MaintenanceFile {
 /// What `medallion up` runs.
 #[derive(Debug, Clone)]
 pub struct UpConfig {
-    /// The continuous stream (`[stream]` gives its source and options).
+    /// The continuous stream (`[stream]` gives its source and options); on
+    /// by default when a source is configured (Kafka brokers or a folder).
     pub stream: bool,
     /// The dashboard, the API and the PostgreSQL endpoint (`[serve]`).
     pub serve: bool,
@@ -141,6 +142,7 @@ impl UpConfig {
         alerts: AlertsFile,
         freshness: BTreeMap<String, FreshnessFile>,
         maintenance: MaintenanceFile,
+        stream_configured: bool,
         sources: &Sources,
     ) -> Result<UpConfig> {
         let file = &sources.file_name;
@@ -190,7 +192,7 @@ impl UpConfig {
                 .unwrap_or(default_upkeep.target_file_bytes),
         };
         Ok(UpConfig {
-            stream: file_value(up.stream, format!("up.stream in {file}"), BOOLEAN)?.unwrap_or(true),
+            stream: file_value(up.stream, format!("up.stream in {file}"), BOOLEAN)?.unwrap_or(stream_configured),
             serve: file_value(up.serve, format!("up.serve in {file}"), BOOLEAN)?.unwrap_or(true),
             grace: file_value(up.grace, format!("up.grace in {file}"), POSITIVE_DURATION)?.unwrap_or(Duration::from_secs(30)),
             schedules,

@@ -63,7 +63,7 @@ impl fmt::Display for AsOf {
 
 fn bad_as_of(text: &str) -> Error {
     Error::Config(format!(
-        "--as-of '{text}' is neither a table version (an integer such as 12) nor a time \
+        "as-of '{text}' is neither a table version (an integer such as 12) nor a time \
          (RFC 3339 such as 2026-11-30T21:00:00Z, or 2026-11-30 21:00:00 taken as UTC)"
     ))
 }

@@ -6,7 +6,9 @@
 //! `--sql-timeout`). The statement is judged by kind (`readonly`) and planned
 //! with DDL, DML and session statements disabled, so nothing can write. A
 //! result longer than the limit is cut and flagged (`truncated` in JSON, the
-//! `X-Medallion-Truncated` header otherwise).
+//! `X-Medallion-Truncated` header otherwise). `"as_of": "12"` or
+//! `"as_of": "2026-11-30T21:00:00Z"` reads the query's lake tables as they
+//! were, in a session of its own.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,12 +20,15 @@ use bytes::Bytes;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::execution::context::SQLOptions;
+use datafusion::prelude::SessionContext;
 use serde_json::json;
 
-use super::response::{text_response, ApiError};
 use super::readonly::check_read_only;
+use super::response::{text_response, ApiError};
 use super::state::AppState;
 use crate::error::Error;
+use crate::lake::history::{point_query_as_of, AsOf};
+use crate::lake::session::SessionBuilder;
 use crate::output;
 
 const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
@@ -34,6 +39,9 @@ struct SqlRequest {
     sql: String,
     limit: Option<usize>,
     timeout_ms: Option<u64>,
+    /// Read the lake tables of the query as they were: a version (one
+    /// table) or a time, as `medallion sql --as-of`.
+    as_of: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -55,9 +63,14 @@ pub async fn handle(State(state): State<Arc<AppState>>, headers: HeaderMap, body
     let timeout = request.timeout_ms.map(Duration::from_millis).unwrap_or(max_time).min(max_time);
 
     let started = Instant::now();
+    let time_travel = match &request.as_of {
+        Some(as_of) => Some(session_as_of(&state, &request.sql, as_of).await?),
+        None => None,
+    };
+    let ctx = time_travel.as_ref().unwrap_or(&state.ctx);
     let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
     let work = async {
-        let frame = state.ctx.sql_with_options(&request.sql, options).await?;
+        let frame = ctx.sql_with_options(&request.sql, options).await?;
         let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
         // One row past the limit tells whether the result was cut.
         let batches = frame.limit(0, Some(limit + 1))?.collect().await?;
@@ -95,6 +108,20 @@ pub async fn handle(State(state): State<Arc<AppState>>, headers: HeaderMap, body
     let flag = if truncated { "true" } else { "false" };
     response.headers_mut().insert("x-medallion-truncated", HeaderValue::from_static(flag));
     Ok(response)
+}
+
+/// A session of its own for a time-travel query: the lake tables `sql`
+/// reads, as of `as_of` (the shared session stays at the newest versions).
+/// Only lake tables can be read this way, not `live.*` or `serving.*`.
+async fn session_as_of(state: &AppState, sql: &str, as_of: &str) -> Result<Arc<SessionContext>, ApiError> {
+    let bad_request = |err: Error| ApiError::new(StatusCode::BAD_REQUEST, err.to_string());
+    let as_of = AsOf::parse(as_of).map_err(bad_request)?;
+    let session = SessionBuilder::new(&state.lake).only(&[]).build().await?;
+    match point_query_as_of(&session.ctx, &state.lake, sql, as_of).await {
+        Ok(_) => Ok(Arc::new(session.ctx)),
+        Err(err @ (Error::Config(_) | Error::Query(_))) => Err(bad_request(err)),
+        Err(err) => Err(err.into()),
+    }
 }
 
 /// The first format the client accepts, JSON by default.

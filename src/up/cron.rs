@@ -188,29 +188,6 @@ impl Cron {
         None
     }
 
-    /// Every time the schedule fired in `(after, until]`, oldest first, at
-    /// most `limit` of them (catching up after downtime).
-    pub fn fired_between<Z: TimeZone>(
-        &self,
-        after: DateTime<Utc>,
-        until: DateTime<Utc>,
-        zone: &Z,
-        limit: usize,
-    ) -> Vec<DateTime<Utc>> {
-        let mut times = Vec::new();
-        let mut cursor = after;
-        while times.len() < limit {
-            match self.next_after(cursor, zone) {
-                Some(next) if next <= until => {
-                    times.push(next);
-                    cursor = next;
-                }
-                _ => break,
-            }
-        }
-        times
-    }
-
     fn fires_on(&self, day: NaiveDate) -> bool {
         if self.months & (1 << day.month()) == 0 {
             return false;
@@ -283,15 +260,6 @@ mod tests {
         assert_eq!(cron.next_after(utc("2026-11-30T12:00:00Z"), &paris).unwrap().to_rfc3339(), "2026-12-01T01:00:00+00:00");
         // 2027-03-28: 02:00 does not exist in Paris; the next run is the 29th.
         assert_eq!(cron.next_after(utc("2027-03-27T12:00:00Z"), &paris).unwrap().to_rfc3339(), "2027-03-29T00:00:00+00:00");
-    }
-
-    #[test]
-    fn catch_up_lists_the_missed_times() {
-        let cron: Cron = "0 * * * *".parse().unwrap();
-        let missed = cron.fired_between(utc("2026-11-30T09:30:00Z"), utc("2026-11-30T12:00:00Z"), &Utc, 10);
-        let hours: Vec<u32> = missed.iter().map(|t| t.hour()).collect();
-        assert_eq!(hours, vec![10, 11, 12]);
-        assert_eq!(cron.fired_between(utc("2026-11-30T09:30:00Z"), utc("2026-11-30T12:00:00Z"), &Utc, 2).len(), 2);
     }
 
     #[test]

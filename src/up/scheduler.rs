@@ -448,6 +448,15 @@ mod tests {
     }
 
     #[test]
+    fn catch_up_lists_the_missed_times_of_a_cron() {
+        let at = |t: &str| DateTime::parse_from_rfc3339(t).unwrap().with_timezone(&Utc);
+        let hourly = When::Cron("0 * * * *".parse().unwrap());
+        let missed = hourly.fired_between(at("2026-11-30T09:30:00Z"), at("2026-11-30T12:00:00Z"), &Tz::UTC, 10);
+        assert_eq!(missed, vec![at("2026-11-30T10:00:00Z"), at("2026-11-30T11:00:00Z"), at("2026-11-30T12:00:00Z")]);
+        assert_eq!(hourly.fired_between(at("2026-11-30T09:30:00Z"), at("2026-11-30T12:00:00Z"), &Tz::UTC, 2).len(), 2);
+    }
+
+    #[test]
     fn a_period_fires_at_whole_multiples_of_itself() {
         let every = When::Every(Duration::from_secs(600));
         let at = |t: &str| DateTime::parse_from_rfc3339(t).unwrap().with_timezone(&Utc);

@@ -504,3 +504,30 @@ async fn dashboard_in_headless_chromium_shows_the_api_figures_and_live_updates()
     println!("dashboard screenshot: {}", shot.display());
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_api_reads_a_table_as_of_an_older_version() {
+    let db = northwind_database("it_serve_as_of").await;
+    let lake = TestLake::new();
+    let first = config(&lake.url(), Some(&db), "2026-11-24");
+    run_pipeline(&first).await.unwrap();
+    // The version after the first date, read through the library.
+    let version = Lake::new(&first).unwrap().existing_table("gold", "kpi_revenue").await.unwrap().unwrap().version().unwrap();
+    let second = config(&lake.url(), Some(&db), "2026-11-25");
+    run_pipeline(&second).await.unwrap();
+    let server = start(&second, LiveHandle::new(), false).await;
+    let addr = server.http_addr();
+    let count = "SELECT count(*) AS n FROM gold.kpi_revenue";
+
+    let now = sql(addr, json!({ "sql": count }), "application/json").await.json();
+    assert_eq!(now["rows"][0]["n"], 2, "{now}");
+    let then = sql(addr, json!({ "sql": count, "as_of": version.to_string() }), "application/json").await.json();
+    assert_eq!(then["rows"][0]["n"], 1, "{then}");
+    // The shared session still reads the newest version.
+    assert_eq!(sql(addr, json!({ "sql": count }), "application/json").await.json()["rows"][0]["n"], 2);
+
+    let bad = sql(addr, json!({ "sql": count, "as_of": "last tuesday" }), "application/json").await;
+    assert_eq!(bad.status, 400);
+    assert!(bad.json()["error"].as_str().unwrap().contains("neither a table version"), "{}", bad.text());
+    server.shutdown().await;
+}
