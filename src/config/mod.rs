@@ -961,4 +961,74 @@ mod tests {
         let config = load(Overrides::default(), &[("MEDALLION_CONFIG", path.to_str().unwrap())]).unwrap();
         assert_eq!(config.stream.topic, "from-config-env");
     }
+
+    fn up_config(toml: &str) -> Result<Config> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("medallion.toml");
+        std::fs::write(&path, toml).unwrap();
+        Config::load_with(Overrides { config_file: Some(path), ..Default::default() }, &|_| None)
+    }
+
+    #[test]
+    fn up_sections_are_read_and_checked_at_start() {
+        let config = up_config(
+            r#"
+[stream]
+brokers = "127.0.0.1:9092"
+[[up.schedule]]
+name = "nightly"
+cron = "0 2 * * *"
+timezone = "Europe/Paris"
+[[up.schedule]]
+every = "15m"
+run = "optimize"
+catch_up = "all"
+[up.retry]
+attempts = 5
+backoff = "10s"
+[alerts]
+webhook = "https://hooks.example/T0/secret-part"
+[freshness]
+"gold.kpi_revenue" = { warn_after = "26h", error_after = "50h" }
+[maintenance]
+optimize_every = "0s"
+"#,
+        )
+        .unwrap();
+        let up = &config.up;
+        assert!(up.stream && up.serve, "the stream is on once brokers are set");
+        assert_eq!(up.schedules.len(), 2);
+        assert_eq!((up.schedules[0].name.as_str(), up.schedules[0].job), ("nightly", crate::up::scheduler::Job::Run));
+        assert_eq!(up.schedules[0].zone.name(), "Europe/Paris");
+        assert_eq!((up.schedules[1].name.as_str(), up.schedules[1].job), ("schedule-2", crate::up::scheduler::Job::Optimize));
+        assert_eq!((up.retry.attempts, up.retry.backoff), (5, Duration::from_secs(10)));
+        assert_eq!(up.freshness[0].warn_after, Some(Duration::from_secs(26 * 3600)));
+        assert_eq!(up.maintenance.optimize_every, None, "0s is never");
+        assert_eq!(up.maintenance.vacuum_retention, Duration::from_secs(7 * 86_400));
+        assert_eq!(config.secrets().scrub("posting to https://hooks.example/T0/secret-part failed"), "posting to *** failed");
+
+        let defaults = up_config("").unwrap();
+        assert!(!defaults.up.stream, "no source, no stream");
+        assert!(defaults.up.schedules.is_empty());
+    }
+
+    #[test]
+    fn a_bad_up_setting_is_one_line_naming_the_entry() {
+        for (toml, needle) in [
+            ("[[up.schedule]]\nname = \"n\"\ncron = \"0 25 * * *\"", "up.schedule 'n' cron"),
+            ("[[up.schedule]]\nname = \"n\"\ncron = \"0 2 * * *\"\nevery = \"1h\"", "both cron and every"),
+            ("[[up.schedule]]\nname = \"n\"", "neither when nor how often"),
+            ("[[up.schedule]]\nname = \"n\"\nevery = \"1h\"\ntimezone = \"Mars/Base\"", "IANA"),
+            ("[[up.schedule]]\nname = \"n\"\nevery = \"1h\"\nrun = \"deploy\"", "run, ingest, refine"),
+            ("[[up.schedule]]\nname = \"n\"\nevery = \"1h\"\n[[up.schedule]]\nname = \"n\"\nevery = \"2h\"", "named 'n'"),
+            ("[freshness]\n\"kpi_revenue\" = { warn_after = \"1h\" }", "layer.table"),
+            ("[freshness]\n\"gold.kpi_revenue\" = {}", "has no limit"),
+            ("[up]\nstream = true", "has no source"),
+            ("[maintenance]\nvacuum_retention = \"a week\"", "maintenance.vacuum_retention"),
+        ] {
+            let message = up_config(toml).unwrap_err().to_string();
+            assert!(message.contains(needle), "{toml}: {message}");
+            assert!(!message.contains('\n'), "{message}");
+        }
+    }
 }

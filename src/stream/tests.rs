@@ -320,6 +320,26 @@ async fn files_smaller_than_the_batch_size_are_read_in_one_batch() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_without_rejects_skip_the_rejects_commit_and_the_end_of_the_run_records_their_positions() {
+    let mut fixture = Fixture::new();
+    for n in 1..=4 {
+        let clean = (0..10).map(|i| lands(&format!("c{n}-{i}"), &format!("10:{n:02}:{i:02}"), "France", f64::from(i))).collect();
+        fixture.write(&format!("{n:04}.jsonl"), clean);
+    }
+    let report = fixture.run(&one_file_per_batch()).await.unwrap();
+    assert_eq!((report.batches, report.events, report.rejected), (4, 40, 0));
+    // Four event commits (versions 0 to 3); the rejects table commits with
+    // the first batch and once more at the end for the positions of the
+    // three skipped ones (versions 0 and 1).
+    assert_eq!((fixture.version("sales_events").await, fixture.version("sales_events_rejected").await), (3, 1));
+    fixture.assert_exactly_once().await;
+    // The positions are recorded: a second run finds nothing to read again.
+    let again = fixture.run(&one_file_per_batch()).await.unwrap();
+    assert_eq!((again.batches, again.events, again.rejected), (0, 0, 0));
+    assert_eq!((fixture.version("sales_events").await, fixture.version("sales_events_rejected").await), (3, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_over_a_consumed_source_commits_nothing_to_bronze() {
     let mut fixture = Fixture::new();
     fixture.write("0001.jsonl", sales_file(1));
