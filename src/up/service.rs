@@ -162,7 +162,7 @@ pub async fn run(
     };
     let live = LiveHandle::new();
     let mut supervisor = Supervisor::new();
-    let mut status = UpStatus {
+    let status = UpStatus {
         started_at: Some(Utc::now()),
         parts: supervisor.statuses(),
         live: config.up.stream.then(|| live.clone()),
@@ -267,7 +267,6 @@ pub async fn run(
             "medallion up has nothing to run: set [up] stream = true or serve = true, or add an [[up.schedule]]".into(),
         ));
     }
-    status.started_at = Some(Utc::now());
     on_started(&started);
     let schedules = status.schedules.clone();
     let parts = supervisor.statuses();
