@@ -23,7 +23,7 @@
 # (libs-<version>/ jars, data/ log dirs, server.properties, logs/, kafka.pid).
 set -euo pipefail
 readonly SERVICE=kafka
-# shellcheck source=lib/service.sh
+# shellcheck source-path=SCRIPTDIR source=lib/service.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib/service.sh"
 
 readonly EXTRA_COMMANDS="create-topic NAME PARTITIONS"

@@ -21,7 +21,7 @@
 # directories get o+x (traverse only, no listing).
 set -euo pipefail
 readonly SERVICE=postgres
-# shellcheck source=lib/service.sh
+# shellcheck source-path=SCRIPTDIR source=lib/service.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib/service.sh"
 
 readonly PORT="${PGPORT:-25432}"

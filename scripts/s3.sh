@@ -30,7 +30,7 @@
 # ${MEDALLION_S3_BUILD_DIR:-$HOME/.cache/medallion-s3-build}.
 set -euo pipefail
 readonly SERVICE=s3
-# shellcheck source=lib/service.sh
+# shellcheck source-path=SCRIPTDIR source=lib/service.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib/service.sh"
 
 readonly PORT="${S3_PORT:-29000}"
