@@ -5,6 +5,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
@@ -30,6 +31,47 @@ pub fn stream_source(config: &Config) -> Result<StreamSource> {
         )
     })?;
     Ok(StreamSource::Kafka(KafkaSource::new(brokers, &config.stream.topic, &config.stream.group)?))
+}
+
+/// How often a continuous stream waiting for its source tries again.
+const SOURCE_RETRY: Duration = Duration::from_secs(5);
+
+/// The configured stream source, once it answers. A continuous stream
+/// (`interval` set, as under `medallion up`) waits for a broker or a topic
+/// that is not there yet, with a warning line at each try (every
+/// `SOURCE_RETRY`); a stream that consumes what is there and stops fails at
+/// once instead. `None` when `stop` is set while waiting. A configuration
+/// error (no brokers at all) is returned at once either way.
+pub async fn wait_for_source(config: &Config, stop: &AtomicBool) -> Result<Option<StreamSource>> {
+    let started = Instant::now();
+    let mut waited = false;
+    loop {
+        let source = stream_source(config)?;
+        let error = match source.keys().await {
+            Ok(_) => {
+                if waited {
+                    tracing::warn!("stream: {} answers now, after {}s", source.describe(), started.elapsed().as_secs());
+                }
+                return Ok(Some(source));
+            }
+            Err(err) if config.stream.interval.is_some() => err,
+            Err(err) => return Err(err),
+        };
+        waited = true;
+        tracing::warn!(
+            "stream: waiting for its source ({}s so far, trying again every {}s): {}",
+            started.elapsed().as_secs(),
+            SOURCE_RETRY.as_secs(),
+            one_line(&config.secrets().scrub(&error.to_string()))
+        );
+        let retry_at = Instant::now() + SOURCE_RETRY;
+        while Instant::now() < retry_at {
+            if stop.load(Ordering::SeqCst) {
+                return Ok(None);
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
 }
 
 /// Runs the stream with the configuration's options until its trigger says

@@ -683,9 +683,9 @@ async fn execute(command: Command, config: Config, progress: Progress) -> Result
         Command::Stream(_) => {
             jobs::keep_freed_memory_for_reuse();
             let lake = Lake::new(&config)?;
-            let source = jobs::stream_source(&config)?;
-            println!("medallion stream {} → {}", source.describe(), lake.location().describe());
             let stop = jobs::stop_on_ctrl_c();
+            let Some(source) = jobs::wait_for_source(&config, &stop).await? else { return Ok(()) };
+            println!("medallion stream {} → {}", source.describe(), lake.location().describe());
             let report = jobs::stream(&config, &lake, source, &LiveHandle::new(), &progress, stop).await?;
             print_stream_summary(&report);
         }

@@ -42,8 +42,6 @@ use crate::runs::{self, RunRecord, RunStatus};
 use crate::serve::{self, ServiceReport};
 use crate::tables::{self, RunTrigger, StageDetails};
 
-/// How often a stream waiting for its topic tries again.
-const SOURCE_RETRY: Duration = Duration::from_secs(5);
 /// How often freshness is checked, at most: a quarter of the shortest
 /// limit, within these bounds.
 const FRESHNESS_EVERY: (Duration, Duration) = (Duration::from_millis(250), Duration::from_secs(15));
@@ -287,42 +285,19 @@ fn stream_config(config: &Config) -> Config {
 
 /// The stream part: waits for its source, then streams until shutdown.
 async fn stream_part(config: &Config, lake: &Lake, live: &LiveHandle, shutdown: Shutdown) -> Result<()> {
-    let mut waiting_since: Option<Instant> = None;
-    let source = loop {
-        let attempt = async {
-            let source = jobs::stream_source(config)?;
-            source.keys().await?;
-            Ok::<_, Error>(source)
-        };
-        match attempt.await {
-            Ok(source) => break source,
-            Err(err) => {
-                let since = *waiting_since.get_or_insert_with(Instant::now);
-                tracing::warn!(
-                    "stream: waiting for its source ({}s so far, trying every {}s): {}",
-                    since.elapsed().as_secs(),
-                    SOURCE_RETRY.as_secs(),
-                    one_line(&config.secrets().scrub(&err.to_string()))
-                );
-                if !shutdown.sleep(SOURCE_RETRY).await {
-                    return Ok(());
-                }
-            }
-        }
-    };
-    if waiting_since.is_some() {
-        tracing::info!("stream: source {} found", source.describe());
-    }
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
-    let watcher = shutdown.clone();
     let stopper = tokio::spawn(async move {
-        watcher.stopped().await;
+        shutdown.stopped().await;
         flag.store(true, Ordering::SeqCst);
     });
-    let result = jobs::stream(config, lake, source, live, &Progress::hidden(), stop).await;
+    let result = match jobs::wait_for_source(config, &stop).await {
+        Ok(Some(source)) => jobs::stream(config, lake, source, live, &Progress::hidden(), stop).await.map(|_| ()),
+        Ok(None) => Ok(()),
+        Err(err) => Err(err),
+    };
     stopper.abort();
-    result.map(|_| ())
+    result
 }
 
 /// The streaming tables `up` compacts: many small appends.

@@ -391,3 +391,48 @@ async fn the_file_stream_runs_exactly_once_on_the_s3_lake() {
     }
     assert_exactly_once(&config, &sent).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_continuous_stream_waits_for_a_topic_that_does_not_exist_yet() {
+    let topic = unique_name("it-stream-late-topic");
+    let lake = TestLake::new();
+    let config = config(&lake.url(), None, "2026-11-25");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_medallion"))
+        .args(["stream", "--lake", &lake.url(), "--topic", &topic, "--brokers", &brokers(), "--interval", "200ms"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(child.try_wait().unwrap().is_none(), "the stream waits for its topic instead of exiting");
+
+    // The producer creates the topic (the broker allows it; consumers never create topics).
+    let sent = messages(500, "late");
+    send(&topic, &sent).await;
+    let valid = sent.iter().filter(|s| s.counts_as.is_some()).count() as i64;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let landed = if catalog_has_bronze_events(&config).await {
+            rows(&lake_query(&config, "SELECT COUNT(*) FROM bronze.sales_events").await)[0][0].i64()
+        } else {
+            0
+        };
+        if landed == valid {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{landed} of {valid} events landed after 60 s");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("waiting for its source") && stderr.contains(&topic), "{stderr}");
+    assert_exactly_once(&config, &sent).await;
+}
+
+async fn catalog_has_bronze_events(config: &medallion::config::Config) -> bool {
+    let sql = "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = 'bronze' AND table_name = 'sales_events'";
+    rows(&lake_query(config, sql).await)[0][0].i64() > 0
+}
