@@ -119,8 +119,10 @@ impl Error {
         let source: BoxError = err.into();
         let kind = classify(source.as_ref());
         let reason = one_line(&source.to_string());
+        // The advice comes first: a long dependency message (an S3 URL, a
+        // retry report) is what gets cut when the line is too long.
         let reason = match lake_advice(kind, &reason) {
-            Some(advice) => format!("{reason}; {advice}"),
+            Some(advice) => format!("{advice} — {reason}"),
             None => reason,
         };
         Error::Lake { table: table.to_string(), reason, kind, source }
@@ -314,6 +316,10 @@ mod tests {
         let down = Error::lake("layer bronze", unavailable);
         assert!(down.is_transient());
         assert!(down.to_string().contains("AWS_ENDPOINT_URL"), "{down}");
+        // The advice survives the cut of a long dependency message.
+        let long = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "x".repeat(2 * MAX_MESSAGE));
+        let cut = one_line(&format!("error: {}", Error::lake("bronze.order_details", long)));
+        assert!(cut.contains("AWS_ENDPOINT_URL"), "{cut}");
         // A list request refused: object_store reports it as generic.
         let refused = object_store::Error::Generic { store: "S3", source: "Server returned non-2xx status code: 403 Forbidden: SignatureDoesNotMatch".into() };
         assert!(Error::lake("layer bronze", refused).to_string().contains("AWS_SECRET_ACCESS_KEY"));

@@ -12,7 +12,8 @@ use medallion::lake::history;
 use medallion::lake::session::SessionBuilder;
 use medallion::lake::upkeep::{self, OptimizeOptions, VacuumOptions};
 use medallion::lake::{Lake, TableName};
-use medallion::output::{self, Format};
+use medallion::output;
+use medallion::tables::{RunTrigger, StageDetails};
 use medallion::up::service::check_freshness;
 
 /// The table named on the command line, or every table of the lake.
@@ -63,18 +64,7 @@ pub async fn status(config: &Config, runs: usize) -> Result<()> {
     for missing in freshness.iter().filter(|f| f.last_commit.is_none()) {
         println!("{:<40} {:>8} {:>8} {:>10}  {:<22} {}", missing.table, "-", "-", "-", "never written", missing.colour);
     }
-    let session = SessionBuilder::new(&lake).only(&[medallion::tables::PIPELINE_RUNS]).build().await?;
-    if session.ctx.table_exist(medallion::tables::PIPELINE_RUNS.to_string().as_str())? {
-        let sql = format!(
-            "SELECT started_at, command, stage, status, \"rows\", duration_ms, details, error FROM {} \
-             ORDER BY started_at DESC LIMIT {runs}",
-            medallion::tables::PIPELINE_RUNS
-        );
-        let batches = session.ctx.sql(&sql).await.map_err(medallion::Error::from)?.collect().await.map_err(medallion::Error::from)?;
-        println!("\nlatest runs (gold.pipeline_runs; details hold each run's trigger and attempt)\n{}", output::render(&batches, Format::Table)?);
-    } else {
-        println!("\nno run recorded yet: `medallion run` or `medallion up` writes gold.pipeline_runs");
-    }
+    print_latest_runs(&lake, runs).await?;
     print_running_up(config).await;
     Ok(())
 }
@@ -136,6 +126,47 @@ async fn fetch_status(config: &Config) -> Option<serde_json::Value> {
         serde_json::from_slice(&raw[split + 4..]).ok()
     };
     tokio::time::timeout(std::time::Duration::from_secs(2), exchange).await.ok().flatten()
+}
+
+/// The latest `runs` stage records of `gold.pipeline_runs`, one line each,
+/// with what triggered them (by hand, or a schedule and its attempt).
+async fn print_latest_runs(lake: &Lake, runs: usize) -> Result<()> {
+    let session = SessionBuilder::new(lake).only(&[medallion::tables::PIPELINE_RUNS]).build().await?;
+    if !session.ctx.table_exist(medallion::tables::PIPELINE_RUNS.to_string().as_str())? {
+        println!("\nno run recorded yet: `medallion run` or `medallion up` writes gold.pipeline_runs");
+        return Ok(());
+    }
+    let sql = format!(
+        "SELECT CAST(started_at AS VARCHAR) AS started_at, command, stage, status, \"rows\", duration_ms, details, error \
+         FROM {} ORDER BY started_at DESC LIMIT {runs}",
+        medallion::tables::PIPELINE_RUNS
+    );
+    let frame = session.ctx.sql(&sql).await.map_err(medallion::Error::from)?;
+    let batches = frame.collect().await.map_err(medallion::Error::from)?;
+    println!("\nlatest runs (gold.pipeline_runs)");
+    println!("{:<24} {:<10} {:<10} {:<7} {:>10} {:>9}  trigger", "started (UTC)", "command", "stage", "status", "rows", "seconds");
+    for row in output::json_rows(&batches)? {
+        let text = |key: &str| row.get(key).and_then(|v| v.as_str()).unwrap_or("").to_string();
+        let number = |key: &str| row.get(key).and_then(|v| v.as_i64()).unwrap_or(0);
+        let trigger = match serde_json::from_str::<StageDetails>(&text("details")) {
+            _ if text("command") == "stream" => "-".to_string(),
+            Ok(StageDetails { trigger: RunTrigger { schedule: Some(schedule), attempt, .. }, .. }) => {
+                format!("schedule {schedule}, attempt {attempt}")
+            }
+            _ => "by hand".to_string(),
+        };
+        let error = row.get("error").and_then(|v| v.as_str()).map(|e| format!("  error: {e}")).unwrap_or_default();
+        println!(
+            "{:<24} {:<10} {:<10} {:<7} {:>10} {:>9.2}  {trigger}{error}",
+            text("started_at").chars().take(23).collect::<String>(),
+            text("command"),
+            text("stage"),
+            text("status"),
+            number("rows"),
+            number("duration_ms") as f64 / 1000.0
+        );
+    }
+    Ok(())
 }
 
 /// `90` → `1m 30s`.

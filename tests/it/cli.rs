@@ -313,7 +313,7 @@ async fn history_time_travel_restore_optimize_and_status_from_the_command_line()
     assert!(output.status.success(), "{}", stderr(&output));
     let text = stdout(&output);
     assert!(text.lines().any(|l| l.starts_with("gold.kpi_revenue ")), "{text}");
-    assert!(text.contains("latest runs"), "{text}");
+    assert!(text.contains("latest runs") && text.contains("by hand"), "{text}");
 
     let output = medallion(&["history", "gold.no_such_table", "--lake", &url], &[]);
     assert_one_line_failure(&output);
