@@ -14,7 +14,7 @@ use medallion::lake::upkeep::{self, OptimizeOptions, VacuumOptions};
 use medallion::lake::{Lake, TableName};
 use medallion::output;
 use medallion::tables::{RunTrigger, StageDetails};
-use medallion::up::service::check_freshness;
+use medallion::up::freshness::{age_text, Freshness};
 
 /// The table named on the command line, or every table of the lake.
 async fn tables(lake: &Lake, named: Option<&str>) -> Result<Vec<(String, String)>> {
@@ -26,7 +26,8 @@ async fn tables(lake: &Lake, named: Option<&str>) -> Result<Vec<(String, String)
             }
             vec![(layer.to_string(), table.to_string())]
         }
-        None => upkeep::every_table(lake)
+        None => lake
+            .every_table()
             .await?
             .into_iter()
             .map(|name: TableName| (name.layer.as_str().to_string(), name.table().to_string()))
@@ -42,14 +43,23 @@ fn megabytes(bytes: u64) -> f64 {
 pub async fn status(config: &Config, runs: usize) -> Result<()> {
     let lake = Lake::new(config)?;
     println!("medallion status: {}", lake.location().describe());
-    let freshness = check_freshness(&lake, &config.up.freshness).await?;
-    println!("\n{:<40} {:>8} {:>8} {:>10}  {:<22} freshness", "table", "version", "files", "MB", "last commit");
-    let now = Utc::now();
+    let mut every = Vec::new();
     for (layer, table) in tables(&lake, None).await? {
-        let Some(stats) = upkeep::table_stats(&lake, &layer, &table).await? else { continue };
+        every.extend(upkeep::table_stats(&lake, &layer, &table).await?);
+    }
+    // Freshness from the same last commit times (a table not there yet is unknown).
+    let now = Utc::now();
+    let freshness: Vec<Freshness> = config
+        .up
+        .freshness
+        .iter()
+        .map(|rule| rule.evaluate(every.iter().find(|s| s.table == rule.table).and_then(|s| s.last_commit), now))
+        .collect();
+    println!("\n{:<40} {:>8} {:>8} {:>10}  {:<22} freshness", "table", "version", "files", "MB", "last commit");
+    for stats in &every {
         let age = stats
             .last_commit
-            .map(|at| format!("{} ago", short_age((now - at).num_seconds().max(0))))
+            .map(|at| format!("{} ago", age_text((now - at).num_seconds().max(0))))
             .unwrap_or_else(|| "-".into());
         let level = freshness.iter().find(|f| f.table == stats.table).map(|f| f.colour).unwrap_or("");
         println!(
@@ -167,16 +177,6 @@ async fn print_latest_runs(lake: &Lake, runs: usize) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// `90` → `1m 30s`.
-fn short_age(seconds: i64) -> String {
-    match seconds {
-        s if s < 60 => format!("{s}s"),
-        s if s < 3600 => format!("{}m {}s", s / 60, s % 60),
-        s if s < 86_400 => format!("{}h {}m", s / 3600, s / 60 % 60),
-        s => format!("{}d {}h", s / 86_400, s / 3600 % 24),
-    }
 }
 
 /// `medallion optimize [TABLE]`.

@@ -94,6 +94,7 @@ const DATABASE_URL: Setting = Setting { key: "database_url", flag: Some("--datab
 const DATE: Setting = Setting { key: "date", flag: Some("--date"), env: &[] };
 const MODELS_DIR: Setting = Setting { key: "models_dir", flag: Some("--models"), env: &["MEDALLION_MODELS"] };
 const TOKEN: Setting = Setting { key: "token", flag: None, env: &["MEDALLION_TOKEN"] };
+const ALERTS_WEBHOOK: Setting = Setting { key: "alerts.webhook", flag: None, env: &["MEDALLION_ALERT_WEBHOOK"] };
 
 const S3_ENDPOINT: Setting = Setting { key: "s3.endpoint", flag: None, env: &["AWS_ENDPOINT_URL"] };
 const S3_REGION: Setting = Setting { key: "s3.region", flag: None, env: &["AWS_REGION", "AWS_DEFAULT_REGION"] };
@@ -946,8 +947,11 @@ mod tests {
             ("AWS_SECRET_ACCESS_KEY", "aws-secret"),
             ("AWS_ALLOW_HTTP", "true"),
             ("MEDALLION_CREATE_BUCKETS", "1"),
+            ("MEDALLION_ALERT_WEBHOOK", "https://hooks.example/wh-secret"),
         ];
         let config = load(file("").flags, &env).unwrap();
+        assert_eq!(config.up.webhook.as_deref(), Some("https://hooks.example/wh-secret"));
+        assert_eq!(config.secrets().scrub("POST https://hooks.example/wh-secret failed"), "POST *** failed");
         assert_eq!(config.lake, "file:///env/lake");
         assert_eq!(config.models_dir, Some(PathBuf::from("/env/models")));
         assert_eq!(config.s3.region.as_deref(), Some("eu-west-3"));

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{text, FileValue, Form, Given, Sources, BOOLEAN, COUNT, DURATION, POSITIVE_DURATION};
+use super::{text, FileValue, Form, Given, Sources, ALERTS_WEBHOOK, BOOLEAN, COUNT, DURATION, POSITIVE_DURATION};
 use crate::error::{Error, Result};
 use crate::up::cron::Cron;
 use crate::up::freshness::FreshnessRule;
@@ -197,7 +197,7 @@ impl UpConfig {
             grace: file_value(up.grace, format!("up.grace in {file}"), POSITIVE_DURATION)?.unwrap_or(Duration::from_secs(30)),
             schedules,
             retry,
-            webhook: sources.env_value("MEDALLION_ALERT_WEBHOOK").or(alerts.webhook).filter(|w| !w.trim().is_empty()),
+            webhook: sources.text(&ALERTS_WEBHOOK, None, alerts.webhook),
             freshness: rules,
             maintenance,
         })

@@ -89,7 +89,7 @@ impl Lake {
             AsOf::Timestamp(time) => {
                 delta.load_with_datetime(time).await.map_err(|e| Error::lake(&name, e))?;
                 // deltalake falls back to the oldest version for a time before it.
-                let committed = commit_time(&delta.object_store(), version_of(&delta)).await;
+                let committed = newest_commit_time(&delta).await;
                 Ok(committed.is_none_or(|committed| committed <= time).then_some(delta))
             }
         }
@@ -152,6 +152,20 @@ pub async fn point_query_as_of(ctx: &SessionContext, lake: &Lake, sql: &str, as_
         }
     }
     Ok(pointed)
+}
+
+/// When the newest commit of `layer.table` was written (the clock `history`
+/// and `--as-of` use): one open of the table and one `HEAD` of its newest
+/// commit file. `None` when the table does not exist.
+pub async fn last_commit_time(lake: &Lake, layer: &str, table: &str) -> Result<Option<DateTime<Utc>>> {
+    let Some(delta) = lake.existing_table(layer, table).await? else { return Ok(None) };
+    Ok(newest_commit_time(&delta).await)
+}
+
+/// When the loaded version of `delta` was committed; `None` once log
+/// cleanup removed its commit file.
+pub(super) async fn newest_commit_time(delta: &DeltaTable) -> Option<DateTime<Utc>> {
+    commit_time(&delta.object_store(), version_of(delta)).await
 }
 
 /// The modification time of a version's commit file; `None` once log

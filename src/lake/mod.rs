@@ -262,6 +262,17 @@ impl Lake {
         Ok(written.version().unwrap_or_default() as i64)
     }
 
+    /// Every Delta table of the lake, layer by layer.
+    pub async fn every_table(&self) -> Result<Vec<TableName>> {
+        let mut every = Vec::new();
+        for layer in Layer::STORED {
+            for table in self.list_tables(layer.as_str()).await? {
+                every.push(TableName::owned(layer, table));
+            }
+        }
+        Ok(every)
+    }
+
     /// Names of the Delta tables in a layer (folders holding a `_delta_log`).
     pub async fn list_tables(&self, layer: &str) -> Result<Vec<String>> {
         let store = self.layer_store(layer)?;

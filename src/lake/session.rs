@@ -26,7 +26,7 @@ use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 use deltalake::DeltaTable;
 
-use super::{catalog, views, Lake, Layer, TableName};
+use super::{catalog, views, Lake, TableName};
 use crate::config::Config;
 use crate::error::Result;
 use crate::live::{LiveHandle, LiveSnapshot};
@@ -122,15 +122,7 @@ impl<'a> SessionBuilder<'a> {
     async fn register_delta_tables(&self, ctx: &SessionContext) -> Result<Vec<(TableName, DeltaTable)>> {
         let names = match &self.only {
             Some(names) => names.clone(),
-            None => {
-                let mut names = Vec::new();
-                for layer in Layer::STORED {
-                    for table in self.lake.list_tables(layer.as_str()).await? {
-                        names.push(TableName::owned(layer, table));
-                    }
-                }
-                names
-            }
+            None => self.lake.every_table().await?,
         };
         let mut registered = Vec::new();
         for name in names {
@@ -179,6 +171,7 @@ async fn persisted_live(ctx: &SessionContext) -> LiveHandle {
 mod tests {
     use super::*;
     use crate::config::Overrides;
+    use crate::lake::Layer;
     use crate::live::CountryTotals;
 
     fn lake_in(dir: &std::path::Path) -> (Config, Lake) {

@@ -298,17 +298,6 @@ pub(super) fn version_of(delta: &DeltaTable) -> u64 {
     delta.version().unwrap_or_default()
 }
 
-/// Every Delta table of the lake, layer by layer.
-pub async fn every_table(lake: &Lake) -> Result<Vec<super::TableName>> {
-    let mut every = Vec::new();
-    for layer in super::Layer::STORED {
-        for table in lake.list_tables(layer.as_str()).await? {
-            every.push(super::TableName::owned(layer, table));
-        }
-    }
-    Ok(every)
-}
-
 /// What a table holds now, for `medallion status`.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct TableStats {
@@ -326,13 +315,12 @@ pub async fn table_stats(lake: &Lake, layer: &str, table: &str) -> Result<Option
     let name = format!("{layer}.{table}");
     let Some(delta) = lake.existing_table(layer, table).await? else { return Ok(None) };
     let (files, bytes) = live_files(&delta, &name)?;
-    let newest = super::history::history(lake, layer, table, Some(1)).await?;
     Ok(Some(TableStats {
         table: name,
         version: version_of(&delta),
         files,
         bytes,
-        last_commit: newest.first().map(|entry| entry.timestamp),
+        last_commit: super::history::newest_commit_time(&delta).await,
     }))
 }
 

@@ -89,6 +89,16 @@ impl FreshnessRule {
     }
 }
 
+/// An age for people: `42s`, `1m 30s`, `2h 5m`, `3d 4h`.
+pub fn age_text(seconds: i64) -> String {
+    match seconds {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m {}s", s / 60, s % 60),
+        s if s < 86_400 => format!("{}h {}m", s / 3600, s / 60 % 60),
+        s => format!("{}d {}h", s / 86_400, s / 3600 % 24),
+    }
+}
+
 /// A change worth an alert.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FreshnessChange {

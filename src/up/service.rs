@@ -26,7 +26,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::alerts::{Alert, AlertEvent, Alerter, DeliveryPolicy};
-use super::freshness::{Freshness, FreshnessChange, FreshnessRule, FreshnessWatch};
+use super::freshness::{age_text, Freshness, FreshnessChange, FreshnessRule, FreshnessWatch};
 use super::scheduler::{Job, JobFailure, JobRunner, ScheduleLoop, ScheduleStatus, ScheduleStatuses, Trigger};
 use super::supervisor::{PartStatus, RestartPolicy, Shutdown, Supervisor};
 use crate::config::Config;
@@ -192,6 +192,8 @@ pub async fn run(
     if config.up.serve {
         let options = serve::ServeOptions { follow_lake_live: !config.up.stream, ..config.serve_options() };
         let running = serve::start(config, lake.clone(), live.clone(), options).await?;
+        let report: Arc<dyn ServiceReport> = Arc::new(status.clone());
+        let _ = running.state().service.set(report);
         started.http = Some(running.http_addr());
         started.pg = running.pg_addr();
         server = Some(running);
@@ -207,10 +209,6 @@ pub async fn run(
     }
     if let Some(server) = server {
         let slot = Arc::new(Mutex::new(Some(server)));
-        if let Some(running) = slot.lock().expect("server slot").as_ref() {
-            let report: Arc<dyn ServiceReport> = Arc::new(status.clone());
-            let _ = running.state().service.set(report);
-        }
         supervisor.add("serve", RestartPolicy::default(), move |shutdown| {
             let slot = slot.clone();
             async move {
@@ -266,12 +264,8 @@ pub async fn run(
         ));
     }
     on_started(&started);
-    let schedules = status.schedules.clone();
-    let parts = supervisor.statuses();
     let abandoned = supervisor.run(stop_requested, config.up.grace).await;
-    let parts = parts.lock().expect("status lock").clone();
-    let schedules = schedules.lock().expect("status lock").clone();
-    Ok(UpReport { duration: clock.elapsed(), parts, schedules, abandoned })
+    Ok(UpReport { duration: clock.elapsed(), parts: status.parts(), schedules: status.schedules(), abandoned })
 }
 
 /// `up`'s stream runs continuously: `[stream] interval`, else one second.
@@ -424,19 +418,10 @@ pub async fn check_freshness(lake: &Lake, rules: &[FreshnessRule]) -> Result<Vec
     let mut levels = Vec::new();
     for rule in rules {
         let (layer, table) = upkeep::split_table_name(&rule.table)?;
-        let last_commit = last_commit_time(lake, layer, table).await?;
+        let last_commit = crate::lake::history::last_commit_time(lake, layer, table).await?;
         levels.push(rule.evaluate(last_commit, Utc::now()));
     }
     Ok(levels)
-}
-
-/// When the newest commit of a table was written; `None` when it does not exist.
-pub async fn last_commit_time(lake: &Lake, layer: &str, table: &str) -> Result<Option<DateTime<Utc>>> {
-    if lake.existing_table(layer, table).await?.is_none() {
-        return Ok(None);
-    }
-    let newest = crate::lake::history::history(lake, layer, table, Some(1)).await?;
-    Ok(newest.first().map(|entry| entry.timestamp))
 }
 
 fn freshness_alert(lake: &Lake, change: &FreshnessChange) -> Alert {
@@ -460,17 +445,6 @@ fn freshness_alert(lake: &Lake, change: &FreshnessChange) -> Alert {
         table: Some(table),
         lake: lake.location().describe(),
         at: Utc::now(),
-    }
-}
-
-/// `90s` → `1m 30s`, `26h` → `1d 2h`.
-fn age_text(seconds: i64) -> String {
-    let (days, hours, minutes, secs) = (seconds / 86_400, seconds / 3600 % 24, seconds / 60 % 60, seconds % 60);
-    match (days, hours, minutes) {
-        (0, 0, 0) => format!("{secs}s"),
-        (0, 0, _) => format!("{minutes}m {secs}s"),
-        (0, _, _) => format!("{hours}h {minutes}m"),
-        _ => format!("{days}d {hours}h"),
     }
 }
 
@@ -537,7 +511,7 @@ impl LakeJobs {
             Job::Optimize | Job::Vacuum => {
                 let started_at = Utc::now();
                 let clock = Instant::now();
-                let every = upkeep::every_table(lake).await.map_err(failed_in(job.as_str()))?;
+                let every = lake.every_table().await.map_err(failed_in(job.as_str()))?;
                 let outcome = if job == Job::Optimize {
                     let target = config.up.maintenance.target_file_bytes;
                     optimize_tables(lake, &every, target, true).await
