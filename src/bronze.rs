@@ -3,16 +3,23 @@
 //! Every source column is kept with its faithful type; three columns are
 //! added: `_ingestion_timestamp` (UTC), `_source` (host:port/db/schema.table,
 //! never a password) and `_ingestion_date`, the partition. Landing a date
-//! replaces exactly that date's partition in one Delta commit.
+//! replaces exactly that date's partition in one Delta commit. Rows read
+//! from PostgreSQL stream into the table as they arrive.
 
 use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use datafusion::arrow::array::{ArrayRef, Date32Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::error::ArrowError;
+use datafusion::error::DataFusionError;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use futures::StreamExt;
 
 use crate::error::{Error, Result};
-use crate::lake::{Lake, PartitionWrite, Rows};
+use crate::lake::{Lake, PartitionWrite, Rows, WriteProfile};
+use crate::source::postgres::TableExtraction;
 use crate::source::ExtractedTable;
 use crate::tables;
 
@@ -24,12 +31,45 @@ pub const PARTITION_COLUMN: &str = "_ingestion_date";
 pub struct LandedTable {
     pub table: String,
     pub rows: u64,
-    /// Bytes of Arrow data landed (in memory size).
-    pub bytes: u64,
+    /// Bytes received from the source.
+    pub source_bytes: u64,
+    /// Time reading and decoding the source.
+    pub read_time: std::time::Duration,
     pub version: i64,
+    pub profile: WriteProfile,
 }
 
-/// Writes one extracted table as the `date` partition of `bronze.<table>`.
+/// The technical columns added to every row of one landing.
+struct Stamp {
+    schema: SchemaRef,
+    ingested_at: i64,
+    origin: String,
+    days: i32,
+}
+
+impl Stamp {
+    fn new(source: &SchemaRef, origin: &str, date: NaiveDate, ingested_at: DateTime<Utc>) -> Stamp {
+        Stamp {
+            schema: bronze_schema(source),
+            ingested_at: ingested_at.timestamp_micros(),
+            origin: origin.to_string(),
+            days: date.signed_duration_since(NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch")).num_days() as i32,
+        }
+    }
+
+    /// `batch` with the technical columns.
+    fn apply(&self, batch: &RecordBatch) -> std::result::Result<RecordBatch, ArrowError> {
+        let rows = batch.num_rows();
+        let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+        columns.push(Arc::new(TimestampMicrosecondArray::from(vec![self.ingested_at; rows]).with_timezone("UTC")));
+        columns.push(Arc::new(StringArray::from(vec![self.origin.as_str(); rows])));
+        columns.push(Arc::new(Date32Array::from(vec![self.days; rows])));
+        RecordBatch::try_new(self.schema.clone(), columns)
+    }
+}
+
+/// Writes one table read in full (a dump) as the `date` partition of
+/// `bronze.<table>`.
 pub async fn land(
     lake: &Lake,
     extracted: ExtractedTable,
@@ -37,28 +77,61 @@ pub async fn land(
     ingested_at: DateTime<Utc>,
 ) -> Result<LandedTable> {
     let name = tables::bronze(&extracted.name);
-    let schema = bronze_schema(&extracted.schema);
-    let days = date.signed_duration_since(NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch")).num_days() as i32;
-    let mut batches = Vec::with_capacity(extracted.batches.len());
-    let mut bytes = 0u64;
-    for batch in &extracted.batches {
-        let rows = batch.num_rows();
-        let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
-        columns.push(Arc::new(
-            TimestampMicrosecondArray::from(vec![ingested_at.timestamp_micros(); rows]).with_timezone("UTC"),
-        ));
-        columns.push(Arc::new(StringArray::from(vec![extracted.origin.as_str(); rows])));
-        columns.push(Arc::new(Date32Array::from(vec![days; rows])));
-        let with_metadata = RecordBatch::try_new(schema.clone(), columns)
-            .map_err(|e| Error::lake(&name, e))?;
-        bytes += batch.get_array_memory_size() as u64;
-        batches.push(with_metadata);
-    }
+    let stamp = Stamp::new(&extracted.schema, &extracted.origin, date, ingested_at);
+    let batches = extracted
+        .batches
+        .iter()
+        .map(|batch| stamp.apply(batch))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| Error::lake(&name, e))?;
     let rows = extracted.rows() as u64;
-    let version = lake
-        .replace_partition(PartitionWrite::to(&name, PARTITION_COLUMN, date, Rows::Batches { schema, batches }))
+    let written = lake
+        .replace_partition(PartitionWrite::to(&name, PARTITION_COLUMN, date, Rows::Batches { schema: stamp.schema, batches }))
         .await?;
-    Ok(LandedTable { table: extracted.name, rows, bytes, version })
+    Ok(LandedTable {
+        table: extracted.name,
+        rows,
+        source_bytes: extracted.source_bytes,
+        read_time: std::time::Duration::ZERO,
+        version: written.version,
+        profile: written.profile,
+    })
+}
+
+/// Writes a table as it is extracted from PostgreSQL: each part of the
+/// extraction streams into a writer of its own. A failed read leaves the
+/// table as it was and is reported as the source's error.
+pub async fn land_streaming(
+    lake: &Lake,
+    mut extraction: TableExtraction,
+    date: NaiveDate,
+    ingested_at: DateTime<Utc>,
+) -> Result<LandedTable> {
+    let name = tables::bronze(&extraction.name);
+    let stamp = Arc::new(Stamp::new(&extraction.schema, &extraction.origin, date, ingested_at));
+    let streams: Vec<SendableRecordBatchStream> = extraction
+        .parts()
+        .into_iter()
+        .map(|part| {
+            let stamp = stamp.clone();
+            let applied = stamp.clone();
+            let stamped = part.map(move |batch| batch.and_then(|b| applied.apply(&b).map_err(DataFusionError::from)));
+            Box::pin(RecordBatchStreamAdapter::new(stamp.schema.clone(), stamped)) as SendableRecordBatchStream
+        })
+        .collect();
+    let written =
+        lake.replace_partition(PartitionWrite::to(&name, PARTITION_COLUMN, date, Rows::Streams { schema: stamp.schema.clone(), streams })).await;
+    // A failed read makes the write fail too: the source's error says why.
+    let read = extraction.finish().await?;
+    let written = written?;
+    Ok(LandedTable {
+        table: name.table().to_string(),
+        rows: read.rows,
+        source_bytes: read.source_bytes,
+        read_time: read.read_time,
+        version: written.version,
+        profile: written.profile,
+    })
 }
 
 /// The source schema plus the technical columns.

@@ -77,6 +77,13 @@ enum Command {
     Refine(LayerArgs),
     /// Gold: run the gold models (KPIs, RFM) for the date
     Aggregate(LayerArgs),
+    /// Show how a model runs, without writing anything: its physical plan with each operator's rows and time (EXPLAIN ANALYZE)
+    #[command(after_help = "Examples:\n  \
+        medallion explain silver.sales_master\n  \
+        medallion explain gold.rfm_customers --date 2026-11-24 --plan-only\n\n\
+        The query shown is the one `refine` / `aggregate` runs: the model's SQL with one boolean column per \
+        expectation. `medallion run --profile` shows the same times for every model of a real run.")]
+    Explain(ExplainArgs),
     /// Query every table of the lake with SQL (tables are bronze.<t>, silver.<t>, gold.<t>)
     #[command(after_help = "Examples:\n  \
         medallion sql \"SELECT * FROM gold.kpi_revenue\"\n  \
@@ -237,6 +244,8 @@ struct DemoArgs {
 #[derive(Args)]
 struct RunArgs {
     #[command(flatten)]
+    profile: ProfileArg,
+    #[command(flatten)]
     lake: WritableLakeArgs,
     #[command(flatten)]
     date: DateArg,
@@ -252,6 +261,8 @@ struct RunArgs {
 #[derive(Args)]
 struct IngestArgs {
     #[command(flatten)]
+    profile: ProfileArg,
+    #[command(flatten)]
     lake: WritableLakeArgs,
     #[command(flatten)]
     date: DateArg,
@@ -266,11 +277,36 @@ struct IngestArgs {
 #[derive(Args)]
 struct LayerArgs {
     #[command(flatten)]
+    profile: ProfileArg,
+    #[command(flatten)]
     lake: WritableLakeArgs,
     #[command(flatten)]
     date: DateArg,
     #[command(flatten)]
     models: ModelsArg,
+}
+
+#[derive(Args)]
+struct ExplainArgs {
+    /// The table a model builds, e.g. silver.sales_master or gold.kpi_revenue
+    table: String,
+    /// Show the plan without running it (EXPLAIN instead of EXPLAIN ANALYZE)
+    #[arg(long)]
+    plan_only: bool,
+    #[command(flatten)]
+    lake: LakeArg,
+    #[command(flatten)]
+    date: DateArg,
+    #[command(flatten)]
+    models: ModelsArg,
+}
+
+/// `--profile`, for the commands that build tables.
+#[derive(Args)]
+struct ProfileArg {
+    /// After the summary, show where each table's time went: plan, scan, join, aggregate, sort, window, checks, encode, commit, rows/s
+    #[arg(long)]
+    profile: bool,
 }
 
 #[derive(Args)]
@@ -528,6 +564,7 @@ impl Command {
             Command::Ingest(a) => vec![&a.lake, &a.date, &a.database],
             Command::Refine(a) | Command::Aggregate(a) => vec![&a.lake, &a.date, &a.models],
             Command::Sql(a) => vec![&a.lake],
+            Command::Explain(a) => vec![&a.lake, &a.date, &a.models],
             Command::Up(a) => vec![&a.lake, &a.models, &a.database, &a.serve],
             Command::Status(a) => vec![&a.lake],
             Command::Optimize(a) => vec![&a.lake],
@@ -635,22 +672,27 @@ async fn execute(command: Command, config: Config, progress: Progress) -> Result
             println!("medallion run for {} → {}", config.date, lake.location().describe());
             let started = Instant::now();
             let reports = pipeline::run(&config, &lake, &source, &progress).await?;
-            print_summary(&reports, started.elapsed());
+            print_summary(&reports, started.elapsed(), args.profile.profile);
         }
         Command::Ingest(args) => {
             let lake = Lake::new(&config)?;
             let source = batch_source(&config, args.from_dump.as_deref())?;
             let started = Instant::now();
             let report = pipeline::ingest(&config, &lake, &source, &progress).await?;
-            print_summary(&[report], started.elapsed());
+            print_summary(&[report], started.elapsed(), args.profile.profile);
         }
-        Command::Refine(_) | Command::Aggregate(_) => {
+        Command::Refine(ref args) | Command::Aggregate(ref args) => {
             let layer = if matches!(command, Command::Refine(_)) { "silver" } else { "gold" };
             let lake = Lake::new(&config)?;
             let models = models::ModelSet::load(config.models_dir.as_deref())?;
             let started = Instant::now();
             let report = pipeline::run_models(&config, &lake, &models, layer, &progress).await?;
-            print_summary(&[report], started.elapsed());
+            print_summary(&[report], started.elapsed(), args.profile.profile);
+        }
+        Command::Explain(args) => {
+            let lake = Lake::new(&config)?;
+            let models = models::ModelSet::load(config.models_dir.as_deref())?;
+            print!("{}", pipeline::explain(&config, &lake, &models, &args.table, !args.plan_only).await?);
         }
         Command::Sql(args) => {
             let lake = Lake::new(&config)?;
@@ -815,7 +857,7 @@ fn batch_source(config: &Config, from_dump: Option<&std::path::Path>) -> Result<
 
 /// The demo's findings: the batch summary, the KPIs, the stream, live sales.
 fn print_demo(report: &DemoReport) -> Result<()> {
-    print_summary(&report.stages, report.batch_duration);
+    print_summary(&report.stages, report.batch_duration, false);
     for section in &report.kpis {
         println!("\n{}\n{}", section.title, output::render(&section.batches, Format::Table)?);
     }
@@ -854,7 +896,7 @@ fn print_stream_summary(report: &StreamReport) {
 }
 
 /// The end-of-command summary: rows per table, quarantine per rule, time per stage.
-fn print_summary(reports: &[StageReport], total: Duration) {
+fn print_summary(reports: &[StageReport], total: Duration, profile: bool) {
     println!();
     for report in reports {
         let retries = if report.attempts > 1 { format!(" after {} attempts", report.attempts) } else { String::new() };
@@ -880,4 +922,12 @@ fn print_summary(reports: &[StageReport], total: Duration) {
         }
     }
     println!("total      {:>8.2?}", total);
+    if profile {
+        println!("\nprofile (operator times are summed over cores; see `medallion explain TABLE` for one model's plan)");
+        for report in reports {
+            for (table, line) in &report.profiles {
+                println!("  {table:<36} {line}");
+            }
+        }
+    }
 }

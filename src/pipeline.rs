@@ -61,6 +61,8 @@ pub struct StageReport {
     /// Failures per expectation (refine only).
     pub failures_by_rule: BTreeMap<String, u64>,
     pub quarantined: u64,
+    /// Where each table's time went (`--profile`): table, one line.
+    pub profiles: Vec<(String, String)>,
 }
 
 impl StageReport {
@@ -122,12 +124,13 @@ async fn ingest_once(config: &Config, lake: &Lake, source: &BatchSource, progres
             for (table, plan) in plans {
                 let name = tables::bronze(table);
                 let bar = progress.bar(&name.to_string(), plan.estimated_rows, "rows");
-                let extract_started = Instant::now();
-                let extracted = snapshot.extract(plan, &bar).await?;
-                report.extract_duration += extract_started.elapsed();
-                report.source_bytes += extracted.source_bytes;
-                let landed = bronze::land(lake, extracted, config.date, ingested_at).await?;
+                let started = Instant::now();
+                let extraction = snapshot.extract(plan, &bar);
+                let landed = bronze::land_streaming(lake, extraction, config.date, ingested_at).await?;
+                report.extract_duration += landed.read_time;
+                report.source_bytes += landed.source_bytes;
                 bar.finish_with_message(format!("v{}", landed.version));
+                report.profiles.push((name.to_string(), landing_profile(&landed, started.elapsed())));
                 report.tables.push((name.to_string(), landed.rows));
             }
         }
@@ -139,7 +142,9 @@ async fn ingest_once(config: &Config, lake: &Lake, source: &BatchSource, progres
                 let name = tables::bronze(table);
                 let bar = progress.bar(&name.to_string(), extracted.rows() as u64, "rows");
                 report.source_bytes += extracted.source_bytes;
+                let started = Instant::now();
                 let landed = bronze::land(lake, extracted, config.date, ingested_at).await?;
+                report.profiles.push((name.to_string(), landing_profile(&landed, started.elapsed())));
                 bar.set_position(landed.rows);
                 bar.finish_with_message(format!("v{}", landed.version));
                 report.tables.push((name.to_string(), landed.rows));
@@ -147,6 +152,22 @@ async fn ingest_once(config: &Config, lake: &Lake, source: &BatchSource, progres
         }
     }
     Ok(report)
+}
+
+/// One line saying where a table's landing time went.
+fn landing_profile(landed: &bronze::LandedTable, wall: Duration) -> String {
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let profile = &landed.profile;
+    format!(
+        "read {:.0}ms  encode {:.0}ms  commit {:.0}ms | wall {:.0}ms, {} files by {} writers, {:.0} rows/s",
+        ms(landed.read_time),
+        ms(profile.encode),
+        ms(profile.commit),
+        ms(wall),
+        profile.files,
+        profile.writers,
+        landed.rows as f64 / wall.as_secs_f64().max(1e-9)
+    )
 }
 
 /// The stage that builds a layer: `refine` for silver, `aggregate` for gold.
@@ -182,7 +203,7 @@ async fn models_stage(
 ) -> Result<StageReport> {
     let stage = stage_of(layer);
     let started = Instant::now();
-    let ((tables, failures, quarantined), attempts) = with_retry(stage, || async {
+    let ((tables, failures, quarantined, profiles), attempts) = with_retry(stage, || async {
         lake.ensure_buckets().await?;
         let ctx = SessionBuilder::new(lake).with_reference_tables(config).build().await?.ctx;
         check_inputs(&ctx, layer, config)?;
@@ -192,7 +213,9 @@ async fn models_stage(
         let mut tables = Vec::new();
         let mut failures = BTreeMap::new();
         let mut quarantined = 0;
+        let mut profiles = Vec::new();
         for outcome in outcomes {
+            profiles.push((outcome.table.to_string(), outcome.profile.summary(outcome.rows)));
             tables.push((outcome.table.to_string(), outcome.rows));
             if !outcome.failures_by_rule.is_empty() || outcome.quarantined > 0 {
                 tables.push((outcome.table.with_suffix(models::QUARANTINE_SUFFIX).to_string(), outcome.quarantined));
@@ -200,7 +223,7 @@ async fn models_stage(
             quarantined += outcome.quarantined;
             failures.extend(outcome.failures_by_rule);
         }
-        Ok((tables, failures, quarantined))
+        Ok((tables, failures, quarantined, profiles))
     })
     .await?;
     Ok(StageReport {
@@ -212,6 +235,7 @@ async fn models_stage(
         extract_duration: Duration::ZERO,
         failures_by_rule: failures,
         quarantined,
+        profiles,
     })
 }
 
@@ -248,6 +272,20 @@ pub async fn run(config: &Config, lake: &Lake, source: &BatchSource, progress: &
     reports.push(recorder.stage("refine", models_stage(config, lake, &models, Layer::Silver, progress)).await?);
     reports.push(recorder.stage("aggregate", models_stage(config, lake, &models, Layer::Gold, progress)).await?);
     Ok(reports)
+}
+
+/// `medallion explain TABLE`: the plan of the model that builds `table`,
+/// run (`analyze`) or not, over the lake as it is; nothing is written.
+pub async fn explain(config: &Config, lake: &Lake, models: &ModelSet, table: &str, analyze: bool) -> Result<String> {
+    let Some(model) = models.find(table) else {
+        return Err(Error::Config(format!(
+            "no model builds {table}: the models build {}",
+            models.table_names().join(", ")
+        )));
+    };
+    let ctx = SessionBuilder::new(lake).with_reference_tables(config).build().await?.ctx;
+    check_inputs(&ctx, model.layer, config)?;
+    models::explain(&ctx, model, config.date, analyze).await
 }
 
 /// Writes one `RunRecord` per stage of one command to `gold.pipeline_runs`.

@@ -58,7 +58,7 @@ pub fn parse_expectations(model: &str, text: &str) -> Result<Vec<Expectation>> {
 }
 
 /// `check` as a boolean that is false (not NULL) when the row fails.
-fn passes(rule: &Expectation) -> String {
+pub fn passes(rule: &Expectation) -> String {
     format!("COALESCE(({}), false)", rule.check)
 }
 
@@ -86,16 +86,6 @@ pub fn all_pass_predicate(rules: &[Expectation]) -> String {
         return "true".to_string();
     }
     rules.iter().map(passes).collect::<Vec<_>>().join(" AND ")
-}
-
-/// Expressions naming the first failed rule and all failed rules.
-pub fn failed_rule_columns(rules: &[Expectation]) -> (String, String) {
-    let first: Vec<String> = rules.iter().map(|r| format!("WHEN NOT {} THEN '{}'", passes(r), r.name)).collect();
-    let all: Vec<String> = rules.iter().map(|r| format!("CASE WHEN NOT {} THEN '{}' END", passes(r), r.name)).collect();
-    (
-        format!("CASE {} END", first.join(" ")),
-        format!("concat_ws(',', {})", all.join(", ")),
-    )
 }
 
 #[cfg(test)]

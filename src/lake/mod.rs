@@ -11,23 +11,20 @@ pub mod catalog;
 pub mod history;
 pub mod location;
 pub mod names;
+pub mod partition_write;
 pub mod s3;
 pub mod upkeep;
 pub mod session;
 pub mod views;
 
 use std::collections::{BTreeMap, HashMap};
-use std::num::NonZeroU64;
 use std::sync::{Arc, Once};
 
 use chrono::NaiveDate;
 use datafusion::arrow::array::{Array, BooleanArray, Date32Array, RecordBatch};
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::execution::SessionState;
-use datafusion::logical_expr::LogicalPlan;
-use datafusion::prelude::{col, lit};
-use datafusion::scalar::ScalarValue;
+use datafusion::execution::SendableRecordBatchStream;
 use deltalake::kernel::transaction::CommitProperties;
 use delta_kernel::expressions::Scalar;
 use deltalake::kernel::scalars::ScalarExt;
@@ -41,6 +38,8 @@ use deltalake::{DeltaTable, DeltaTableBuilder, ObjectStore};
 use indexmap::IndexMap;
 use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
+
+pub use partition_write::{PartitionWritten, WriteProfile};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -67,11 +66,12 @@ impl<'a> PartitionWrite<'a> {
     }
 }
 
-/// The rows of a write: already in memory, or a query streamed into the
-/// table as it runs (large model outputs never sit whole in memory).
+/// The rows of a write: already in memory, or streams of rows written as
+/// they come (a query's partitions, a source being extracted), each stream
+/// by its own writer, so large writes never sit whole in memory.
 pub enum Rows {
     Batches { schema: SchemaRef, batches: Vec<RecordBatch> },
-    Query { plan: LogicalPlan, session: Arc<SessionState> },
+    Streams { schema: SchemaRef, streams: Vec<SendableRecordBatchStream> },
 }
 
 /// Handle on the lake. Cheap to clone.
@@ -161,32 +161,37 @@ impl Lake {
 
     /// Replaces exactly one date partition of a table in one Delta commit:
     /// readers see the old partition or the new one, other dates stay, and a
-    /// rerun of the same date gives the same table content.
-    pub async fn replace_partition(&self, write: PartitionWrite<'_>) -> Result<i64> {
+    /// rerun of the same date gives the same table content. The rows are
+    /// encoded by several writers at once (see `partition_write`). A table
+    /// that does not exist yet is created by the same commit.
+    pub async fn replace_partition(&self, write: PartitionWrite<'_>) -> Result<PartitionWritten> {
         let name = format!("{}.{}", write.layer, write.table);
         let table = self.table(write.layer, write.table).await?;
-        let days = write.date.signed_duration_since(NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch"));
-        let predicate = col(write.partition_column).eq(lit(ScalarValue::Date32(Some(days.num_days() as i32))));
+        let days = write.date.signed_duration_since(NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch")).num_days() as i32;
+        let (schema, streams) = match write.rows {
+            Rows::Batches { schema, batches } => {
+                let rows = batches.iter().map(|b| b.num_rows()).sum();
+                let streams = partition_write::batches_as_streams(schema.clone(), batches, partition_write::writers_for(rows));
+                (schema, streams)
+            }
+            Rows::Streams { schema, streams } => (schema, streams),
+        };
         let commit = CommitProperties::default().with_metadata([
             ("medallion.table".to_string(), serde_json::json!(name)),
             ("medallion.partition".to_string(), serde_json::json!(write.date.to_string())),
         ]);
-        let builder = match write.rows {
-            Rows::Batches { schema, batches } => table.write(batches_or_empty(schema, batches)),
-            Rows::Query { plan, session } => {
-                table.write(Vec::new()).with_input_plan(plan).with_session_state(session)
-            }
+        let target = partition_write::PartitionTarget {
+            name: &name,
+            url: self.location.table_url(write.layer, write.table),
+            storage_options: self.storage_options.clone(),
+            partition_column: write.partition_column,
+            days,
+            date_text: write.date.to_string(),
+            properties: writer_properties(),
+            target_file_bytes: TARGET_FILE_BYTES,
+            commit,
         };
-        let written = builder
-            .with_writer_properties(writer_properties())
-            .with_target_file_size(NonZeroU64::new(TARGET_FILE_BYTES))
-            .with_save_mode(SaveMode::Overwrite)
-            .with_replace_where(predicate)
-            .with_partition_columns([write.partition_column])
-            .with_commit_properties(commit)
-            .await
-            .map_err(|e| Error::lake(&name, e))?;
-        Ok(written.version().unwrap_or_default() as i64)
+        partition_write::write(table, schema, target, streams).await
     }
 
     /// An appender for `layer.table` (partitioned by the `Date32` column

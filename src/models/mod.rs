@@ -9,18 +9,26 @@
 //! change rules without rebuilding. `{{ snapshot_date }}` in a model becomes
 //! the date being built. To add a model, drop a SQL file in the layer folder.
 
+pub mod checked;
+pub mod profile;
+
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::time::Instant;
 
 use chrono::NaiveDate;
-use datafusion::arrow::array::Array;
+use futures::StreamExt;
+use datafusion::arrow::array::{Array, Int64Array};
+use datafusion::physical_plan::display::DisplayableExecutionPlan;
+use datafusion::physical_plan::{execute_stream, ExecutionPlanProperties};
 use datafusion::prelude::SessionContext;
 use indicatif::ProgressBar;
 
 use crate::error::{Error, Result};
 use crate::lake::{catalog, Lake, Layer, PartitionWrite, Rows, TableName};
 use crate::quality::{self, Expectation, OnFail};
+use checked::RuleSplit;
+pub use profile::{ModelProfile, OperatorTimes};
 use crate::tables::{
     KPI_CATEGORY_SALES, KPI_COUNTRY_SALES, KPI_REVENUE, KPI_TOP_COUNTRIES, RFM_CUSTOMERS, RFM_SEGMENTS, SALES_MASTER,
 };
@@ -128,6 +136,16 @@ impl ModelSet {
         Ok(ModelSet { models })
     }
 
+    /// The model that builds `table` (`layer.name`).
+    pub fn find(&self, table: &str) -> Option<&Model> {
+        self.models.iter().find(|m| m.table_name().to_string() == table)
+    }
+
+    /// The tables the models build, in run order.
+    pub fn table_names(&self) -> Vec<String> {
+        self.models.iter().map(|m| m.table_name().to_string()).collect()
+    }
+
     /// The models of one layer, in run order.
     pub fn layer(&self, layer: Layer) -> Vec<&Model> {
         self.models.iter().filter(|m| m.layer == layer).collect()
@@ -143,6 +161,7 @@ pub struct ModelOutcome {
     pub failures_by_rule: BTreeMap<String, u64>,
     /// Rows written to the quarantine table.
     pub quarantined: u64,
+    pub profile: ModelProfile,
 }
 
 /// Substitutes `{{ snapshot_date }}`.
@@ -156,7 +175,14 @@ pub fn render(model: &Model, date: NaiveDate) -> Result<String> {
     Ok(sql)
 }
 
+/// Models of one layer run at the same time, at most this many.
+const MODELS_AT_ONCE: usize = 2;
+
 /// Runs every model of `layer` for `date`, writing each table's partition.
+/// A model starts once the models before it that it reads (by name) are
+/// written; independent models run side by side, so one model's
+/// single-threaded phases (a final sort, a window, a commit) leave the
+/// other cores to the next. Outcomes come back in run order.
 pub async fn run_layer(
     ctx: &SessionContext,
     lake: &Lake,
@@ -167,16 +193,109 @@ pub async fn run_layer(
 ) -> Result<Vec<ModelOutcome>> {
     let layer_models = models.layer(layer);
     progress.set_length(layer_models.len() as u64);
-    let mut outcomes = Vec::new();
-    for model in layer_models {
-        progress.set_message(model.table_name().to_string());
-        let outcome = materialise(ctx, lake, model, date).await?;
-        // Later models of the layer may read this one: show them the new version.
-        catalog::open_and_register(ctx, lake, &outcome.table).await?;
-        outcomes.push(outcome);
+    let reads = reads_before(&layer_models);
+    let mut outcomes: Vec<Option<ModelOutcome>> = vec![None; layer_models.len()];
+    let mut started = vec![false; layer_models.len()];
+    let mut running = futures::stream::FuturesUnordered::new();
+    loop {
+        for (index, model) in layer_models.iter().enumerate() {
+            let ready = !started[index] && reads[index].iter().all(|before| outcomes[*before].is_some());
+            if ready && running.len() < MODELS_AT_ONCE {
+                started[index] = true;
+                progress.set_message(model.table_name().to_string());
+                running.push(async move {
+                    let outcome = materialise(ctx, lake, model, date).await?;
+                    // Later models of the layer may read this one: show them the new version.
+                    catalog::open_and_register(ctx, lake, &outcome.table).await?;
+                    Ok::<_, Error>((index, outcome))
+                });
+            }
+        }
+        let Some(finished) = running.next().await else { break };
+        let (index, outcome) = finished?;
+        outcomes[index] = Some(outcome);
         progress.inc(1);
     }
-    Ok(outcomes)
+    Ok(outcomes.into_iter().flatten().collect())
+}
+
+/// For each model, the earlier models of `models` whose table it names.
+fn reads_before(models: &[&Model]) -> Vec<Vec<usize>> {
+    models
+        .iter()
+        .enumerate()
+        .map(|(index, model)| {
+            let sql = model.sql.to_lowercase();
+            (0..index).filter(|before| names_table(&sql, &models[*before].table_name().to_string())).collect()
+        })
+        .collect()
+}
+
+/// Whether lowercase `sql` names `table` (`layer.name`) as a whole word.
+fn names_table(sql: &str, table: &str) -> bool {
+    let table = table.to_lowercase();
+    let is_word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    sql.match_indices(&table).any(|(at, _)| {
+        let before = sql[..at].chars().next_back();
+        let after = sql[at + table.len()..].chars().next();
+        !before.is_some_and(|c| is_word(c) || c == '.') && !after.is_some_and(is_word)
+    })
+}
+
+/// The query a model runs: its columns (technical `_` columns dropped) and,
+/// for each expectation, a boolean column `__rule_<i>` (see `checked`).
+async fn checked_query(ctx: &SessionContext, model: &Model, candidate: &str) -> Result<String> {
+    let name = model.table_name().to_string();
+    let mut select: Vec<String> = ctx
+        .sql(&format!("SELECT * FROM {candidate}"))
+        .await
+        .map_err(|e| Error::model(&name, e))?
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .filter(|n| !n.starts_with('_'))
+        .map(|n| format!("\"{}\"", n.replace('"', "\"\"")))
+        .collect();
+    select.extend(model.expectations.iter().enumerate().map(|(i, rule)| format!("{} AS \"__rule_{i}\"", quality::passes(rule))));
+    Ok(format!("SELECT {} FROM {candidate}", select.join(", ")))
+}
+
+/// The physical plan of the query a model runs for `date`. With `analyze`
+/// the query runs (its rows are counted and dropped; nothing is written)
+/// and the plan shows each operator's rows and time.
+pub async fn explain(ctx: &SessionContext, model: &Model, date: NaiveDate, analyze: bool) -> Result<String> {
+    let name = model.table_name().to_string();
+    let candidate = format!("(\n{}\n) AS candidate", render(model, date)?);
+    let planning = Instant::now();
+    let query = ctx.sql(&checked_query(ctx, model, &candidate).await?).await.map_err(|e| Error::model(&name, e))?;
+    let physical = query.create_physical_plan().await.map_err(|e| Error::model(&name, e))?;
+    let planned = planning.elapsed();
+    if !analyze {
+        let plan = DisplayableExecutionPlan::new(physical.as_ref()).indent(true);
+        return Ok(format!("{name} for {date}: planned in {:.1} ms (not run)\n\n{plan}", planned.as_secs_f64() * 1000.0));
+    }
+    let running = Instant::now();
+    let mut rows = 0u64;
+    let mut batches = execute_stream(physical.clone(), ctx.task_ctx()).map_err(|e| Error::model(&name, e))?;
+    while let Some(batch) = batches.next().await {
+        rows += batch.map_err(|e| Error::model(&name, e))?.num_rows() as u64;
+    }
+    let ran = running.elapsed();
+    let operators = OperatorTimes::of(&physical);
+    let plan = DisplayableExecutionPlan::with_metrics(physical.as_ref()).indent(true);
+    Ok(format!(
+        "{name} for {date}: {rows} rows in {:.3} s, planned in {:.1} ms (nothing written)\n\
+         operator time (summed over cores): scan {:.3} s, join {:.3} s, aggregate {:.3} s, sort {:.3} s, window {:.3} s, other {:.3} s\n\n{plan}",
+        ran.as_secs_f64(),
+        planned.as_secs_f64() * 1000.0,
+        operators.scan.as_secs_f64(),
+        operators.join.as_secs_f64(),
+        operators.aggregate.as_secs_f64(),
+        operators.sort.as_secs_f64(),
+        operators.window.as_secs_f64(),
+        operators.other.as_secs_f64(),
+    ))
 }
 
 /// Runs one model and writes its partition (and its quarantine).
@@ -188,6 +307,10 @@ async fn materialise(ctx: &SessionContext, lake: &Lake, model: &Model, date: Nai
     write_checked(ctx, lake, model, date, &candidate).await
 }
 
+/// Runs the model's query once: the rows passing every expectation stream
+/// into the table while the others are kept for the quarantine (see
+/// `checked`). A fail-the-run rule is checked by a count first, so a model
+/// that breaks one writes nothing.
 async fn write_checked(
     ctx: &SessionContext,
     lake: &Lake,
@@ -195,69 +318,82 @@ async fn write_checked(
     date: NaiveDate,
     candidate: &str,
 ) -> Result<ModelOutcome> {
+    let started = Instant::now();
     let table = model.table_name();
     let name = table.to_string();
-    let plan = |sql: String| {
-        let name = name.clone();
-        async move { ctx.sql(&sql).await.map_err(|e| Error::model(&name, e)) }
-    };
     let rules = &model.expectations;
+    let mut profile = ModelProfile::default();
 
-    // 1. Count: rows passing, failures per rule. A fail-the-run rule stops
-    //    here, before anything is written.
-    let counts = plan(quality::count_failures_sql(rules, candidate)).await?.collect().await.map_err(|e| Error::model(&name, e))?;
-    let count_of = |column: &str| {
-        counts
-            .first()
-            .and_then(|b| b.column_by_name(column))
-            .and_then(|c| c.as_any().downcast_ref::<datafusion::arrow::array::Int64Array>())
-            .map(|a| if a.is_empty() || a.is_null(0) { 0 } else { a.value(0) as u64 })
-            .unwrap_or(0)
-    };
-    let mut failures_by_rule = BTreeMap::new();
-    for rule in rules {
-        let failed = count_of(&rule.name);
-        if failed > 0 && rule.on_fail == OnFail::Fail {
-            return Err(Error::ExpectationFailed { model: name, rule: rule.name.clone(), rows: failed });
+    // 1. Fail-the-run rules, counted before anything is written.
+    let fatal: Vec<Expectation> = rules.iter().filter(|r| r.on_fail == OnFail::Fail).cloned().collect();
+    if !fatal.is_empty() {
+        let checking = Instant::now();
+        let counts = ctx
+            .sql(&quality::count_failures_sql(&fatal, candidate))
+            .await
+            .map_err(|e| Error::model(&name, e))?
+            .collect()
+            .await
+            .map_err(|e| Error::model(&name, e))?;
+        for rule in &fatal {
+            let failed = counts
+                .first()
+                .and_then(|b| b.column_by_name(&rule.name))
+                .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
+                .map(|a| if a.is_empty() || a.is_null(0) { 0 } else { a.value(0) as u64 })
+                .unwrap_or(0);
+            if failed > 0 {
+                return Err(Error::ExpectationFailed { model: name, rule: rule.name.clone(), rows: failed });
+            }
         }
-        failures_by_rule.insert(rule.name.clone(), failed);
+        profile.precheck = checking.elapsed();
     }
-    let rows = count_of(quality::PASSING_ROWS);
 
-    // 2. The passing rows, streamed into the table (technical `_` columns dropped).
-    let output_columns: Vec<String> = plan(format!("SELECT * FROM {candidate}"))
-        .await?
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.name().clone())
-        .filter(|n| !n.starts_with('_'))
-        .map(|n| format!("\"{}\"", n.replace('"', "\"\"")))
-        .collect();
-    let columns = output_columns.join(", ");
-    let passing = quality::all_pass_predicate(rules);
-    let started = std::time::Instant::now();
-    let good = plan(format!("SELECT {columns} FROM {candidate} WHERE {passing}")).await?;
-    let good_rows = Rows::Query { plan: good.logical_plan().clone(), session: Arc::new(ctx.state()) };
-    lake.replace_partition(PartitionWrite::to(&table, SNAPSHOT_COLUMN, date, good_rows)).await?;
-    tracing::debug!("{name}: {rows} rows written in {:?}", started.elapsed());
+    // 2. One query: the model's columns and one boolean per rule.
+    let planning = Instant::now();
+    let query = ctx.sql(&checked_query(ctx, model, candidate).await?).await.map_err(|e| Error::model(&name, e))?;
+    let physical = query.create_physical_plan().await.map_err(|e| Error::model(&name, e))?;
+    profile.plan = planning.elapsed();
 
-    // 3. The failing rows, with the rules they failed.
-    let mut quarantined = 0;
-    if !rules.is_empty() {
-        let (first, all) = quality::failed_rule_columns(rules);
-        let bad = plan(format!(
-            "SELECT {columns}, {first} AS failed_rule, {all} AS failed_rules FROM {candidate} WHERE NOT ({passing})"
+    // 3. The passing rows streamed into the table, one writer per partition
+    //    of the plan.
+    let split = RuleSplit::new(&physical.schema(), rules);
+    let task = ctx.task_ctx();
+    let streams = (0..physical.output_partitioning().partition_count())
+        .map(|partition| physical.execute(partition, task.clone()).map(|rows| split.passing_rows(rows)))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| Error::model(&name, e))?;
+    let written = lake
+        .replace_partition(PartitionWrite::to(
+            &table,
+            SNAPSHOT_COLUMN,
+            date,
+            Rows::Streams { schema: split.passing_schema(), streams },
         ))
         .await?;
-        let schema = Arc::new(bad.schema().as_arrow().clone());
-        let batches = bad.collect().await.map_err(|e| Error::model(&name, e))?;
-        quarantined = batches.iter().map(|b| b.num_rows() as u64).sum();
+    profile.write = written.profile;
+    profile.operators = OperatorTimes::of(&physical);
+    let tally = split.finish();
+    profile.checks = tally.split_time;
+
+    // 4. The failing rows, with the rules they failed.
+    let mut quarantined = 0;
+    if !rules.is_empty() {
+        let writing = Instant::now();
+        quarantined = tally.quarantine.iter().map(|b| b.num_rows() as u64).sum();
         let quarantine = table.with_suffix(QUARANTINE_SUFFIX);
-        lake.replace_partition(PartitionWrite::to(&quarantine, SNAPSHOT_COLUMN, date, Rows::Batches { schema, batches }))
-            .await?;
+        lake.replace_partition(PartitionWrite::to(
+            &quarantine,
+            SNAPSHOT_COLUMN,
+            date,
+            Rows::Batches { schema: split.quarantine_schema(), batches: tally.quarantine },
+        ))
+        .await?;
+        profile.quarantine = writing.elapsed();
     }
-    Ok(ModelOutcome { table, rows, failures_by_rule, quarantined })
+    let failures_by_rule = rules.iter().map(|r| r.name.clone()).zip(tally.failures).collect();
+    profile.wall = started.elapsed();
+    Ok(ModelOutcome { table, rows: tally.passing, failures_by_rule, quarantined, profile })
 }
 
 #[cfg(test)]
@@ -270,6 +406,24 @@ mod tests {
         let gold: Vec<&str> = set.layer(Layer::Gold).iter().map(|m| m.name.as_str()).collect();
         assert_eq!(gold, vec!["kpi_category_sales", "kpi_country_sales", "kpi_revenue", "kpi_top_countries", "rfm_customers", "rfm_segments"]);
         assert_eq!(set.layer(Layer::Silver)[0].expectations.len(), 8);
+    }
+
+    #[test]
+    fn a_model_waits_only_for_the_earlier_models_it_reads() {
+        let set = ModelSet::builtin().unwrap();
+        let gold = set.layer(Layer::Gold);
+        let reads = reads_before(&gold);
+        let segments = gold.iter().position(|m| m.name == "rfm_segments").unwrap();
+        let customers = gold.iter().position(|m| m.name == "rfm_customers").unwrap();
+        assert_eq!(reads[segments], vec![customers]);
+        for (index, model) in gold.iter().enumerate() {
+            if index != segments {
+                assert!(reads[index].is_empty(), "{} reads no other gold model", model.name);
+            }
+        }
+        assert!(names_table("select * from gold.kpi_revenue r", "gold.kpi_revenue"));
+        assert!(!names_table("select * from gold.kpi_revenue_daily", "gold.kpi_revenue"));
+        assert!(!names_table("select * from x.gold.kpi_revenue", "gold.kpi_revenue"));
     }
 
     #[test]

@@ -4,12 +4,16 @@
 //! (`pg_export_snapshot`, as `pg_dump -j` does), so every table and every key
 //! range is read as of the same instant. A large table is split on the first
 //! column of its integer primary key into one range per connection; the
-//! ranges are copied and decoded in parallel tasks.
+//! ranges are copied and decoded in parallel tasks, each a few batches ahead
+//! of the writer that drains it, so a table never sits whole in memory.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::StreamExt;
 use indicatif::ProgressBar;
 use tokio_postgres::error::SqlState;
@@ -17,7 +21,6 @@ use tokio_postgres::{Client, NoTls};
 
 use super::columns::{arrow_schema, ColumnSpec, ColumnType};
 use super::pg_binary::{copy_expression, BinaryCopyDecoder};
-use super::ExtractedTable;
 use crate::config::describe_database;
 use crate::error::{one_line, Error, Result};
 
@@ -261,35 +264,30 @@ impl Snapshot {
         Ok(TablePlan { table: table.to_string(), columns, statements, estimated_rows })
     }
 
-    /// Extracts one whole table as Arrow batches, advancing `progress` by rows.
-    pub async fn extract(&self, plan: TablePlan, progress: &ProgressBar) -> Result<ExtractedTable> {
+    /// Starts extracting one table: each COPY part is read and decoded by a
+    /// task of its own, a few batches ahead of whoever drains its stream
+    /// (`TableExtraction::parts`), advancing `progress` by rows.
+    pub fn extract(&self, plan: TablePlan, progress: &ProgressBar) -> TableExtraction {
         let TablePlan { table, columns, statements, .. } = plan;
-        let table = table.as_str();
         let schema = arrow_schema(&columns);
+        let mut parts = Vec::new();
         let mut tasks = Vec::new();
         for (i, statement) in statements.into_iter().enumerate() {
             let client = self.clients[i % self.clients.len()].clone();
             let columns = columns.clone();
             let progress = progress.clone();
-            tasks.push(tokio::spawn(async move { copy_part(&client, &statement, columns, &progress).await }));
+            let (sender, receiver) = tokio::sync::mpsc::channel(BATCHES_AHEAD);
+            parts.push(PartStream { receiver, finished: false });
+            tasks.push(tokio::spawn(async move { copy_part(&client, &statement, columns, &progress, sender).await }));
         }
-        let mut batches = Vec::new();
-        let mut source_bytes = 0;
-        for task in tasks {
-            let (part, bytes) = task
-                .await
-                .map_err(|e| Error::other(format!("extracting {table}"), e))?
-                .map_err(|e| self.source.part_error(table, e))?;
-            batches.extend(part);
-            source_bytes += bytes;
-        }
-        Ok(ExtractedTable {
-            name: table.to_string(),
+        TableExtraction {
             origin: format!("{}/{}.{table}", self.source.target, self.source.schema),
+            name: table,
             schema,
-            batches,
-            source_bytes,
-        })
+            parts,
+            tasks,
+            source: self.source.clone(),
+        }
     }
 
     fn qualified(&self, table: &str) -> String {
@@ -301,35 +299,188 @@ impl Snapshot {
 enum PartError {
     Postgres(tokio_postgres::Error),
     Decode(String),
+    /// The consumer stopped draining (it failed on its own account).
+    Abandoned,
 }
 
-/// Runs one `COPY ... TO STDOUT (FORMAT binary)` and decodes it.
+/// Batches a part decodes ahead of its consumer (at most this many wait in
+/// memory per part).
+const BATCHES_AHEAD: usize = 4;
+
+/// What a COPY part sends: its batches, then `Done` or `Failed`. A stream
+/// that ends without either was cut (its task died), never complete.
+enum PartMessage {
+    Batch(RecordBatch),
+    Done,
+    Failed,
+}
+
+/// One table being extracted (see `Snapshot::extract`).
+pub struct TableExtraction {
+    pub name: String,
+    /// Printable origin: `host:port/db/schema.table`.
+    pub origin: String,
+    pub schema: SchemaRef,
+    parts: Vec<PartStream>,
+    tasks: Vec<tokio::task::JoinHandle<std::result::Result<PartRead, PartFailure>>>,
+    source: PostgresSource,
+}
+
+/// What extracting a table read.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ExtractionDone {
+    pub rows: u64,
+    /// Bytes received from PostgreSQL.
+    pub source_bytes: u64,
+    /// The slowest part's time reading and decoding, not counting the time
+    /// it waited for its consumer.
+    pub read_time: Duration,
+}
+
+impl TableExtraction {
+    /// The parts' batch streams, to be drained at the same time. A part that
+    /// fails ends its stream with an error; `finish` says why.
+    pub fn parts(&mut self) -> Vec<SendableRecordBatchStream> {
+        let schema = self.schema.clone();
+        std::mem::take(&mut self.parts)
+            .into_iter()
+            .map(|part| {
+                let rows = futures::stream::unfold(part, |mut part| async move {
+                    let item = part.next().await?;
+                    Some((item, part))
+                });
+                Box::pin(RecordBatchStreamAdapter::new(schema.clone(), rows)) as SendableRecordBatchStream
+            })
+            .collect()
+    }
+
+    /// Waits for every part; the first failure as the error the source gives.
+    pub async fn finish(self) -> Result<ExtractionDone> {
+        let mut done = ExtractionDone::default();
+        let mut failure = None;
+        for task in self.tasks {
+            match task.await {
+                Ok(Ok(part)) => {
+                    done.rows += part.rows;
+                    done.source_bytes += part.bytes;
+                    done.read_time = done.read_time.max(part.busy);
+                }
+                // The writer's own error says why it stopped.
+                Ok(Err(PartFailure(PartError::Abandoned))) => {}
+                Ok(Err(e)) => failure = failure.or(Some(self.source.part_error(&self.name, e))),
+                Err(e) => failure = failure.or(Some(Error::other(format!("extracting {}", self.name), e))),
+            }
+        }
+        match failure {
+            Some(err) => Err(err),
+            None => Ok(done),
+        }
+    }
+}
+
+/// The receiving end of one part.
+struct PartStream {
+    receiver: tokio::sync::mpsc::Receiver<PartMessage>,
+    finished: bool,
+}
+
+impl PartStream {
+    async fn next(&mut self) -> Option<datafusion::error::Result<RecordBatch>> {
+        if self.finished {
+            return None;
+        }
+        let failed = |why: &str| Some(Err(datafusion::error::DataFusionError::Execution(why.to_string())));
+        match self.receiver.recv().await {
+            Some(PartMessage::Batch(batch)) => Some(Ok(batch)),
+            Some(PartMessage::Done) => {
+                self.finished = true;
+                None
+            }
+            Some(PartMessage::Failed) => {
+                self.finished = true;
+                failed("the source read failed")
+            }
+            None => {
+                self.finished = true;
+                failed("the source read stopped before its end")
+            }
+        }
+    }
+}
+
+/// What one part read.
+struct PartRead {
+    rows: u64,
+    bytes: u64,
+    /// Wall time minus the time spent waiting for the consumer.
+    busy: Duration,
+}
+
+/// Runs one `COPY ... TO STDOUT (FORMAT binary)`, decodes it and sends its
+/// batches; sends `Failed` before returning an error.
 async fn copy_part(
     client: &Client,
     statement: &str,
     columns: Vec<ColumnSpec>,
     progress: &ProgressBar,
-) -> std::result::Result<(Vec<RecordBatch>, u64), PartFailure> {
+    sender: tokio::sync::mpsc::Sender<PartMessage>,
+) -> std::result::Result<PartRead, PartFailure> {
+    let started = Instant::now();
+    let mut waited = Duration::ZERO;
+    let result = copy_and_send(client, statement, columns, progress, &sender, &mut waited).await;
+    let last = if result.is_ok() { PartMessage::Done } else { PartMessage::Failed };
+    let _ = sender.send(last).await;
+    let (rows, bytes) = result?;
+    Ok(PartRead { rows, bytes, busy: started.elapsed().saturating_sub(waited) })
+}
+
+async fn copy_and_send(
+    client: &Client,
+    statement: &str,
+    columns: Vec<ColumnSpec>,
+    progress: &ProgressBar,
+    sender: &tokio::sync::mpsc::Sender<PartMessage>,
+    waited: &mut Duration,
+) -> std::result::Result<(u64, u64), PartFailure> {
     let stream = client.copy_out(statement).await.map_err(PartFailure::postgres)?;
     futures::pin_mut!(stream);
     let mut decoder = BinaryCopyDecoder::new(columns, BATCH_ROWS);
-    let mut batches = Vec::new();
     let mut bytes = 0u64;
     let mut reported = 0u64;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(PartFailure::postgres)?;
         bytes += chunk.len() as u64;
-        batches.extend(decoder.feed(&chunk).map_err(|e| PartFailure::decode(e.to_string()))?);
+        for batch in decoder.feed(&chunk).map_err(|e| PartFailure::decode(e.to_string()))? {
+            send_batch(sender, batch, waited).await?;
+        }
         if decoder.rows() - reported >= 8192 {
             progress.inc(decoder.rows() - reported);
             reported = decoder.rows();
         }
     }
     progress.inc(decoder.rows() - reported);
+    let rows = decoder.rows();
     if let Some(last) = decoder.finish().map_err(|e| PartFailure::decode(e.to_string()))? {
-        batches.push(last);
+        send_batch(sender, last, waited).await?;
     }
-    Ok((batches, bytes))
+    Ok((rows, bytes))
+}
+
+/// Sends one batch, adding the time it waited for room to `waited`.
+async fn send_batch(
+    sender: &tokio::sync::mpsc::Sender<PartMessage>,
+    batch: RecordBatch,
+    waited: &mut Duration,
+) -> std::result::Result<(), PartFailure> {
+    let started = Instant::now();
+    // A closed channel means the consumer gave up: stop reading.
+    let sent = sender.send(PartMessage::Batch(batch)).await.is_ok();
+    *waited += started.elapsed();
+    if sent {
+        Ok(())
+    } else {
+        Err(PartFailure(PartError::Abandoned))
+    }
 }
 
 /// Why a COPY part failed.
@@ -351,6 +502,12 @@ impl PostgresSource {
             PartError::Decode(reason) => {
                 Error::SourceRead { target: self.target.clone(), table: table.to_string(), reason, transient: true }
             }
+            PartError::Abandoned => Error::SourceRead {
+                target: self.target.clone(),
+                table: table.to_string(),
+                reason: "the bronze writer stopped reading".to_string(),
+                transient: true,
+            },
         }
     }
 }

@@ -404,3 +404,40 @@ async fn models_from_a_folder_replace_the_builtin_ones() {
     assert_eq!(names(&set, Layer::Gold), names(&builtin, Layer::Gold), "the built-in list matches the models folder");
     assert_eq!(names(&set, Layer::Silver), names(&builtin, Layer::Silver));
 }
+
+/// A table too big for one batch fails to decode near its end, after its
+/// first batches were already streamed into Parquet files: the landing
+/// fails with the source's reason in one line, and the table keeps its last
+/// committed version (the files written are not in its log).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_read_failing_mid_table_leaves_bronze_as_it_was() {
+    let db = fresh_database("it_mid_table_failure").await;
+    let mut client = pg_connect(&db).await;
+    medallion::source::generator::load(&mut client, "it_mid_table_failure", 100, &indicatif::ProgressBar::hidden())
+        .await
+        .unwrap();
+    // An unconstrained numeric is read at scale 10; 1e30 does not fit in 38 digits.
+    client.batch_execute("ALTER TABLE order_details ADD COLUMN note numeric").await.unwrap();
+    let lake = TestLake::new();
+    let config = config(&lake.url(), Some(&db), "2026-11-25");
+    let source = BatchSource::from_config(&config).unwrap();
+    let medallion_lake = Lake::new(&config).unwrap();
+    pipeline::ingest(&config, &medallion_lake, &source, &Progress::hidden()).await.unwrap();
+    let lines = pg_rows(&db, "SELECT COUNT(*)::int8 FROM order_details").await[0][0].i64();
+    assert!(lines > 3 * 65_536, "the table spans several batches: {lines}");
+    let before = medallion_lake.existing_table("bronze", "order_details").await.unwrap().unwrap().version();
+
+    client
+        .batch_execute("UPDATE order_details SET note = 1e30 WHERE order_id = (SELECT max(order_id) FROM order_details)")
+        .await
+        .unwrap();
+    let err = pipeline::ingest(&config, &medallion_lake, &source, &Progress::hidden()).await.unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("order_details") && text.contains("too large"), "{text}");
+    assert_eq!(text.lines().count(), 1, "{text}");
+
+    let after = medallion_lake.existing_table("bronze", "order_details").await.unwrap().unwrap();
+    assert_eq!(after.version(), before, "no commit for the failed landing");
+    let landed = rows(&lake_query(&config, "SELECT COUNT(*) FROM bronze.order_details").await);
+    assert_eq!(landed[0][0].i64(), lines, "the first landing's rows, all of them");
+}

@@ -151,7 +151,7 @@ fn help(args: &[&str]) -> String {
 
 #[test]
 fn each_help_lists_only_the_options_its_command_uses() {
-    let cases: [(&[&str], &[&str], &[&str]); 6] = [
+    let cases: [(&[&str], &[&str], &[&str]); 7] = [
         (
             &["produce", "--help"],
             &["--brokers", "--topic", "--to-dir", "--config", "--quiet", "KAFKA_BOOTSTRAP_SERVERS"],
@@ -171,8 +171,13 @@ fn each_help_lists_only_the_options_its_command_uses() {
         ),
         (
             &["run", "--help"],
-            &["--lake", "--create-buckets", "--date", "--models", "--database-url", "--from-dump", "DATABASE_URL"],
+            &["--lake", "--create-buckets", "--date", "--models", "--database-url", "--from-dump", "DATABASE_URL", "--profile"],
             &["--brokers", "--addr"],
+        ),
+        (
+            &["explain", "--help"],
+            &["--lake", "--date", "--models", "--plan-only", "EXPLAIN ANALYZE"],
+            &["--database-url", "--create-buckets", "--brokers"],
         ),
     ];
     for (args, present, absent) in cases {
@@ -317,4 +322,40 @@ async fn history_time_travel_restore_optimize_and_status_from_the_command_line()
 
     let output = medallion(&["history", "gold.no_such_table", "--lake", &url], &[]);
     assert_one_line_failure(&output);
+}
+
+/// `explain` shows the plan a model runs (with each operator's rows when it
+/// runs it), and `--profile` where each table's time went.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_and_profile_show_where_a_models_time_goes() {
+    let db = northwind_database("it_cli_explain").await;
+    let lake = TestLake::new();
+    let url = lake.url();
+    run_pipeline(&config(&url, Some(&db), "2026-11-25")).await.unwrap();
+    let lines = pg_rows(&db, "SELECT COUNT(*)::int8 FROM order_details").await[0][0].i64();
+
+    let output = medallion(&["explain", "silver.sales_master", "--lake", &url, "--date", "2026-11-25"], &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    // One row per order line, as PostgreSQL counts them, and the plan with its metrics.
+    let first = text.lines().next().unwrap_or_default();
+    assert!(first.starts_with(&format!("silver.sales_master for 2026-11-25: {lines} rows in ")), "{text}");
+    assert!(text.contains("HashJoinExec") && text.contains("output_rows="), "{text}");
+
+    let output = medallion(&["explain", "gold.kpi_revenue", "--plan-only", "--lake", &url, "--date", "2026-11-25"], &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(text.contains("AggregateExec") && !text.contains("output_rows="), "{text}");
+
+    let output = medallion(&["explain", "gold.nope", "--lake", &url], &[]);
+    let text = assert_one_line_failure(&output);
+    assert!(text.contains("no model builds gold.nope") && text.contains("silver.sales_master"), "{text}");
+
+    let output = medallion(&["refine", "--profile", "--lake", &url, "--date", "2026-11-25"], &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    let profile = text.lines().find(|l| l.contains("silver.sales_master") && l.contains("wall ")).unwrap_or_else(|| panic!("{text}"));
+    for part in ["plan ", "scan ", "join ", "encode ", "commit ", "rows/s"] {
+        assert!(profile.contains(part), "{part} in {profile}");
+    }
 }
