@@ -205,7 +205,7 @@ async fn models_stage(
     let started = Instant::now();
     let ((tables, failures, quarantined, profiles), attempts) = with_retry(stage, || async {
         lake.ensure_buckets().await?;
-        let ctx = SessionBuilder::new(lake).with_reference_tables(config).build().await?.ctx;
+        let ctx = SessionBuilder::new(lake).with_reference_tables(config).within_memory(config.memory_limit).build().await?.ctx;
         check_inputs(&ctx, layer, config)?;
         let bar = progress.bar(layer.as_str(), 0, "models");
         let outcomes = models::run_layer(&ctx, lake, models, layer, config.date, &bar).await?;

@@ -94,6 +94,7 @@ const DATABASE_URL: Setting = Setting { key: "database_url", flag: Some("--datab
 const DATE: Setting = Setting { key: "date", flag: Some("--date"), env: &[] };
 const MODELS_DIR: Setting = Setting { key: "models_dir", flag: Some("--models"), env: &["MEDALLION_MODELS"] };
 const TOKEN: Setting = Setting { key: "token", flag: None, env: &["MEDALLION_TOKEN"] };
+const MEMORY_LIMIT: Setting = Setting { key: "memory_limit_mb", flag: None, env: &["MEDALLION_MEMORY_LIMIT_MB"] };
 const ALERTS_WEBHOOK: Setting = Setting { key: "alerts.webhook", flag: None, env: &["MEDALLION_ALERT_WEBHOOK"] };
 
 const S3_ENDPOINT: Setting = Setting { key: "s3.endpoint", flag: None, env: &["AWS_ENDPOINT_URL"] };
@@ -271,6 +272,7 @@ struct FileConfig {
     database_url: Option<String>,
     models_dir: Option<String>,
     extract_parallelism: Option<usize>,
+    memory_limit_mb: Option<FileValue>,
     token: Option<String>,
     #[serde(default)]
     countries: CountryConfig,
@@ -618,6 +620,10 @@ pub struct Config {
     pub models_dir: Option<PathBuf>,
     /// Number of parallel PostgreSQL connections used by extraction.
     pub extract_parallelism: usize,
+    /// Bytes the queries of `refine` and `aggregate` may hold in hash tables
+    /// and sort buffers before spilling to temporary files
+    /// (`memory_limit_mb`, `MEDALLION_MEMORY_LIMIT_MB`); `None`: unbounded.
+    pub memory_limit: Option<usize>,
     pub countries: CountryConfig,
     pub s3: S3Config,
     /// Access token of the serving layer (`MEDALLION_TOKEN` or `token`): the
@@ -672,6 +678,9 @@ impl Config {
             extract_parallelism: file
                 .extract_parallelism
                 .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(2, 8)),
+            memory_limit: sources
+                .parsed(&MEMORY_LIMIT, None, text(file.memory_limit_mb), COUNT)?
+                .map(|megabytes| megabytes.saturating_mul(1024 * 1024)),
             countries: file.countries,
             s3: S3Config::resolve(flags.create_buckets, file.s3, sources)?,
             token: sources.text(&TOKEN, None, file.token),

@@ -24,6 +24,14 @@ use crate::error::{Error, Result};
 
 /// A fresh session with one empty schema per layer (`Layer::ALL`).
 pub fn new_session() -> SessionContext {
+    new_session_within(None)
+}
+
+/// `new_session`, whose queries hold at most `memory_limit` bytes in their
+/// hash tables and sort buffers when given: past it, aggregates and sorts
+/// spill to temporary files (a fair share per operator), and a join whose
+/// build side does not fit fails in one line naming the limit.
+pub fn new_session_within(memory_limit: Option<usize>) -> SessionContext {
     let mut config = SessionConfig::new().with_information_schema(true).with_target_partitions(
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
     );
@@ -36,7 +44,14 @@ pub fn new_session() -> SessionContext {
     config.options_mut().optimizer.hash_join_inlist_pushdown_max_size = 0;
     config.options_mut().optimizer.hash_join_inlist_pushdown_max_distinct_values = 0;
     // delta-rs's planner, so write plans built from this session can run.
-    let state = SessionStateBuilder::new()
+    let mut state = SessionStateBuilder::new();
+    if let Some(limit) = memory_limit {
+        let pool = Arc::new(datafusion::execution::memory_pool::FairSpillPool::new(limit));
+        if let Ok(runtime) = datafusion::execution::runtime_env::RuntimeEnvBuilder::new().with_memory_pool(pool).build_arc() {
+            state = state.with_runtime_env(runtime);
+        }
+    }
+    let state = state
         .with_config(config)
         .with_default_features()
         .with_query_planner(DeltaPlanner::new())

@@ -244,6 +244,15 @@ enum StreamWriteError {
 impl StreamWriteError {
     fn into_error(self, name: &str) -> Error {
         match self {
+            StreamWriteError::Rows(e) if matches!(e.find_root(), datafusion::error::DataFusionError::ResourcesExhausted(_)) => {
+                Error::lake(
+                    name,
+                    format!(
+                        "the query needs more memory than memory_limit_mb allows: raise it (or unset it) and run again — {}",
+                        crate::error::one_line(&e.find_root().to_string())
+                    ),
+                )
+            }
             StreamWriteError::Rows(e) => Error::lake(name, e),
             StreamWriteError::OtherDate { column, date } => Error::lake(
                 name,

@@ -49,6 +49,7 @@ pub struct SessionBuilder<'a> {
     reference: Option<&'a Config>,
     live: LiveSource,
     views: bool,
+    memory_limit: Option<usize>,
 }
 
 /// A built session and the Delta tables registered in it, as opened (a
@@ -61,7 +62,7 @@ pub struct LakeSession {
 impl<'a> SessionBuilder<'a> {
     /// Every Delta table of the lake, nothing else.
     pub fn new(lake: &'a Lake) -> SessionBuilder<'a> {
-        SessionBuilder { lake, only: None, reference: None, live: LiveSource::Absent, views: false }
+        SessionBuilder { lake, only: None, reference: None, live: LiveSource::Absent, views: false, memory_limit: None }
     }
 
     /// Every name a user can query: the lake, `ref.*`, `live.*` (from the
@@ -102,8 +103,15 @@ impl<'a> SessionBuilder<'a> {
         self
     }
 
+    /// Queries of the session spill past `limit` bytes (see
+    /// `catalog::new_session_within`); `None` leaves them unbounded.
+    pub fn within_memory(mut self, limit: Option<usize>) -> SessionBuilder<'a> {
+        self.memory_limit = limit;
+        self
+    }
+
     pub async fn build(self) -> Result<LakeSession> {
-        let ctx = catalog::new_session();
+        let ctx = catalog::new_session_within(self.memory_limit);
         let tables = self.register_delta_tables(&ctx).await?;
         if let Some(config) = self.reference {
             register_reference_tables(&ctx, config)?;

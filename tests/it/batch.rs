@@ -441,3 +441,34 @@ async fn a_source_read_failing_mid_table_leaves_bronze_as_it_was() {
     let landed = rows(&lake_query(&config, "SELECT COUNT(*) FROM bronze.order_details").await);
     assert_eq!(landed[0][0].i64(), lines, "the first landing's rows, all of them");
 }
+
+/// `memory_limit_mb` bounds the models' queries: under a limit they spill
+/// and build the same gold; a limit too small for a join's build side is
+/// one line that says which setting to raise, and the table stays as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_memory_limit_bounds_the_models_and_one_too_small_is_a_clear_error() {
+    let db = fresh_database("it_memory_limit").await;
+    let mut client = pg_connect(&db).await;
+    medallion::source::generator::load(&mut client, "it_memory_limit", 10, &indicatif::ProgressBar::hidden()).await.unwrap();
+    let lake = TestLake::new();
+    let mut config = config(&lake.url(), Some(&db), "2026-11-25");
+    config.memory_limit = Some(32 * 1024 * 1024);
+    run_pipeline(&config).await.unwrap();
+    let expected = pg_rows(&db, &format!(
+        "WITH lines AS ({PG_LINES}) SELECT COUNT(DISTINCT order_id)::int8, COUNT(DISTINCT customer_id)::int8, SUM(line_total) FROM lines"
+    )).await;
+    let kpi = rows(&lake_query(&config, "SELECT orders, customers, total_revenue FROM gold.kpi_revenue").await);
+    assert_eq!((kpi[0][0].i64(), kpi[0][1].i64()), (expected[0][0].i64(), expected[0][1].i64()));
+    assert_close(kpi[0][2].f64(), expected[0][2].f64(), "revenue under a memory limit");
+
+    let medallion_lake = Lake::new(&config).unwrap();
+    let before = medallion_lake.existing_table("silver", "sales_master").await.unwrap().unwrap().version();
+    config.memory_limit = Some(1024);
+    let models = ModelSet::builtin().unwrap();
+    let err = pipeline::run_models(&config, &medallion_lake, &models, "silver", &Progress::hidden()).await.unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("memory_limit_mb"), "{text}");
+    assert_eq!(text.lines().count(), 1, "{text}");
+    let after = medallion_lake.existing_table("silver", "sales_master").await.unwrap().unwrap().version();
+    assert_eq!(after, before, "silver untouched");
+}
