@@ -1,0 +1,207 @@
+"""medallion's SQL models, made runnable by the reference engines of
+scripts/bench-batch.sh (Sail's Spark SQL and DuckDB).
+
+The reference engines run the very files medallion runs (models/silver/*.sql
+with their expectations, models/gold/*.sql), read at run time and rewritten
+by the few rules below, so the benchmark follows the models when they change.
+The rewrites bridge dialects, not business rules:
+
+* ``{{ snapshot_date }}`` becomes ``DATE 'YYYY-MM-DD'``, as medallion renders it.
+* ``to_unixtime(x)`` (DataFusion: seconds since the epoch as BIGINT) has no
+  DuckDB or Spark twin; the models only apply it to DATE columns, so it
+  becomes ``days since the epoch * 86400`` as BIGINT, the same number.
+  medallion then divides by 86400 with DataFusion's integer division; Spark
+  and DuckDB divide BIGINTs into a DOUBLE. The quotient is a whole number of
+  days either way (dates have no time part), so recency_days is the same.
+* Spark SQL only: ``"name"`` is an identifier in DataFusion and DuckDB but a
+  string in Spark, so it becomes ``name`` in backquotes; ``layer.table`` becomes
+  the temporary view ``layer__table`` (Spark has no schemas for temporary views).
+
+The expectations are applied as medallion's quality.rs does: a rule's check
+passes when ``COALESCE((check), false)`` is true; passing rows (without the
+``_`` technical columns) go to the model's table, the others to
+``<model>_quarantine`` with ``failed_rule`` (the first failed rule, in file
+order) and ``failed_rules`` (all, comma separated).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+MODELS_DIR = REPO / "models"
+LAYERS = ("silver", "gold")
+QUARANTINE_SUFFIX = "_quarantine"
+SNAPSHOT_COLUMN = "snapshot_date"
+
+_TEMPLATE = re.compile(r"\{\{\s*snapshot_date\s*\}\}")
+_TO_UNIXTIME = re.compile(r"\bto_unixtime\(\s*([A-Za-z_][A-Za-z0-9_.]*)\s*\)", re.IGNORECASE)
+_QUOTED_IDENT = re.compile(r'"([A-Za-z_][A-Za-z0-9_]*)"')
+_TABLE_NAME = re.compile(r"\b(bronze|silver|gold|ref)\.([A-Za-z_][A-Za-z0-9_]*)\b")
+_LINE_COMMENT = re.compile(r"--[^\n]*")
+
+
+@dataclass
+class Rule:
+    name: str
+    check: str
+    on_fail: str = "quarantine"
+
+
+@dataclass
+class Model:
+    layer: str
+    name: str
+    sql: str
+    rules: list[Rule] = field(default_factory=list)
+
+    @property
+    def table(self) -> str:
+        return f"{self.layer}.{self.name}"
+
+
+def load_models(models_dir: Path = MODELS_DIR) -> dict[str, list[Model]]:
+    """The models of each layer, in medallion's run order (file names)."""
+    models: dict[str, list[Model]] = {}
+    for layer in LAYERS:
+        folder = models_dir / layer
+        files = sorted(folder.glob("*.sql"))
+        if not files:
+            raise SystemExit(f"no models in {folder}")
+        models[layer] = []
+        for file in files:
+            rules_file = file.with_name(f"{file.stem}.expectations.toml")
+            rules = []
+            if rules_file.exists():
+                parsed = tomllib.loads(rules_file.read_text())
+                rules = [Rule(r["name"], r["check"], r.get("on_fail", "quarantine")) for r in parsed.get("expectation", [])]
+            models[layer].append(Model(layer, file.stem, file.read_text(), rules))
+    return models
+
+
+def spark_view(table: str) -> str:
+    """The Spark temporary view standing for ``layer.table``."""
+    layer, name = table.split(".", 1)
+    return f"{layer}__{name}"
+
+
+def render(sql: str, date: str, dialect: str) -> str:
+    """The model's SQL for one date in `dialect`: "datafusion" (medallion's
+    own, only the date filled in), "duckdb" or "spark"."""
+    sql = _LINE_COMMENT.sub("", sql)
+    sql = _TEMPLATE.sub(f"DATE '{date}'", sql)
+    if "{{" in sql:
+        raise SystemExit(f"unknown template variable in: {sql[sql.index('{{'):][:40]}")
+    if dialect == "datafusion":
+        return sql
+    if dialect == "duckdb":
+        days = "date_diff('day', DATE '1970-01-01', {})"
+    elif dialect == "spark":
+        days = "unix_date({})"
+        sql = _QUOTED_IDENT.sub(r"`\1`", sql)
+        sql = _TABLE_NAME.sub(r"\1__\2", sql)
+    else:
+        raise ValueError(dialect)
+    return _TO_UNIXTIME.sub(lambda m: f"(CAST({days.format(m[1])} AS BIGINT) * 86400)", sql)
+
+
+def quote(name: str, dialect: str) -> str:
+    return f"`{name}`" if dialect == "spark" else '"' + name.replace('"', '""') + '"'
+
+
+def _passes(rule: Rule) -> str:
+    return f"COALESCE(({rule.check}), false)"
+
+
+def all_pass(rules: list[Rule]) -> str:
+    return " AND ".join(_passes(r) for r in rules) if rules else "true"
+
+
+def count_sql(rules: list[Rule], relation: str, dialect: str) -> str:
+    """One row: failures per rule, then the passing rows (as quality.rs)."""
+    columns = [
+        f"CAST(SUM(CASE WHEN {_passes(r)} THEN 0 ELSE 1 END) AS BIGINT) AS {quote(r.name, dialect)}" for r in rules
+    ]
+    columns.append(f"CAST(SUM(CASE WHEN {all_pass(rules)} THEN 1 ELSE 0 END) AS BIGINT) AS passing_rows")
+    return f"SELECT {', '.join(columns)} FROM {relation}"
+
+
+def passing_sql(rules: list[Rule], relation: str, columns: list[str], dialect: str) -> str:
+    names = ", ".join(quote(c, dialect) for c in columns)
+    return f"SELECT {names} FROM {relation} WHERE {all_pass(rules)}"
+
+
+def failing_sql(rules: list[Rule], relation: str, columns: list[str], dialect: str) -> str:
+    names = ", ".join(quote(c, dialect) for c in columns)
+    first = " ".join(f"WHEN NOT {_passes(r)} THEN '{r.name}'" for r in rules)
+    every = ", ".join(f"CASE WHEN NOT {_passes(r)} THEN '{r.name}' END" for r in rules)
+    return (
+        f"SELECT {names}, CASE {first} END AS failed_rule, concat_ws(',', {every}) AS failed_rules "
+        f"FROM {relation} WHERE NOT ({all_pass(rules)})"
+    )
+
+
+def output_columns(columns: list[str]) -> list[str]:
+    """The columns a model writes: technical ``_`` columns are dropped."""
+    return [c for c in columns if not c.startswith("_")]
+
+
+def check_fail_rules(model: Model, failures: dict[str, int]) -> None:
+    """Stops the run as medallion does when a fail-the-run rule failed."""
+    for rule in model.rules:
+        if rule.on_fail == "fail" and failures.get(rule.name, 0) > 0:
+            raise SystemExit(f"{model.table}: expectation {rule.name} failed on {failures[rule.name]} rows")
+
+
+def load_country_map(path: Path) -> list[tuple[str, str]]:
+    """ref.country_map as medallion builds it from its configuration: the
+    rows of ``medallion sql --format json "SELECT key, country FROM
+    ref.country_map"`` (bench-batch.sh writes that file)."""
+    rows = json.loads(path.read_text())
+    if not rows:
+        raise SystemExit(f"{path}: ref.country_map is empty")
+    return [(r["key"], r["country"]) for r in rows]
+
+
+# The figures the benchmark compares across engines, as (name, SQL over the
+# gold and silver tables, kind). Written once, rendered per dialect.
+FIGURES = [
+    ("total revenue", "SELECT total_revenue FROM gold.kpi_revenue WHERE snapshot_date = {{ snapshot_date }}", "number"),
+    (
+        "top 3 countries",
+        'SELECT country FROM gold.kpi_top_countries WHERE snapshot_date = {{ snapshot_date }} ORDER BY "rank"',
+        "list",
+    ),
+    (
+        "revenue per category",
+        "SELECT category_name, revenue FROM gold.kpi_category_sales WHERE snapshot_date = {{ snapshot_date }}",
+        "numbers",
+    ),
+    (
+        "customers per RFM segment",
+        "SELECT segment, customers FROM gold.rfm_segments WHERE snapshot_date = {{ snapshot_date }}",
+        "counts",
+    ),
+    ("silver rows", "SELECT COUNT(*) AS n FROM silver.sales_master WHERE snapshot_date = {{ snapshot_date }}", "count"),
+    (
+        "quarantined rows",
+        "SELECT COUNT(*) AS n FROM silver.sales_master_quarantine WHERE snapshot_date = {{ snapshot_date }}",
+        "count",
+    ),
+]
+
+
+def figure_value(kind: str, rows: list[list]) -> object:
+    """A figure from its query's rows (lists of column values), in a form
+    that json keeps and agree.py compares."""
+    if kind in ("number", "count"):
+        if len(rows) != 1:
+            raise SystemExit(f"expected one row, got {len(rows)}")
+        return rows[0][0]
+    if kind == "list":
+        return [r[0] for r in rows]
+    return {str(r[0]): r[1] for r in rows}
