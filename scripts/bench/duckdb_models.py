@@ -7,7 +7,8 @@ listed here from the table's `_delta_log` (DuckDB's delta extension would be
 downloaded from outside the package registries, which this machine does not
 reach). A Delta data file does not hold its partition columns, so each
 partition's files are read with the partition value from the log added as a
-column (`_ingestion_date`), typed by the table's schema.
+column (`_ingestion_date`), typed by the table's schema (not guessed from the
+folder names, which DuckDB's hive partitioning would do).
 
 Then, with 2 threads:
   refine     models/silver/*.sql (DuckDB dialect, see modelsql.py) with the
@@ -132,7 +133,7 @@ class DeltaSnapshot:
                 for (column, duck_type), value in zip(self.partition_types.items(), key)
             )
             files = ", ".join(sql_string(p) for p in sorted(paths))
-            parts.append(f"SELECT *{added} FROM read_parquet([{files}], union_by_name = true)")
+            parts.append(f"SELECT *{added} FROM read_parquet([{files}], union_by_name = true, hive_partitioning = false)")
         return " UNION ALL BY NAME ".join(parts)
 
 
@@ -147,12 +148,20 @@ def register_file(con: duckdb.DuckDBPyConnection, table: str, path: Path) -> Non
 
 def materialise(con: duckdb.DuckDBPyConnection, out: Path, model: modelsql.Model, date: str) -> None:
     """Runs one model: counts per rule, passing rows, quarantine."""
-    candidate = f"({modelsql.render(model.sql, date, 'duckdb')}) AS candidate"
+    sql = modelsql.render(model.sql, date, "duckdb")
+    described = con.execute(f"SELECT * FROM ({sql}) LIMIT 0").description
+    # DuckDB sums BIGINTs into a HUGEINT (128 bits), which Parquet has no type
+    # for: COPY would write DOUBLE. medallion (DataFusion) sums into BIGINT.
+    wide = [name for name, type_code, *_ in described if str(type_code) == "HUGEINT"]
+    if wide:
+        replaced = ", ".join(f"CAST({modelsql.quote(n, 'duckdb')} AS BIGINT) AS {modelsql.quote(n, 'duckdb')}" for n in wide)
+        sql = f"SELECT * REPLACE ({replaced}) FROM ({sql})"
+    candidate = f"({sql}) AS candidate"
     counts = con.execute(modelsql.count_sql(model.rules, candidate, "duckdb"))
     names = [d[0] for d in counts.description]
     failures = dict(zip(names, counts.fetchone()))
     modelsql.check_fail_rules(model, {name: n or 0 for name, n in failures.items()})
-    columns = modelsql.output_columns([d[0] for d in con.execute(f"SELECT * FROM {candidate} LIMIT 0").description])
+    columns = modelsql.output_columns([d[0] for d in described])
     path = out / model.layer / f"{model.name}.parquet"
     copy_to(con, modelsql.passing_sql(model.rules, candidate, columns, "duckdb"), path)
     if model.rules:
