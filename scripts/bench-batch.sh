@@ -16,10 +16,13 @@
 #     any difference stops the benchmark, exit status 1
 # and prints the ratio extraction speed / COPY speed, and medallion's speed
 # against Sail's per stage and whole run, and against DuckDB's refine +
-# aggregate. The references' stage times are measured inside their process
-# (no process start); medallion's are whole processes. Sail's whole run is
-# its process from the script's first line (Python imports, server start)
-# to the end of aggregate; medallion's is the `medallion run` process.
+# aggregate. Stage against stage, every time is measured inside one process
+# (medallion's: the stage times `medallion run` prints; no process start, no
+# session setup); whole run against whole run, the `medallion run` process
+# against Sail's from the script's first line (Python imports, server start)
+# to the end of aggregate. Peak RSS (GNU time) is per process: medallion's
+# run, the Sail process (its server runs inside), the DuckDB process
+# (refine + aggregate).
 #
 # Usage: scripts/bench-batch.sh [SCALE ...]      (default: 100 1000)
 #   scale 10000 (`scripts/bench-batch.sh 10000`: ≈ 8.3 M orders, 21.6 M order
@@ -91,6 +94,17 @@ stage_time() {
     echo "$seconds"
 }
 
+# The seconds of stage NAME inside `medallion run`, from its summary line
+# (`refine     274.87ms       21930 rows`) in $work/run.log.
+run_stage_time() {
+    local seconds
+    seconds=$(awk -v name="$1" '$1 == name && $2 ~ /^[0-9.]+(s|ms|µs)$/ {
+        value = $2 + 0; unit = $2; sub(/^[0-9.]+/, "", unit)
+        print (unit == "ms" ? value / 1000 : unit == "µs" ? value / 1000000 : value) }' "$work/run.log")
+    [[ -n "$seconds" ]] || die "no '$1' line in the output of medallion run"
+    echo "$seconds"
+}
+
 # "<100 × SLOWER / FASTER> %": how fast medallion is against a reference
 # engine, given the reference's seconds and medallion's (above 100 %:
 # medallion is faster).
@@ -133,6 +147,10 @@ for scale in "${scales[@]}"; do
     read -r refine_s refine_kb < <(measure "$medallion" refine --lake "$lake" --quiet --date "$snapshot")
     read -r aggregate_s aggregate_kb < <(measure "$medallion" aggregate --lake "$lake" --quiet --date "$snapshot")
     read -r run_s run_kb < <(measure "$medallion" run --lake "file://$work/run_lake_$scale" --quiet --date "$snapshot")
+    cp "$work/out.log" "$work/run.log"
+    run_ingest_s=$(run_stage_time ingest)
+    run_refine_s=$(run_stage_time refine)
+    run_aggregate_s=$(run_stage_time aggregate)
     unset DATABASE_URL
 
     # DuckDB: refine + aggregate over the bronze medallion just wrote.
@@ -167,29 +185,30 @@ for scale in "${scales[@]}"; do
     printf '| whole run (fresh lake) | %.2f | %.0f | | %.0f |\n' "$run_s" "$(echo "$rows/$run_s" | bc -l)" "$(echo "$run_kb/1024" | bc -l)"
     printf '\nextraction speed / COPY speed = %.0f %%\n' "$(echo "100 * $copy_s / $extract_s" | bc -l)"
 
-    # The same work by the reference engines. rows/s: source rows for ingest
-    # and whole runs, order lines for refine and aggregate (as above).
-    medallion_models_s=$(echo "$refine_s + $aggregate_s" | bc -l)
-    medallion_models_kb=$((refine_kb > aggregate_kb ? refine_kb : aggregate_kb))
+    # The same work by the reference engines, against the stages inside the
+    # `medallion run` above (all stage times are then inside one process).
+    # rows/s: source rows for ingest and whole runs, order lines for refine
+    # and aggregate (as above).
+    medallion_models_s=$(echo "$run_refine_s + $run_aggregate_s" | bc -l)
     duck_models_s=$(echo "$duck_refine_s + $duck_aggregate_s" | bc -l)
     printf '\n### the same work by the reference engines (Sail %s; DuckDB %s, 2 threads)\n\n' "$sail_version" "$duckdb_version"
     printf '| engine | stage | wall s | rows/s | peak RSS MiB | medallion speed / this |\n|---|---|---:|---:|---:|---:|\n'
-    row medallion "ingest (process)" "$ingest_s" "$rows" "$ingest_kb" ""
-    row medallion "refine (process)" "$refine_s" "$lines" "$refine_kb" ""
-    row medallion "aggregate (process)" "$aggregate_s" "$lines" "$aggregate_kb" ""
-    row medallion "refine + aggregate" "$medallion_models_s" "$lines" "$medallion_models_kb" ""
+    row medallion "ingest (in run)" "$run_ingest_s" "$rows" "" ""
+    row medallion "refine (in run)" "$run_refine_s" "$lines" "" ""
+    row medallion "aggregate (in run)" "$run_aggregate_s" "$lines" "" ""
+    row medallion "refine + aggregate (in run)" "$medallion_models_s" "$lines" "" ""
     row medallion "whole run (one process)" "$run_s" "$rows" "$run_kb" ""
     printf '| Sail | startup: Python imports, server, session | %.2f | | | |\n' "$sail_startup_s"
-    row Sail ingest "$sail_ingest_s" "$rows" "" "$ingest_s"
-    row Sail refine "$sail_refine_s" "$lines" "" "$refine_s"
-    row Sail aggregate "$sail_aggregate_s" "$lines" "" "$aggregate_s"
+    row Sail ingest "$sail_ingest_s" "$rows" "" "$run_ingest_s"
+    row Sail refine "$sail_refine_s" "$lines" "" "$run_refine_s"
+    row Sail aggregate "$sail_aggregate_s" "$lines" "" "$run_aggregate_s"
     row Sail "whole run (one process, startup included)" "$sail_s" "$rows" "$sail_kb" "$run_s"
-    row DuckDB refine "$duck_refine_s" "$lines" "" "$refine_s"
-    row DuckDB aggregate "$duck_aggregate_s" "$lines" "" "$aggregate_s"
+    row DuckDB refine "$duck_refine_s" "$lines" "" "$run_refine_s"
+    row DuckDB aggregate "$duck_aggregate_s" "$lines" "" "$run_aggregate_s"
     row DuckDB "refine + aggregate (one process)" "$duck_models_s" "$lines" "$duck_kb" "$medallion_models_s"
     printf '\nmedallion speed / Sail speed: ingest %s, refine %s, aggregate %s, whole run %s\n' \
-        "$(percent "$sail_ingest_s" "$ingest_s")" "$(percent "$sail_refine_s" "$refine_s")" \
-        "$(percent "$sail_aggregate_s" "$aggregate_s")" "$(percent "$sail_s" "$run_s")"
+        "$(percent "$sail_ingest_s" "$run_ingest_s")" "$(percent "$sail_refine_s" "$run_refine_s")" \
+        "$(percent "$sail_aggregate_s" "$run_aggregate_s")" "$(percent "$sail_s" "$run_s")"
     printf 'medallion speed / DuckDB speed, refine + aggregate = %s\n' "$(percent "$duck_models_s" "$medallion_models_s")"
     cat "$work/agree.log"
     psql -q "$admin_url" -c "DROP DATABASE $db WITH (FORCE)"
