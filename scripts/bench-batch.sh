@@ -17,12 +17,12 @@
 # and prints the ratio extraction speed / COPY speed, and medallion's speed
 # against Sail's per stage and whole run, and against DuckDB's refine +
 # aggregate. Stage against stage, every time is measured inside one process
-# (medallion's: the stage times `medallion run` prints; no process start, no
-# session setup); whole run against whole run, the `medallion run` process
-# against Sail's from the script's first line (Python imports, server start)
-# to the end of aggregate. Peak RSS (GNU time) is per process: medallion's
-# run, the Sail process (its server runs inside), the DuckDB process
-# (refine + aggregate).
+# (medallion's: the stage times `medallion run` prints, session setup
+# included, no process start); whole run against whole run, the `medallion
+# run` process against Sail's from the script's first line (Python imports,
+# server start) to the end of aggregate. Peak RSS (GNU time) is per process:
+# medallion's run, the Sail process (its server runs inside), the DuckDB
+# process (refine + aggregate).
 #
 # Usage: scripts/bench-batch.sh [SCALE ...]      (default: 100 1000)
 #   scale 10000 (`scripts/bench-batch.sh 10000`: ≈ 8.3 M orders, 21.6 M order
