@@ -30,7 +30,12 @@ Where Sail differs from medallion, and what this script does instead:
     order_details are read as 2 key ranges (numPartitions 2 on order_id,
     bounds from a min/max query that counts in the ingest time). On a source
     nobody writes to during the run the rows are the same.
-  * `--jdbc-partitions 1` reads every table in one query instead.
+    `--jdbc-partitions 1` reads every table in one query instead. Sail's
+    JDBC source is a Python data source (pysail.spark.datasource.jdbc) that
+    Sail runs inside its server, reading Arrow from connectorx.
+  * A date's partition is replaced with replaceWhere, as medallion's
+    replace_partition does; Sail refuses replaceWhere on a table that does
+    not exist yet, so a new table is made by a plain overwrite.
 
 Prints one line per stage, `stage <name> <seconds>`: startup (Python
 imports, server start, client session), ingest, refine, aggregate, total
