@@ -12,12 +12,20 @@ folder names, which DuckDB's hive partitioning would do).
 
 Then, with 2 threads:
   refine     models/silver/*.sql (DuckDB dialect, see modelsql.py) with the
-             expectations, evaluated as medallion does (count per rule, then
-             passing rows, then failing rows), written with COPY … TO …
-             (FORMAT parquet) as <out>/silver/sales_master.parquet and
+             expectations, written with COPY … TO … (FORMAT parquet) as
+             <out>/silver/sales_master.parquet and
              <out>/silver/sales_master_quarantine.parquet
   aggregate  models/gold/*.sql in file order, each to <out>/gold/<model>.parquet;
              a model reads the files written before it
+Each model is evaluated as medallion evaluates it (see modelsql.py): the
+fail-the-run rules, if any, counted first by their own query; then the
+model's query with one boolean column per rule runs once, into a temporary
+table (held by DuckDB, in memory here), from which the passing rows and the
+failing ones are written and each rule's failures counted; the temporary
+table is then dropped. (medallion streams the passing rows to its writers
+and holds only the failing ones.) A model without rules is one
+COPY of its query. Models run one after another (medallion runs independent
+gold models two at a time); DuckDB parallelises inside each query.
 Plain Parquet files, not Delta tables: DuckDB has no Delta writer. Each file
 holds the one snapshot date (column snapshot_date).
 
@@ -147,7 +155,8 @@ def register_file(con: duckdb.DuckDBPyConnection, table: str, path: Path) -> Non
 
 
 def materialise(con: duckdb.DuckDBPyConnection, out: Path, model: modelsql.Model, date: str) -> None:
-    """Runs one model: counts per rule, passing rows, quarantine."""
+    """Runs one model (see the module comment): its table, and its
+    quarantine when it has rules."""
     sql = modelsql.render(model.sql, date, "duckdb")
     described = con.execute(f"SELECT * FROM ({sql}) LIMIT 0").description
     # DuckDB sums BIGINTs into a HUGEINT (128 bits), which Parquet has no type
@@ -157,17 +166,27 @@ def materialise(con: duckdb.DuckDBPyConnection, out: Path, model: modelsql.Model
         replaced = ", ".join(f"CAST({modelsql.quote(n, 'duckdb')} AS BIGINT) AS {modelsql.quote(n, 'duckdb')}" for n in wide)
         sql = f"SELECT * REPLACE ({replaced}) FROM ({sql})"
     candidate = f"({sql}) AS candidate"
-    counts = con.execute(modelsql.count_sql(model.rules, candidate, "duckdb"))
-    names = [d[0] for d in counts.description]
-    failures = dict(zip(names, counts.fetchone()))
-    modelsql.check_fail_rules(model, {name: n or 0 for name, n in failures.items()})
     columns = modelsql.output_columns([d[0] for d in described])
     path = out / model.layer / f"{model.name}.parquet"
-    copy_to(con, modelsql.passing_sql(model.rules, candidate, columns, "duckdb"), path)
-    if model.rules:
-        quarantine = out / model.layer / f"{model.name}{modelsql.QUARANTINE_SUFFIX}.parquet"
-        copy_to(con, modelsql.failing_sql(model.rules, candidate, columns, "duckdb"), quarantine)
-        register_file(con, model.table + modelsql.QUARANTINE_SUFFIX, quarantine)
+    if not model.rules:
+        copy_to(con, modelsql.checked_sql([], candidate, columns, "duckdb"), path)
+        register_file(con, model.table, path)
+        return
+    fatal = modelsql.fatal_rules(model)
+    if fatal:
+        counts = con.execute(modelsql.count_sql(fatal, candidate, "duckdb"))
+        names = [d[0] for d in counts.description]
+        modelsql.check_fail_rules(model, {name: n or 0 for name, n in zip(names, counts.fetchone())})
+    checked = "checked"
+    con.execute(f"CREATE OR REPLACE TEMPORARY TABLE {checked} AS {modelsql.checked_sql(model.rules, candidate, columns, 'duckdb')}")
+    copy_to(con, modelsql.passing_sql(model.rules, checked, columns, "duckdb"), path)
+    quarantine = out / model.layer / f"{model.name}{modelsql.QUARANTINE_SUFFIX}.parquet"
+    copy_to(con, modelsql.failing_sql(model.rules, checked, columns, "duckdb"), quarantine)
+    # Failures per rule, as medallion reports them (not compared: agree.py
+    # compares the quarantine itself).
+    con.execute(modelsql.tally_sql(model.rules, checked, "duckdb")).fetchone()
+    con.execute(f"DROP TABLE {checked}")
+    register_file(con, model.table + modelsql.QUARANTINE_SUFFIX, quarantine)
     register_file(con, model.table, path)
 
 

@@ -17,11 +17,21 @@ The rewrites bridge dialects, not business rules:
   string in Spark, so it becomes ``name`` in backquotes; ``layer.table`` becomes
   the temporary view ``layer__table`` (Spark has no schemas for temporary views).
 
-The expectations are applied as medallion's quality.rs does: a rule's check
-passes when ``COALESCE((check), false)`` is true; passing rows (without the
-``_`` technical columns) go to the model's table, the others to
-``<model>_quarantine`` with ``failed_rule`` (the first failed rule, in file
-order) and ``failed_rules`` (all, comma separated).
+Each model is evaluated as medallion evaluates it (models::write_checked):
+* rules with ``on_fail = "fail"`` are counted first, by their own query over
+  the model's (``count_sql``); one failure stops the run before anything is
+  written;
+* the model's query then runs once, as ``checked_sql``: the model's columns
+  without the ``_`` technical ones, and one boolean column per rule,
+  ``COALESCE((check), false) AS "__rule_<i>"`` (a NULL check fails);
+* its rows are split by those columns: rows passing every rule go to the
+  model's table (``passing_sql``), the others to ``<model>_quarantine`` with
+  ``failed_rule`` (the first failed rule, in file order) and ``failed_rules``
+  (all, comma separated) (``failing_sql``), and each rule's failures are
+  counted (``tally_sql``);
+* a model without rules is written once: no count, no split, no quarantine.
+How the one evaluation is kept for the two writes is each engine's own
+(duckdb_models.py, sail_pipeline.py).
 """
 
 from __future__ import annotations
@@ -122,7 +132,9 @@ def all_pass(rules: list[Rule]) -> str:
 
 
 def count_sql(rules: list[Rule], relation: str, dialect: str) -> str:
-    """One row: failures per rule, then the passing rows (as quality.rs)."""
+    """One row: failures per rule, then the passing rows, over the model's
+    own rows (as quality::count_failures_sql; used for the fail-the-run
+    rules, before the model is written)."""
     columns = [
         f"CAST(SUM(CASE WHEN {_passes(r)} THEN 0 ELSE 1 END) AS BIGINT) AS {quote(r.name, dialect)}" for r in rules
     ]
@@ -130,19 +142,59 @@ def count_sql(rules: list[Rule], relation: str, dialect: str) -> str:
     return f"SELECT {', '.join(columns)} FROM {relation}"
 
 
-def passing_sql(rules: list[Rule], relation: str, columns: list[str], dialect: str) -> str:
-    names = ", ".join(quote(c, dialect) for c in columns)
-    return f"SELECT {names} FROM {relation} WHERE {all_pass(rules)}"
+def rule_column(index: int) -> str:
+    """The boolean column of the `index`-th rule in ``checked_sql``."""
+    return f"__rule_{index}"
 
 
-def failing_sql(rules: list[Rule], relation: str, columns: list[str], dialect: str) -> str:
+def checked_sql(rules: list[Rule], relation: str, columns: list[str], dialect: str) -> str:
+    """The query a model runs once (models::checked_query): `columns` (the
+    model's, technical ones dropped) and one boolean column per rule, false
+    when the rule fails or gives NULL."""
+    select = [quote(c, dialect) for c in columns]
+    select += [f"{_passes(r)} AS {quote(rule_column(i), dialect)}" for i, r in enumerate(rules)]
+    return f"SELECT {', '.join(select)} FROM {relation}"
+
+
+def _all_pass_checked(rules: list[Rule], dialect: str) -> str:
+    return " AND ".join(quote(rule_column(i), dialect) for i in range(len(rules))) if rules else "true"
+
+
+def passing_sql(rules: list[Rule], checked: str, columns: list[str], dialect: str) -> str:
+    """The rows of `checked` (the result of ``checked_sql``) passing every
+    rule, with the model's columns."""
     names = ", ".join(quote(c, dialect) for c in columns)
-    first = " ".join(f"WHEN NOT {_passes(r)} THEN '{r.name}'" for r in rules)
-    every = ", ".join(f"CASE WHEN NOT {_passes(r)} THEN '{r.name}' END" for r in rules)
+    return f"SELECT {names} FROM {checked} WHERE {_all_pass_checked(rules, dialect)}"
+
+
+def failing_sql(rules: list[Rule], checked: str, columns: list[str], dialect: str) -> str:
+    """The other rows of `checked`, with ``failed_rule`` and ``failed_rules``."""
+    names = ", ".join(quote(c, dialect) for c in columns)
+    fails = [f"NOT {quote(rule_column(i), dialect)}" for i in range(len(rules))]
+    first = " ".join(f"WHEN {fail} THEN '{r.name}'" for fail, r in zip(fails, rules))
+    every = ", ".join(f"CASE WHEN {fail} THEN '{r.name}' END" for fail, r in zip(fails, rules))
     return (
         f"SELECT {names}, CASE {first} END AS failed_rule, concat_ws(',', {every}) AS failed_rules "
-        f"FROM {relation} WHERE NOT ({all_pass(rules)})"
+        f"FROM {checked} WHERE NOT ({_all_pass_checked(rules, dialect)})"
     )
+
+
+def tally_sql(rules: list[Rule], checked: str, dialect: str) -> str:
+    """One row over `checked`: failures per rule, then the passing rows (what
+    medallion counts while it splits the rows)."""
+    columns = [
+        f"CAST(SUM(CASE WHEN {quote(rule_column(i), dialect)} THEN 0 ELSE 1 END) AS BIGINT) AS {quote(r.name, dialect)}"
+        for i, r in enumerate(rules)
+    ]
+    columns.append(
+        f"CAST(SUM(CASE WHEN {_all_pass_checked(rules, dialect)} THEN 1 ELSE 0 END) AS BIGINT) AS passing_rows"
+    )
+    return f"SELECT {', '.join(columns)} FROM {checked}"
+
+
+def fatal_rules(model: "Model") -> list[Rule]:
+    """The model's fail-the-run rules (``on_fail = "fail"``)."""
+    return [r for r in model.rules if r.on_fail == "fail"]
 
 
 def output_columns(columns: list[str]) -> list[str]:

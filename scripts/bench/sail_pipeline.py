@@ -19,9 +19,13 @@ do what medallion's do, on a lake of Sail's own:
              a model reads the tables written before it (rfm_segments reads
              gold.rfm_customers), as in medallion
 
-Each model is evaluated as medallion evaluates it: once to count the rows
-passing and failing each rule, once to write the passing rows, once more
-(models with rules) to write the failing ones; nothing is cached between.
+Each model is evaluated as medallion evaluates it (see modelsql.py): the
+fail-the-run rules, if any, counted first by their own query; then the
+model's query with one boolean column per rule runs once, kept with
+DataFrame.localCheckpoint(), and the passing rows, the failing rows and each
+rule's failures are all read from that checkpoint. A model without rules is
+one write of its query. Models run one after another (medallion runs
+independent gold models two at a time); Sail parallelises inside each query.
 
 Where Sail differs from medallion, and what this script does instead:
   * medallion reads all six tables from one exported PostgreSQL snapshot over
@@ -33,6 +37,13 @@ Where Sail differs from medallion, and what this script does instead:
     `--jdbc-partitions 1` reads every table in one query instead. Sail's
     JDBC source is a Python data source (pysail.spark.datasource.jdbc) that
     Sail runs inside its server, reading Arrow from connectorx.
+  * Sail 0.7.2's cache() and persist() do nothing (the server says so in a
+    warning), so each write would run the model's query again; its
+    localCheckpoint() writes the rows once as Parquet under
+    execution.checkpoint.path (here <lake>/_checkpoints, set through
+    SAIL_EXECUTION__CHECKPOINT__PATH before the server starts) and reads
+    them back for each use. medallion keeps no such copy: it streams the
+    passing rows into the table and holds only the failing ones.
   * A date's partition is replaced with replaceWhere, as medallion's
     replace_partition does; Sail refuses replaceWhere on a table that does
     not exist yet, so a new table is made by a plain overwrite.
@@ -57,6 +68,7 @@ STARTED = time.monotonic()
 import argparse  # noqa: E402
 import datetime  # noqa: E402
 import json  # noqa: E402
+import os  # noqa: E402
 from pathlib import Path  # noqa: E402
 from urllib.parse import unquote, urlsplit  # noqa: E402
 
@@ -157,20 +169,33 @@ def ingest(spark: SparkSession, source: Source, lake: Lake, partitions: int) -> 
 
 
 def materialise(spark: SparkSession, lake: Lake, model: modelsql.Model) -> None:
-    """Runs one model: counts per rule, passing rows, quarantine (see the
-    module comment)."""
+    """Runs one model (see the module comment): its table, and its
+    quarantine when it has rules."""
     candidate = spark.sql(modelsql.render(model.sql, lake.date, "spark"))
     candidate.createOrReplaceTempView("candidate")
-    counts = spark.sql(modelsql.count_sql(model.rules, "candidate", "spark")).collect()[0].asDict()
-    modelsql.check_fail_rules(model, {name: n or 0 for name, n in counts.items()})
     columns = modelsql.output_columns(candidate.columns)
-    passing = spark.sql(modelsql.passing_sql(model.rules, "candidate", columns, "spark"))
+    if not model.rules:
+        written = spark.sql(modelsql.checked_sql([], "candidate", columns, "spark"))
+        lake.write_partition(written, model.table, modelsql.SNAPSHOT_COLUMN)
+        lake.register(model.table)
+        return
+    fatal = modelsql.fatal_rules(model)
+    if fatal:
+        counts = spark.sql(modelsql.count_sql(fatal, "candidate", "spark")).collect()[0].asDict()
+        modelsql.check_fail_rules(model, {name: n or 0 for name, n in counts.items()})
+    # The one evaluation: eager, so the query runs here and every use below
+    # reads the checkpoint's files.
+    checked = spark.sql(modelsql.checked_sql(model.rules, "candidate", columns, "spark")).localCheckpoint()
+    checked.createOrReplaceTempView("checked")
+    passing = spark.sql(modelsql.passing_sql(model.rules, "checked", columns, "spark"))
     lake.write_partition(passing, model.table, modelsql.SNAPSHOT_COLUMN)
-    if model.rules:
-        failing = spark.sql(modelsql.failing_sql(model.rules, "candidate", columns, "spark"))
-        quarantine = model.table + modelsql.QUARANTINE_SUFFIX
-        lake.write_partition(failing, quarantine, modelsql.SNAPSHOT_COLUMN)
-        lake.register(quarantine)
+    failing = spark.sql(modelsql.failing_sql(model.rules, "checked", columns, "spark"))
+    quarantine = model.table + modelsql.QUARANTINE_SUFFIX
+    lake.write_partition(failing, quarantine, modelsql.SNAPSHOT_COLUMN)
+    # Failures per rule, as medallion reports them (not compared: agree.py
+    # compares the quarantine itself).
+    spark.sql(modelsql.tally_sql(model.rules, "checked", "spark")).collect()
+    lake.register(quarantine)
     lake.register(model.table)
 
 
@@ -211,6 +236,11 @@ def main() -> None:
     country_map = modelsql.load_country_map(args.country_map)
     source = Source(args.database_url)
 
+    # Where localCheckpoint() keeps a model's checked rows; read by the
+    # server at start. Sail removes its session's files when it stops.
+    checkpoints = args.lake.resolve() / "_checkpoints"
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    os.environ["SAIL_EXECUTION__CHECKPOINT__PATH"] = checkpoints.as_uri()
     server = SparkConnectServer("127.0.0.1", 0)
     server.start(background=True)
     host, port = server.listening_address
