@@ -6,8 +6,8 @@ json` (the queries of modelsql.FIGURES); each reference engine's come from
 the JSON file its script wrote (--figures). Compared: total revenue and
 revenue per category (relative difference at most 1e-6: the engines add the
 same doubles in other orders), the top 3 countries in order, customers per
-RFM segment, and the rows of silver.sales_master and of its quarantine
-(exactly).
+RFM segment, the rows of silver.sales_master and of its quarantine, and the
+quarantine's rows per failed_rule and per failed_rules (exactly).
 
 Prints one line `agreement: …` and exits 0 when all agree; otherwise one
 line per differing figure, naming the figure and both values, and exits 1.

@@ -244,6 +244,18 @@ FIGURES = [
         "SELECT COUNT(*) AS n FROM silver.sales_master_quarantine WHERE snapshot_date = {{ snapshot_date }}",
         "count",
     ),
+    (
+        "quarantined rows per failed_rule",
+        "SELECT failed_rule, COUNT(*) AS n FROM silver.sales_master_quarantine"
+        " WHERE snapshot_date = {{ snapshot_date }} GROUP BY failed_rule",
+        "counts",
+    ),
+    (
+        "quarantined rows per failed_rules",
+        "SELECT failed_rules, COUNT(*) AS n FROM silver.sales_master_quarantine"
+        " WHERE snapshot_date = {{ snapshot_date }} GROUP BY failed_rules",
+        "counts",
+    ),
 ]
 
 
