@@ -12,6 +12,12 @@
 #       Delta tables of its own, from the same SQL models (sail_pipeline.py)
 #       DuckDB, 2 threads: refine + aggregate over medallion's bronze,
 #       writing Parquet (duckdb_models.py)
+#     both evaluate a model as medallion does: its query runs once, with one
+#     boolean column per expectation, and its rows are split into the table
+#     and the quarantine (fail-the-run rules counted first by a query of
+#     their own; a model without expectations written once), see
+#     scripts/bench/modelsql.py; they run the models one after another,
+#     medallion independent gold models two at a time
 #   * agreement: medallion's gold against Sail's and DuckDB's (agree.py);
 #     any difference stops the benchmark, exit status 1
 # and prints the ratio extraction speed / COPY speed, and medallion's speed
