@@ -94,6 +94,9 @@ const DATABASE_URL: Setting = Setting { key: "database_url", flag: Some("--datab
 const DATE: Setting = Setting { key: "date", flag: Some("--date"), env: &[] };
 const MODELS_DIR: Setting = Setting { key: "models_dir", flag: Some("--models"), env: &["MEDALLION_MODELS"] };
 const TOKEN: Setting = Setting { key: "token", flag: None, env: &["MEDALLION_TOKEN"] };
+/// Default of `memory_limit_mb`: a whole run at scale 10000 (21.6 M order
+/// lines) then peaks at 1.1 GiB (BENCHMARKS.md).
+const DEFAULT_MEMORY_LIMIT_MB: usize = 1536;
 const MEMORY_LIMIT: Setting = Setting { key: "memory_limit_mb", flag: None, env: &["MEDALLION_MEMORY_LIMIT_MB"] };
 const ALERTS_WEBHOOK: Setting = Setting { key: "alerts.webhook", flag: None, env: &["MEDALLION_ALERT_WEBHOOK"] };
 
@@ -622,7 +625,8 @@ pub struct Config {
     pub extract_parallelism: usize,
     /// Bytes the queries of `refine` and `aggregate` may hold in hash tables
     /// and sort buffers before spilling to temporary files
-    /// (`memory_limit_mb`, `MEDALLION_MEMORY_LIMIT_MB`); `None`: unbounded.
+    /// (`memory_limit_mb`, `MEDALLION_MEMORY_LIMIT_MB`, default 1536 MiB);
+    /// `None` (library callers only): unbounded.
     pub memory_limit: Option<usize>,
     pub countries: CountryConfig,
     pub s3: S3Config,
@@ -678,9 +682,12 @@ impl Config {
             extract_parallelism: file
                 .extract_parallelism
                 .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(2, 8)),
-            memory_limit: sources
-                .parsed(&MEMORY_LIMIT, None, text(file.memory_limit_mb), COUNT)?
-                .map(|megabytes| megabytes.saturating_mul(1024 * 1024)),
+            memory_limit: Some(
+                sources
+                    .parsed(&MEMORY_LIMIT, None, text(file.memory_limit_mb), COUNT)?
+                    .unwrap_or(DEFAULT_MEMORY_LIMIT_MB)
+                    .saturating_mul(1024 * 1024),
+            ),
             countries: file.countries,
             s3: S3Config::resolve(flags.create_buckets, file.s3, sources)?,
             token: sources.text(&TOKEN, None, file.token),
@@ -877,6 +884,19 @@ mod tests {
         let mut flags = with_file.flags.clone();
         flags.serve.addr = Some("127.0.0.1:1003".into());
         assert_eq!(load(flags, &env).unwrap().serve.addr, "127.0.0.1:1003".parse().unwrap());
+    }
+
+    #[test]
+    fn the_memory_limit_defaults_to_1536_mib_and_is_read_in_megabytes() {
+        const MIB: usize = 1024 * 1024;
+        let empty = file("");
+        assert_eq!(load(empty.flags.clone(), &[]).unwrap().memory_limit, Some(1536 * MIB));
+        let with_file = file("memory_limit_mb = 4096\n");
+        assert_eq!(load(with_file.flags.clone(), &[]).unwrap().memory_limit, Some(4096 * MIB));
+        let env = [("MEDALLION_MEMORY_LIMIT_MB", "512")];
+        assert_eq!(load(with_file.flags.clone(), &env).unwrap().memory_limit, Some(512 * MIB));
+        let err = load(empty.flags.clone(), &[("MEDALLION_MEMORY_LIMIT_MB", "lots")]).unwrap_err().to_string();
+        assert!(err.contains("MEDALLION_MEMORY_LIMIT_MB") && err.contains("whole number"), "{err}");
     }
 
     #[test]
