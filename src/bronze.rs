@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use datafusion::arrow::array::{ArrayRef, Date32Array, RecordBatch, StringArray, TimestampMicrosecondArray};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::datatypes::{DataType, Date32Type, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::error::ArrowError;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
@@ -53,7 +53,7 @@ impl Stamp {
             schema: bronze_schema(source),
             ingested_at: ingested_at.timestamp_micros(),
             origin: origin.to_string(),
-            days: date.signed_duration_since(NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch")).num_days() as i32,
+            days: Date32Type::from_naive_date(date),
         }
     }
 
@@ -113,10 +113,10 @@ pub async fn land_streaming(
         .parts()
         .into_iter()
         .map(|part| {
+            let schema = stamp.schema.clone();
             let stamp = stamp.clone();
-            let applied = stamp.clone();
-            let stamped = part.map(move |batch| batch.and_then(|b| applied.apply(&b).map_err(DataFusionError::from)));
-            Box::pin(RecordBatchStreamAdapter::new(stamp.schema.clone(), stamped)) as SendableRecordBatchStream
+            let stamped = part.map(move |batch| batch.and_then(|b| stamp.apply(&b).map_err(DataFusionError::from)));
+            Box::pin(RecordBatchStreamAdapter::new(schema, stamped)) as SendableRecordBatchStream
         })
         .collect();
     let written =

@@ -159,14 +159,11 @@ fn landing_profile(landed: &bronze::LandedTable, wall: Duration) -> String {
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let profile = &landed.profile;
     format!(
-        "read {:.0}ms  encode {:.0}ms  commit {:.0}ms | wall {:.0}ms, {} files by {} writers, {:.0} rows/s",
+        "read {:.0}ms  encode {:.0}ms  commit {:.0}ms | {}",
         ms(landed.read_time),
         ms(profile.encode),
         ms(profile.commit),
-        ms(wall),
-        profile.files,
-        profile.writers,
-        landed.rows as f64 / wall.as_secs_f64().max(1e-9)
+        profile.wall_line(landed.rows, wall)
     )
 }
 
@@ -205,7 +202,7 @@ async fn models_stage(
     let started = Instant::now();
     let ((tables, failures, quarantined, profiles), attempts) = with_retry(stage, || async {
         lake.ensure_buckets().await?;
-        let ctx = SessionBuilder::new(lake).with_reference_tables(config).within_memory(config.memory_limit).build().await?.ctx;
+        let ctx = model_session(config, lake).await?;
         check_inputs(&ctx, layer, config)?;
         let bar = progress.bar(layer.as_str(), 0, "models");
         let outcomes = models::run_layer(&ctx, lake, models, layer, config.date, &bar).await?;
@@ -237,6 +234,12 @@ async fn models_stage(
         quarantined,
         profiles,
     })
+}
+
+/// The session models run in (refine, aggregate, explain): the lake, `ref.*`,
+/// and the configured memory limit.
+async fn model_session(config: &Config, lake: &Lake) -> Result<datafusion::prelude::SessionContext> {
+    Ok(SessionBuilder::new(lake).with_reference_tables(config).within_memory(config.memory_limit).build().await?.ctx)
 }
 
 /// Fails with advice when the layer above has not been built.
@@ -283,7 +286,7 @@ pub async fn explain(config: &Config, lake: &Lake, models: &ModelSet, table: &st
             models.table_names().join(", ")
         )));
     };
-    let ctx = SessionBuilder::new(lake).with_reference_tables(config).build().await?.ctx;
+    let ctx = model_session(config, lake).await?;
     check_inputs(&ctx, model.layer, config)?;
     models::explain(&ctx, model, config.date, analyze).await
 }

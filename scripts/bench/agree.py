@@ -30,9 +30,7 @@ RELATIVE_TOLERANCE = 1e-6
 
 
 def medallion_figures(binary: str, lake: str, date: str) -> dict:
-    found = {}
-    for name, sql, kind in modelsql.FIGURES:
-        query = modelsql.render(sql, date, "datafusion")
+    def rows_of(query: str, name: str) -> list[list]:
         done = subprocess.run(
             [binary, "sql", "--quiet", "--lake", lake, "--format", "json", query],
             capture_output=True,
@@ -42,9 +40,9 @@ def medallion_figures(binary: str, lake: str, date: str) -> dict:
         if done.returncode != 0:
             message = (done.stderr.strip().splitlines() or ["no message"])[-1]
             raise SystemExit(f"medallion sql failed for {name}: {message}")
-        rows = [list(row.values()) for row in json.loads(done.stdout or "[]")]
-        found[name] = modelsql.figure_value(kind, rows)
-    return found
+        return [list(row.values()) for row in json.loads(done.stdout or "[]")]
+
+    return modelsql.figures(date, "datafusion", rows_of)
 
 
 def close(a: object, b: object) -> bool:

@@ -190,14 +190,6 @@ def materialise(con: duckdb.DuckDBPyConnection, out: Path, model: modelsql.Model
     register_file(con, model.table, path)
 
 
-def figures(con: duckdb.DuckDBPyConnection, date: str) -> dict:
-    found = {}
-    for name, sql, kind in modelsql.FIGURES:
-        rows = [list(row) for row in con.execute(modelsql.render(sql, date, "duckdb")).fetchall()]
-        found[name] = modelsql.figure_value(kind, rows)
-    return found
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bronze", required=True, type=Path, help="medallion's lake folder (its bronze/ is read)")
@@ -236,7 +228,9 @@ def main() -> None:
     stage("total", sum(times.values()))
 
     if args.figures:
-        args.figures.write_text(json.dumps(figures(con, args.date)))
+        args.figures.write_text(json.dumps(
+            modelsql.figures(args.date, "duckdb", lambda query, _name: [list(row) for row in con.execute(query).fetchall()])
+        ))
 
 
 if __name__ == "__main__":

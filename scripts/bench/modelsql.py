@@ -259,6 +259,12 @@ FIGURES = [
 ]
 
 
+def figures(date: str, dialect: str, rows_of) -> dict:
+    """Every figure of FIGURES for `date`: `rows_of(query, name)` runs one
+    query, rendered for `dialect`, and returns its rows as lists."""
+    return {name: figure_value(kind, rows_of(render(sql, date, dialect), name)) for name, sql, kind in FIGURES}
+
+
 def figure_value(kind: str, rows: list[list]) -> object:
     """A figure from its query's rows (lists of column values), in a form
     that json keeps and agree.py compares."""

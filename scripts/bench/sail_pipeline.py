@@ -214,14 +214,6 @@ def aggregate(spark: SparkSession, lake: Lake, models: list[modelsql.Model]) -> 
         materialise(spark, lake, model)
 
 
-def figures(spark: SparkSession, date: str) -> dict:
-    found = {}
-    for name, sql, kind in modelsql.FIGURES:
-        rows = [list(row) for row in spark.sql(modelsql.render(sql, date, "spark")).collect()]
-        found[name] = modelsql.figure_value(kind, rows)
-    return found
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--database-url", required=True)
@@ -263,7 +255,9 @@ def main() -> None:
     stage("whole", time.monotonic() - STARTED)
 
     if args.figures:
-        args.figures.write_text(json.dumps(figures(spark, args.date)))
+        args.figures.write_text(json.dumps(
+            modelsql.figures(args.date, "spark", lambda query, _name: [list(row) for row in spark.sql(query).collect()])
+        ))
     spark.stop()
     server.stop()
 

@@ -47,8 +47,9 @@ pub fn new_session_within(memory_limit: Option<usize>) -> SessionContext {
     let mut state = SessionStateBuilder::new();
     if let Some(limit) = memory_limit {
         let pool = Arc::new(datafusion::execution::memory_pool::FairSpillPool::new(limit));
-        if let Ok(runtime) = datafusion::execution::runtime_env::RuntimeEnvBuilder::new().with_memory_pool(pool).build_arc() {
-            state = state.with_runtime_env(runtime);
+        match datafusion::execution::runtime_env::RuntimeEnvBuilder::new().with_memory_pool(pool).build_arc() {
+            Ok(runtime) => state = state.with_runtime_env(runtime),
+            Err(e) => tracing::warn!("memory_limit_mb not applied, queries are unbounded: {}", crate::error::one_line(&e.to_string())),
         }
     }
     let state = state

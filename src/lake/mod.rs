@@ -167,7 +167,7 @@ impl Lake {
     pub async fn replace_partition(&self, write: PartitionWrite<'_>) -> Result<PartitionWritten> {
         let name = format!("{}.{}", write.layer, write.table);
         let table = self.table(write.layer, write.table).await?;
-        let days = write.date.signed_duration_since(NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch")).num_days() as i32;
+        let days = datafusion::arrow::datatypes::Date32Type::from_naive_date(write.date);
         let (schema, streams) = match write.rows {
             Rows::Batches { schema, batches } => {
                 let rows = batches.iter().map(|b| b.num_rows()).sum();

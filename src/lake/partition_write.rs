@@ -35,23 +35,30 @@ use indexmap::IndexMap;
 
 use crate::error::{Error, Result};
 
-/// Where the time of one partition write went. Durations of the writers are
-/// summed over writers (they run at the same time), so `produce + encode`
-/// can exceed the wall time.
+/// Where the time of one partition write went.
 #[derive(Debug, Clone, Default)]
 pub struct WriteProfile {
-    /// Time the writers waited for rows: the query or source producing them.
-    pub produce: Duration,
-    /// Time spent encoding Parquet and storing the files.
+    /// Time spent encoding Parquet and storing the files, summed over the
+    /// writers (they run at the same time, so it can exceed the wall time).
     pub encode: Duration,
     /// The Delta commit (listing the partition's old files, the log entry).
     pub commit: Duration,
     /// Writers that ran at the same time.
     pub writers: usize,
     pub files: usize,
-    pub rows: u64,
-    /// Parquet bytes written.
-    pub bytes: u64,
+}
+
+impl WriteProfile {
+    /// The end of a `--profile` line: wall time, files, writers, rows/s.
+    pub fn wall_line(&self, rows: u64, wall: Duration) -> String {
+        format!(
+            "wall {:.0}ms, {} files by {} writers, {:.0} rows/s",
+            wall.as_secs_f64() * 1000.0,
+            self.files,
+            self.writers,
+            rows as f64 / wall.as_secs_f64().max(1e-9)
+        )
+    }
 }
 
 /// The outcome of a partition write.
@@ -138,13 +145,10 @@ pub(super) async fn write(
     let mut profile = WriteProfile { writers, ..WriteProfile::default() };
     while let Some(joined) = tasks.join_next().await {
         let written = joined.map_err(|e| Error::other(format!("writing {name}"), e))?.map_err(|e| e.into_error(name))?;
-        profile.produce += written.produce;
         profile.encode += written.encode;
-        profile.rows += written.rows;
         adds.extend(written.adds);
     }
     profile.files = adds.len();
-    profile.bytes = adds.iter().map(|a| a.size.max(0) as u64).sum();
 
     let started = Instant::now();
     let version = if exists {
@@ -227,8 +231,6 @@ struct StreamWrite {
 /// What one writer wrote.
 struct StreamWritten {
     adds: Vec<Add>,
-    rows: u64,
-    produce: Duration,
     encode: Duration,
 }
 
@@ -265,12 +267,9 @@ impl StreamWriteError {
 
 impl StreamWrite {
     async fn run(mut self, mut rows: SendableRecordBatchStream) -> std::result::Result<StreamWritten, StreamWriteError> {
-        let mut written = StreamWritten { adds: Vec::new(), rows: 0, produce: Duration::ZERO, encode: Duration::ZERO };
+        let mut written = StreamWritten { adds: Vec::new(), encode: Duration::ZERO };
         loop {
-            let waited = Instant::now();
-            let next = rows.next().await;
-            written.produce += waited.elapsed();
-            let batch = match next {
+            let batch = match rows.next().await {
                 None => break,
                 Some(batch) => batch.map_err(StreamWriteError::Rows)?,
             };
@@ -279,7 +278,6 @@ impl StreamWrite {
             }
             self.check_date(&batch)?;
             let encoding = Instant::now();
-            written.rows += batch.num_rows() as u64;
             self.writer.write_partition(batch, &self.partition, WriteMode::Default).await.map_err(StreamWriteError::Delta)?;
             written.encode += encoding.elapsed();
         }

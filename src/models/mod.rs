@@ -266,7 +266,7 @@ async fn checked_query(ctx: &SessionContext, model: &Model, candidate: &str) -> 
 /// and the plan shows each operator's rows and time.
 pub async fn explain(ctx: &SessionContext, model: &Model, date: NaiveDate, analyze: bool) -> Result<String> {
     let name = model.table_name().to_string();
-    let candidate = format!("(\n{}\n) AS candidate", render(model, date)?);
+    let candidate = candidate(model, date)?;
     let planning = Instant::now();
     let query = ctx.sql(&checked_query(ctx, model, &candidate).await?).await.map_err(|e| Error::model(&name, e))?;
     let physical = query.create_physical_plan().await.map_err(|e| Error::model(&name, e))?;
@@ -300,11 +300,14 @@ pub async fn explain(ctx: &SessionContext, model: &Model, date: NaiveDate, analy
 
 /// Runs one model and writes its partition (and its quarantine).
 async fn materialise(ctx: &SessionContext, lake: &Lake, model: &Model, date: NaiveDate) -> Result<ModelOutcome> {
-    let sql = render(model, date)?;
-    // Planned as a subquery each time (not a registered view), so the
-    // optimiser sees through it: filters and projections reach the scans.
-    let candidate = format!("(\n{sql}\n) AS candidate");
-    write_checked(ctx, lake, model, date, &candidate).await
+    write_checked(ctx, lake, model, date, &candidate(model, date)?).await
+}
+
+/// The model for `date` as the relation `candidate`: planned as a subquery
+/// each time (not a registered view), so the optimiser sees through it and
+/// filters and projections reach the scans.
+fn candidate(model: &Model, date: NaiveDate) -> Result<String> {
+    Ok(format!("(\n{}\n) AS candidate", render(model, date)?))
 }
 
 /// Runs the model's query once: the rows passing every expectation stream

@@ -102,15 +102,8 @@ impl ModelProfile {
         part("encode", self.write.encode);
         part("commit", self.write.commit);
         part("quarantine", self.quarantine);
-        let rate = if self.wall.is_zero() { 0.0 } else { rows as f64 / self.wall.as_secs_f64() };
-        let _ = write!(
-            line,
-            "| wall {:.0}ms, {} files by {} writers, {:.0} rows/s",
-            ms(self.wall),
-            self.write.files,
-            self.write.writers,
-            rate
-        );
+        line.push_str("| ");
+        line.push_str(&self.write.wall_line(rows, self.wall));
         line
     }
 }
