@@ -122,6 +122,10 @@ cmd_start() {
     ensure_curl
     create_buckets
     stop_old_server
+    if is_running && cwd_deleted "$(cat "$PIDFILE")"; then
+        echo "s3.sh: the running server's working folder was deleted; restarting it" >&2
+        cmd_stop
+    fi
     if ! is_running; then
         build_server
         launch

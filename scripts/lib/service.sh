@@ -91,8 +91,16 @@ server_alive() {
 start_detached() {
     local output="$1"
     shift
-    setsid "$@" >"$output" 2>&1 </dev/null 9>&- &
+    # From the state folder, so the server never holds a checkout's folder
+    # as its working directory (a removed git worktree broke a kept server).
+    (cd "$STATE" && exec setsid "$@" >"$output" 2>&1 </dev/null 9>&-) &
     echo $! >"$PIDFILE"
+}
+
+# True when process PID's working directory has been deleted: a server
+# started that way may fail in odd ways and is restarted by its script.
+cwd_deleted() {
+    [[ "$(readlink "/proc/$1/cwd" 2>/dev/null)" == *" (deleted)" ]]
 }
 
 # Fails a start: what show_start_log prints, then MESSAGE.
