@@ -194,6 +194,9 @@ struct ModelsArg {
     /// Folder of SQL models (silver/*.sql, gold/*.sql) to run instead of the built-in ones [env: MEDALLION_MODELS]
     #[arg(long, value_name = "DIR")]
     models: Option<PathBuf>,
+    /// Memory the models' joins, aggregates and sorts may hold before they spill to disk [env: MEDALLION_MEMORY_LIMIT_MB] [default: 1536]
+    #[arg(long, value_name = "MB")]
+    memory_limit_mb: Option<String>,
 }
 
 /// `--database-url`, for the commands that use the source database.
@@ -513,6 +516,7 @@ impl ApplyFlags for DateArg {
 impl ApplyFlags for ModelsArg {
     fn apply(&self, overrides: &mut Overrides) {
         overrides.models_dir = self.models.clone();
+        overrides.memory_limit_mb = self.memory_limit_mb.clone();
     }
 }
 

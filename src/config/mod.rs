@@ -46,6 +46,8 @@ pub struct Overrides {
     pub database_url: Option<String>,
     pub date: Option<String>,
     pub models_dir: Option<PathBuf>,
+    /// `--memory-limit-mb`
+    pub memory_limit_mb: Option<String>,
     /// `--create-buckets`: create missing S3 buckets.
     pub create_buckets: Option<bool>,
     pub stream: StreamFlags,
@@ -97,7 +99,8 @@ const TOKEN: Setting = Setting { key: "token", flag: None, env: &["MEDALLION_TOK
 /// Default of `memory_limit_mb`: a whole run at scale 10000 (21.6 M order
 /// lines) then peaks at 1.1 GiB (BENCHMARKS.md).
 const DEFAULT_MEMORY_LIMIT_MB: usize = 1536;
-const MEMORY_LIMIT: Setting = Setting { key: "memory_limit_mb", flag: None, env: &["MEDALLION_MEMORY_LIMIT_MB"] };
+const MEMORY_LIMIT: Setting =
+    Setting { key: "memory_limit_mb", flag: Some("--memory-limit-mb"), env: &["MEDALLION_MEMORY_LIMIT_MB"] };
 const ALERTS_WEBHOOK: Setting = Setting { key: "alerts.webhook", flag: None, env: &["MEDALLION_ALERT_WEBHOOK"] };
 
 const S3_ENDPOINT: Setting = Setting { key: "s3.endpoint", flag: None, env: &["AWS_ENDPOINT_URL"] };
@@ -684,7 +687,7 @@ impl Config {
                 .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(2, 8)),
             memory_limit: Some(
                 sources
-                    .parsed(&MEMORY_LIMIT, None, text(file.memory_limit_mb), COUNT)?
+                    .parsed(&MEMORY_LIMIT, flags.memory_limit_mb, text(file.memory_limit_mb), COUNT)?
                     .unwrap_or(DEFAULT_MEMORY_LIMIT_MB)
                     .saturating_mul(1024 * 1024),
             ),
@@ -895,6 +898,11 @@ mod tests {
         assert_eq!(load(with_file.flags.clone(), &[]).unwrap().memory_limit, Some(4096 * MIB));
         let env = [("MEDALLION_MEMORY_LIMIT_MB", "512")];
         assert_eq!(load(with_file.flags.clone(), &env).unwrap().memory_limit, Some(512 * MIB));
+        let flag = Overrides { memory_limit_mb: Some("256".into()), ..with_file.flags.clone() };
+        assert_eq!(load(flag.clone(), &env).unwrap().memory_limit, Some(256 * MIB));
+        let bad_flag = Overrides { memory_limit_mb: Some("-1".into()), ..with_file.flags.clone() };
+        let err = load(bad_flag, &[]).unwrap_err().to_string();
+        assert!(err.contains("--memory-limit-mb"), "{err}");
         let err = load(empty.flags.clone(), &[("MEDALLION_MEMORY_LIMIT_MB", "lots")]).unwrap_err().to_string();
         assert!(err.contains("MEDALLION_MEMORY_LIMIT_MB") && err.contains("whole number"), "{err}");
     }

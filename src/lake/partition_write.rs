@@ -250,7 +250,7 @@ impl StreamWriteError {
                 Error::lake(
                     name,
                     format!(
-                        "the query needs more memory than memory_limit_mb allows: raise it (or unset it) and run again — {}",
+                        "the query needs more memory than memory_limit_mb allows: raise it (--memory-limit-mb, MEDALLION_MEMORY_LIMIT_MB or medallion.toml) and run again — {}",
                         crate::error::one_line(&e.find_root().to_string())
                     ),
                 )
