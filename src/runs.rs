@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use datafusion::arrow::array::{Date32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use datafusion::arrow::datatypes::Date32Type;
 
 use crate::error::Result;
 use crate::lake::Lake;
@@ -87,7 +88,6 @@ pub fn stream_record(run_id: &str, started_at: DateTime<Utc>, run: &StreamRun, e
 
 /// Records as one Arrow batch.
 pub fn to_batch(records: &[RunRecord]) -> RecordBatch {
-    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch");
     let text = |f: fn(&RunRecord) -> &str| StringArray::from_iter_values(records.iter().map(f));
     RecordBatch::try_new(
         pipeline_runs_schema(),
@@ -95,7 +95,7 @@ pub fn to_batch(records: &[RunRecord]) -> RecordBatch {
             Arc::new(text(|r| r.run_id.as_str())),
             Arc::new(text(|r| r.command.as_str())),
             Arc::new(Date32Array::from_iter(
-                records.iter().map(|r| r.snapshot_date.map(|d| (d - epoch).num_days() as i32)),
+                records.iter().map(|r| r.snapshot_date.map(Date32Type::from_naive_date)),
             )),
             Arc::new(text(|r| r.stage.as_str())),
             Arc::new(

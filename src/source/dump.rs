@@ -11,6 +11,7 @@ use std::path::Path;
 
 use chrono::{NaiveDate, NaiveDateTime};
 use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::Date32Type;
 
 use super::columns::{arrow_schema, ColumnBuilder, ColumnSpec, ColumnType};
 use super::ExtractedTable;
@@ -140,8 +141,7 @@ fn append_literal(builder: &mut ColumnBuilder, column_type: ColumnType, literal:
         ColumnBuilder::Bytea(b) => b.append_value(decode_bytea(&text).ok_or_else(|| bad("bytea"))?),
         ColumnBuilder::Date(b) => {
             let date = NaiveDate::parse_from_str(&text, "%Y-%m-%d").map_err(|_| bad("date"))?;
-            let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch");
-            b.append_value(date.signed_duration_since(epoch).num_days() as i32)
+            b.append_value(Date32Type::from_naive_date(date))
         }
         ColumnBuilder::Timestamp(b, _) => {
             let trimmed = text.trim_end_matches("+00").trim_end_matches('Z');
