@@ -8,6 +8,7 @@
 //! * `lake`     — Delta tables under one lake URL, DataFusion catalog
 //! * `pipeline` — the DAG: ingest → refine → aggregate, with retries
 //! * `runs`     — run history in `gold.pipeline_runs`
+//! * `profiles` — column statistics of each table in `gold.table_profiles`
 //! * `tables`   — table contracts: names, schemas Rust writes, run details, dashboard queries
 //! * `output`   — result encoders (table text, CSV, JSON, Arrow IPC)
 //! * `live`     — the live state of the stream (`live.sales_by_country`)
@@ -26,6 +27,7 @@ pub mod models;
 pub mod output;
 pub mod pipeline;
 pub mod produce;
+pub mod profiles;
 pub mod progress;
 pub mod quality;
 mod rng;

@@ -33,6 +33,9 @@ use medallion::stream::StreamReport;
 /// The lake commands' printing (status, optimize, vacuum, history, restore).
 #[path = "cli/lake_commands.rs"]
 mod lake_commands;
+/// The governance commands' printing (profile, catalog, lineage).
+#[path = "cli/governance.rs"]
+mod governance;
 
 #[derive(Parser)]
 #[command(
@@ -138,6 +141,13 @@ enum Command {
         medallion history bronze.sales_events --limit 20\n  \
         medallion sql --as-of 12 \"SELECT count(*) FROM bronze.sales_events\"")]
     History(HistoryArgs),
+    /// Column statistics of tables (nulls, distincts, min/max, mean, top values), stored in gold.table_profiles
+    #[command(after_help = "Examples:\n  \
+        medallion profile                      # every silver and gold table\n  \
+        medallion profile bronze.orders silver.sales_master\n  \
+        medallion profile --all                # bronze too\n\n\
+        run, refine and aggregate profile the tables they wrote unless [profile] after_run = false.")]
+    Profile(ProfileArgs),
     /// Give a table the content of an older version, as one new commit (history is kept)
     #[command(after_help = "Example:\n  medallion restore gold.kpi_revenue --to 3")]
     Restore(RestoreArgs),
@@ -333,6 +343,19 @@ struct UpArgs {
     database: DatabaseArg,
     #[command(flatten)]
     serve: ServeArgs,
+}
+
+#[derive(Args)]
+struct ProfileArgs {
+    /// Tables to profile, e.g. silver.sales_master [default: every silver and gold table]
+    tables: Vec<String>,
+    /// Every table of the lake, bronze included
+    #[arg(long)]
+    all: bool,
+    #[command(flatten)]
+    lake: LakeArg,
+    #[command(flatten)]
+    date: DateArg,
 }
 
 #[derive(Args)]
@@ -567,6 +590,7 @@ impl Command {
             Command::Explain(a) => vec![&a.lake, &a.date, &a.models],
             Command::Up(a) => vec![&a.lake, &a.models, &a.database, &a.serve],
             Command::Status(a) => vec![&a.lake],
+            Command::Profile(a) => vec![&a.lake, &a.date],
             Command::Optimize(a) => vec![&a.lake],
             Command::Vacuum(a) => vec![&a.lake],
             Command::History(a) => vec![&a.lake],
@@ -734,6 +758,7 @@ async fn execute(command: Command, config: Config, progress: Progress) -> Result
         Command::Produce(args) => produce_events(&config, &args, &progress).await?,
         Command::Up(_) => up(&config).await?,
         Command::Status(args) => lake_commands::status(&config, args.runs).await?,
+        Command::Profile(args) => governance::profile(&config, &args.tables, args.all).await?,
         Command::Optimize(args) => lake_commands::optimize(&config, args.table.as_deref(), args.target_file_size_mb).await?,
         Command::Vacuum(args) => {
             let retention = args.retention.as_deref().map(medallion::config::parse_duration).transpose()?;
