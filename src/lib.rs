@@ -8,6 +8,7 @@
 //! * `lake`     — Delta tables under one lake URL, DataFusion catalog
 //! * `pipeline` — the DAG: ingest → refine → aggregate, with retries
 //! * `runs`     — run history in `gold.pipeline_runs`
+//! * `glossary` — descriptions of every table and column (`<model>.docs.toml`), the catalog
 //! * `profiles` — column statistics of each table in `gold.table_profiles`
 //! * `tables`   — table contracts: names, schemas Rust writes, run details, dashboard queries
 //! * `output`   — result encoders (table text, CSV, JSON, Arrow IPC)
@@ -20,6 +21,7 @@ pub mod config;
 pub mod demo;
 pub mod devtools;
 pub mod error;
+pub mod glossary;
 pub mod jobs;
 pub mod lake;
 pub mod live;

@@ -148,6 +148,13 @@ enum Command {
         medallion profile --all                # bronze too\n\n\
         run, refine and aggregate profile the tables they wrote unless [profile] after_run = false.")]
     Profile(ProfileArgs),
+    /// The catalog: every table and column with its type and its plain-language description
+    #[command(after_help = "Examples:\n  \
+        medallion catalog\n  \
+        medallion catalog gold.rfm_customers\n  \
+        medallion catalog --search revenue\n\n\
+        Descriptions live beside the models: models/<layer>/<table>.docs.toml (see README).")]
+    Catalog(CatalogArgs),
     /// Give a table the content of an older version, as one new commit (history is kept)
     #[command(after_help = "Example:\n  medallion restore gold.kpi_revenue --to 3")]
     Restore(RestoreArgs),
@@ -356,6 +363,19 @@ struct ProfileArgs {
     lake: LakeArg,
     #[command(flatten)]
     date: DateArg,
+}
+
+#[derive(Args)]
+struct CatalogArgs {
+    /// One table, e.g. gold.kpi_revenue [default: every table]
+    table: Option<String>,
+    /// Only the tables and columns whose name or description contains TEXT
+    #[arg(long, value_name = "TEXT")]
+    search: Option<String>,
+    #[command(flatten)]
+    lake: LakeArg,
+    #[command(flatten)]
+    models: ModelsArg,
 }
 
 #[derive(Args)]
@@ -591,6 +611,7 @@ impl Command {
             Command::Up(a) => vec![&a.lake, &a.models, &a.database, &a.serve],
             Command::Status(a) => vec![&a.lake],
             Command::Profile(a) => vec![&a.lake, &a.date],
+            Command::Catalog(a) => vec![&a.lake, &a.models],
             Command::Optimize(a) => vec![&a.lake],
             Command::Vacuum(a) => vec![&a.lake],
             Command::History(a) => vec![&a.lake],
@@ -759,6 +780,7 @@ async fn execute(command: Command, config: Config, progress: Progress) -> Result
         Command::Up(_) => up(&config).await?,
         Command::Status(args) => lake_commands::status(&config, args.runs).await?,
         Command::Profile(args) => governance::profile(&config, &args.tables, args.all).await?,
+        Command::Catalog(args) => governance::catalog(&config, args.table.as_deref(), args.search.as_deref()).await?,
         Command::Optimize(args) => lake_commands::optimize(&config, args.table.as_deref(), args.target_file_size_mb).await?,
         Command::Vacuum(args) => {
             let retention = args.retention.as_deref().map(medallion::config::parse_duration).transpose()?;

@@ -1,5 +1,6 @@
 //! The governance commands of the CLI: `profile` (column statistics into
-//! `gold.table_profiles`). Each calls the library (`profiles`) and prints
+//! `gold.table_profiles`) and `catalog` (tables and columns with their
+//! descriptions). Each calls the library (`profiles`) and prints
 //! what it returns, ending with a summary line.
 
 use std::time::Instant;
@@ -7,6 +8,8 @@ use std::time::Instant;
 use anyhow::Result;
 
 use medallion::config::Config;
+use medallion::glossary::{self, Glossary, TableState};
+use medallion::lake::session::SessionBuilder;
 use medallion::lake::{Lake, TableName};
 use medallion::profiles;
 use medallion::tables::TABLE_PROFILES;
@@ -77,4 +80,50 @@ fn short(text: &str, width: usize) -> String {
         cut.push('…');
         cut
     }
+}
+
+/// `medallion catalog [TABLE] [--search TEXT]`.
+pub async fn catalog(config: &Config, table: Option<&str>, search: Option<&str>) -> Result<()> {
+    let lake = Lake::new(config)?;
+    let glossary = Glossary::load(config.models_dir.as_deref())?;
+    let session = SessionBuilder::new(&lake).build().await?;
+    let mut states = Vec::new();
+    for (name, delta) in &session.tables {
+        if table.is_some_and(|t| t != name.to_string()) {
+            continue;
+        }
+        let counted = session.ctx.sql(&format!("SELECT COUNT(*) FROM {name}")).await?.collect().await?;
+        let rows = counted
+            .first()
+            .and_then(|b| b.column(0).as_any().downcast_ref::<datafusion::arrow::array::Int64Array>().map(|a| a.value(0) as u64));
+        states.push(TableState { name: name.clone(), rows, version: delta.version().map(|v| v as i64) });
+    }
+    if let Some(table) = table {
+        if states.is_empty() {
+            anyhow::bail!("{table} does not exist in {}: `medallion catalog` lists the tables", lake.location().describe());
+        }
+    }
+    let entries = glossary::entries(&session.ctx, &glossary, &states, search).await;
+    let mut undescribed = 0;
+    for entry in &entries {
+        let rows = entry.rows.map(|r| format!("{r} rows")).unwrap_or_default();
+        let version = entry.version.map(|v| format!(", version {v}")).unwrap_or_default();
+        println!("\n{} ({rows}{version}, owned by {})", entry.table, entry.layer);
+        println!("  {}", entry.description.as_deref().unwrap_or("(no description)"));
+        for column in &entry.columns {
+            undescribed += usize::from(column.description.is_none());
+            println!(
+                "    {:<24} {:<14} {}",
+                short(&column.name, 24),
+                short(&column.data_type, 14),
+                column.description.as_deref().unwrap_or("(no description)")
+            );
+        }
+    }
+    let columns: usize = entries.iter().map(|e| e.columns.len()).sum();
+    println!(
+        "\n{} tables, {columns} columns ({undescribed} without a description); descriptions live in models/<layer>/<table>.docs.toml",
+        entries.len()
+    );
+    Ok(())
 }
