@@ -147,4 +147,33 @@ async fn profiles_after_a_run_equal_postgres_statistics() {
         assert!(profiled.contains(&table.to_string()), "{table} not in {profiled:?}");
     }
     assert!(!profiled.contains(&"gold.table_profiles".to_string()));
+
+    // The API: the catalog with descriptions, row counts and versions; the
+    // latest profile of a table (no previous one yet).
+    let server = medallion::serve::start(&config, medallion::lake::Lake::new(&config).unwrap(), medallion::live::LiveHandle::new(), crate::serve::test_options())
+        .await
+        .unwrap();
+    let addr = server.http_addr();
+    let catalog = crate::serve::http(addr, "GET", "/api/catalog?q=recency", &[], "").await.json();
+    let tables = catalog["tables"].as_array().unwrap();
+    assert_eq!(tables.len(), 1, "only gold.rfm_customers has 'recency': {catalog}");
+    assert_eq!(tables[0]["table"], "gold.rfm_customers");
+    let customers = pg_rows(&db, "SELECT COUNT(DISTINCT o.customer_id)::int8 FROM orders o JOIN order_details od ON od.order_id = o.order_id").await;
+    assert_eq!(tables[0]["rows"].as_i64().unwrap(), customers[0][0].i64(), "one row per customer who ordered");
+    let columns: Vec<&str> = tables[0]["columns"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(columns, ["recency_days", "r_score"], "only the matching columns of a table whose name does not match");
+    let all = crate::serve::http(addr, "GET", "/api/catalog", &[], "").await.json();
+    for table in all["tables"].as_array().unwrap().iter().filter(|t| t["layer"] != "live" && t["layer"] != "serving" && t["layer"] != "ref") {
+        assert!(table["description"].is_string(), "{table}");
+        assert!(table["version"].is_i64(), "{table}");
+    }
+    let profile = crate::serve::http(addr, "GET", "/api/profiles?table=bronze.customers", &[], "").await.json();
+    let latest = profile["latest"].as_array().unwrap();
+    let source = source_columns(&db, "customers").await;
+    assert!(latest.len() >= source.len(), "{profile}");
+    assert_eq!(latest[0]["column_name"], "customer_id");
+    assert_eq!(profile["previous"].as_array().unwrap().len(), 0);
+    let bad = crate::serve::http(addr, "GET", "/api/profiles?table=x';DROP", &[], "").await;
+    assert_eq!(bad.status, 400);
+    server.shutdown().await;
 }
