@@ -9,6 +9,7 @@
 //! * `pipeline` — the DAG: ingest → refine → aggregate, with retries
 //! * `runs`     — run history in `gold.pipeline_runs`
 //! * `glossary` — descriptions of every table and column (`<model>.docs.toml`), the catalog
+//! * `lineage`  — the table graph, derived from the models' logical plans
 //! * `profiles` — column statistics of each table in `gold.table_profiles`
 //! * `tables`   — table contracts: names, schemas Rust writes, run details, dashboard queries
 //! * `output`   — result encoders (table text, CSV, JSON, Arrow IPC)
@@ -24,6 +25,7 @@ pub mod error;
 pub mod glossary;
 pub mod jobs;
 pub mod lake;
+pub mod lineage;
 pub mod live;
 pub mod models;
 pub mod output;

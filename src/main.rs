@@ -155,6 +155,9 @@ enum Command {
         medallion catalog --search revenue\n\n\
         Descriptions live beside the models: models/<layer>/<table>.docs.toml (see README).")]
     Catalog(CatalogArgs),
+    /// Which tables each table is built from (source → bronze → silver → gold → serving), derived from the SQL models' plans
+    #[command(after_help = "Example:\n  medallion lineage --lake file:///tmp/lake")]
+    Lineage(LineageArgs),
     /// Give a table the content of an older version, as one new commit (history is kept)
     #[command(after_help = "Example:\n  medallion restore gold.kpi_revenue --to 3")]
     Restore(RestoreArgs),
@@ -372,6 +375,14 @@ struct CatalogArgs {
     /// Only the tables and columns whose name or description contains TEXT
     #[arg(long, value_name = "TEXT")]
     search: Option<String>,
+    #[command(flatten)]
+    lake: LakeArg,
+    #[command(flatten)]
+    models: ModelsArg,
+}
+
+#[derive(Args)]
+struct LineageArgs {
     #[command(flatten)]
     lake: LakeArg,
     #[command(flatten)]
@@ -612,6 +623,7 @@ impl Command {
             Command::Status(a) => vec![&a.lake],
             Command::Profile(a) => vec![&a.lake, &a.date],
             Command::Catalog(a) => vec![&a.lake, &a.models],
+            Command::Lineage(a) => vec![&a.lake, &a.models],
             Command::Optimize(a) => vec![&a.lake],
             Command::Vacuum(a) => vec![&a.lake],
             Command::History(a) => vec![&a.lake],
@@ -780,6 +792,7 @@ async fn execute(command: Command, config: Config, progress: Progress) -> Result
         Command::Up(_) => up(&config).await?,
         Command::Status(args) => lake_commands::status(&config, args.runs).await?,
         Command::Profile(args) => governance::profile(&config, &args.tables, args.all).await?,
+        Command::Lineage(_) => governance::lineage(&config).await?,
         Command::Catalog(args) => governance::catalog(&config, args.table.as_deref(), args.search.as_deref()).await?,
         Command::Optimize(args) => lake_commands::optimize(&config, args.table.as_deref(), args.target_file_size_mb).await?,
         Command::Vacuum(args) => {

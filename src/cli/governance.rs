@@ -1,6 +1,6 @@
 //! The governance commands of the CLI: `profile` (column statistics into
-//! `gold.table_profiles`) and `catalog` (tables and columns with their
-//! descriptions). Each calls the library (`profiles`) and prints
+//! `gold.table_profiles`), `catalog` (tables and columns with their
+//! descriptions) and `lineage` (the table graph derived from the models). Each calls the library (`profiles`) and prints
 //! what it returns, ending with a summary line.
 
 use std::time::Instant;
@@ -125,5 +125,26 @@ pub async fn catalog(config: &Config, table: Option<&str>, search: Option<&str>)
         "\n{} tables, {columns} columns ({undescribed} without a description); descriptions live in models/<layer>/<table>.docs.toml",
         entries.len()
     );
+    Ok(())
+}
+
+/// `medallion lineage`: every table with the tables it is built from.
+pub async fn lineage(config: &Config) -> Result<()> {
+    let lake = Lake::new(config)?;
+    let models = medallion::models::ModelSet::load(config.models_dir.as_deref())?;
+    let ctx = SessionBuilder::full(&lake, config).build().await?.ctx;
+    let edges = medallion::lineage::table_edges(&ctx, &models, config.date).await.map_err(|e| {
+        anyhow::anyhow!("{e} (lineage plans the models over the lake: build it first with `medallion run`)")
+    })?;
+    // Top of the medallion first: bronze, silver, gold, serving.
+    let rank = |name: &str| ["bronze.", "silver.", "gold.", "serving."].iter().position(|p| name.starts_with(p)).unwrap_or(4);
+    let mut targets: Vec<&str> = edges.iter().map(|e| e.to.as_str()).collect();
+    targets.sort_by(|a, b| (rank(a), *a).cmp(&(rank(b), *b)));
+    targets.dedup();
+    for target in &targets {
+        let sources: Vec<&str> = edges.iter().filter(|e| e.to == *target).map(|e| e.from.as_str()).collect();
+        println!("{target:<28} ← {}", sources.join(", "));
+    }
+    println!("\n{} tables, {} edges, derived from the logical plans of the models and serving views", targets.len(), edges.len());
     Ok(())
 }
