@@ -8,6 +8,9 @@
 //! * `lake`     — Delta tables under one lake URL, DataFusion catalog
 //! * `pipeline` — the DAG: ingest → refine → aggregate, with retries
 //! * `runs`     — run history in `gold.pipeline_runs`
+//! * `glossary` — descriptions of every table and column (`<model>.docs.toml`), the catalog
+//! * `lineage`  — the table graph, derived from the models' logical plans
+//! * `profiles` — column statistics of each table in `gold.table_profiles`
 //! * `tables`   — table contracts: names, schemas Rust writes, run details, dashboard queries
 //! * `output`   — result encoders (table text, CSV, JSON, Arrow IPC)
 //! * `live`     — the live state of the stream (`live.sales_by_country`)
@@ -19,13 +22,16 @@ pub mod config;
 pub mod demo;
 pub mod devtools;
 pub mod error;
+pub mod glossary;
 pub mod jobs;
 pub mod lake;
+pub mod lineage;
 pub mod live;
 pub mod models;
 pub mod output;
 pub mod pipeline;
 pub mod produce;
+pub mod profiles;
 pub mod progress;
 pub mod quality;
 mod rng;

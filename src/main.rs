@@ -33,6 +33,9 @@ use medallion::stream::StreamReport;
 /// The lake commands' printing (status, optimize, vacuum, history, restore).
 #[path = "cli/lake_commands.rs"]
 mod lake_commands;
+/// The governance commands' printing (profile, catalog, lineage).
+#[path = "cli/governance.rs"]
+mod governance;
 
 #[derive(Parser)]
 #[command(
@@ -138,6 +141,23 @@ enum Command {
         medallion history bronze.sales_events --limit 20\n  \
         medallion sql --as-of 12 \"SELECT count(*) FROM bronze.sales_events\"")]
     History(HistoryArgs),
+    /// Column statistics of tables (nulls, distincts, min/max, mean, top values), stored in gold.table_profiles
+    #[command(after_help = "Examples:\n  \
+        medallion profile                      # every silver and gold table\n  \
+        medallion profile bronze.orders silver.sales_master\n  \
+        medallion profile --all                # bronze too\n\n\
+        run, refine and aggregate profile the tables they wrote unless [profile] after_run = false.")]
+    Profile(ProfileArgs),
+    /// The catalog: every table and column with its type and its plain-language description
+    #[command(after_help = "Examples:\n  \
+        medallion catalog\n  \
+        medallion catalog gold.rfm_customers\n  \
+        medallion catalog --search revenue\n\n\
+        Descriptions live beside the models: models/<layer>/<table>.docs.toml (see README).")]
+    Catalog(CatalogArgs),
+    /// Which tables each table is built from (source → bronze → silver → gold → serving), derived from the SQL models' plans
+    #[command(after_help = "Example:\n  medallion lineage --lake file:///tmp/lake")]
+    Lineage(LineageArgs),
     /// Give a table the content of an older version, as one new commit (history is kept)
     #[command(after_help = "Example:\n  medallion restore gold.kpi_revenue --to 3")]
     Restore(RestoreArgs),
@@ -336,6 +356,40 @@ struct UpArgs {
     database: DatabaseArg,
     #[command(flatten)]
     serve: ServeArgs,
+}
+
+#[derive(Args)]
+struct ProfileArgs {
+    /// Tables to profile, e.g. silver.sales_master [default: every silver and gold table]
+    tables: Vec<String>,
+    /// Every table of the lake, bronze included
+    #[arg(long)]
+    all: bool,
+    #[command(flatten)]
+    lake: LakeArg,
+    #[command(flatten)]
+    date: DateArg,
+}
+
+#[derive(Args)]
+struct CatalogArgs {
+    /// One table, e.g. gold.kpi_revenue [default: every table]
+    table: Option<String>,
+    /// Only the tables and columns whose name or description contains TEXT
+    #[arg(long, value_name = "TEXT")]
+    search: Option<String>,
+    #[command(flatten)]
+    lake: LakeArg,
+    #[command(flatten)]
+    models: ModelsArg,
+}
+
+#[derive(Args)]
+struct LineageArgs {
+    #[command(flatten)]
+    lake: LakeArg,
+    #[command(flatten)]
+    models: ModelsArg,
 }
 
 #[derive(Args)]
@@ -571,6 +625,9 @@ impl Command {
             Command::Explain(a) => vec![&a.lake, &a.date, &a.models],
             Command::Up(a) => vec![&a.lake, &a.models, &a.database, &a.serve],
             Command::Status(a) => vec![&a.lake],
+            Command::Profile(a) => vec![&a.lake, &a.date],
+            Command::Catalog(a) => vec![&a.lake, &a.models],
+            Command::Lineage(a) => vec![&a.lake, &a.models],
             Command::Optimize(a) => vec![&a.lake],
             Command::Vacuum(a) => vec![&a.lake],
             Command::History(a) => vec![&a.lake],
@@ -738,6 +795,9 @@ async fn execute(command: Command, config: Config, progress: Progress) -> Result
         Command::Produce(args) => produce_events(&config, &args, &progress).await?,
         Command::Up(_) => up(&config).await?,
         Command::Status(args) => lake_commands::status(&config, args.runs).await?,
+        Command::Profile(args) => governance::profile(&config, &args.tables, args.all).await?,
+        Command::Lineage(_) => governance::lineage(&config).await?,
+        Command::Catalog(args) => governance::catalog(&config, args.table.as_deref(), args.search.as_deref()).await?,
         Command::Optimize(args) => lake_commands::optimize(&config, args.table.as_deref(), args.target_file_size_mb).await?,
         Command::Vacuum(args) => {
             let retention = args.retention.as_deref().map(medallion::config::parse_duration).transpose()?;

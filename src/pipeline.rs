@@ -188,7 +188,16 @@ pub async fn run_models(
     let layer: Layer = layer.parse()?;
     let stage = stage_of(layer);
     let mut recorder = Recorder::new(config, lake, stage);
-    recorder.stage(stage, models_stage(config, lake, models, layer, progress)).await
+    let report = recorder.stage(stage, models_stage(config, lake, models, layer, progress)).await?;
+    profile_written(config, lake, std::slice::from_ref(&report)).await;
+    Ok(report)
+}
+
+/// Profiles the tables the stages wrote (`[profile] after_run`; a failure
+/// is a warning).
+async fn profile_written(config: &Config, lake: &Lake, reports: &[StageReport]) {
+    let written: Vec<String> = reports.iter().flat_map(|r| r.tables.iter().map(|(name, _)| name.clone())).collect();
+    crate::profiles::after_run(config, lake, &written).await;
 }
 
 async fn models_stage(
@@ -274,6 +283,7 @@ pub async fn run(config: &Config, lake: &Lake, source: &BatchSource, progress: &
     reports.push(recorder.stage("ingest", ingest_stage(config, lake, source, progress)).await?);
     reports.push(recorder.stage("refine", models_stage(config, lake, &models, Layer::Silver, progress)).await?);
     reports.push(recorder.stage("aggregate", models_stage(config, lake, &models, Layer::Gold, progress)).await?);
+    profile_written(config, lake, &reports).await;
     Ok(reports)
 }
 

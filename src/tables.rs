@@ -51,6 +51,8 @@ pub const SALES_BY_COUNTRY_MINUTE: TableName = TableName::new(Layer::Gold, "sale
 pub const LIVE_SALES: TableName = TableName::new(Layer::Live, "sales_by_country");
 /// Batch revenue per country ∪ live totals (a view).
 pub const SERVING_SALES_BY_COUNTRY: TableName = TableName::new(Layer::Serving, "sales_by_country");
+/// Column statistics of each table's newest snapshot (see `profiles`).
+pub const TABLE_PROFILES: TableName = TableName::new(Layer::Gold, "table_profiles");
 /// Country spellings → standard names, from configuration.
 pub const COUNTRY_MAP: TableName = TableName::new(Layer::Ref, "country_map");
 
@@ -165,6 +167,38 @@ pub async fn read_scheduled_run_details(ctx: &SessionContext) -> Result<Vec<Stri
         details.extend((0..text.len()).filter(|i| !text.is_null(*i)).map(|i| text.value(i).to_string()));
     }
     Ok(details)
+}
+
+// ------------------------------------------------------ gold.table_profiles --
+
+/// The schema of `gold.table_profiles` (written by `profiles::store`): one
+/// row per profiled table × column, partitioned by `snapshot_date` (the
+/// date of the profile run).
+pub fn table_profiles_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("snapshot_date", DataType::Date32, false),
+        Field::new("table_name", DataType::Utf8, false),
+        // The partition of the table profiled (its newest), NULL when unpartitioned.
+        Field::new("table_snapshot", DataType::Utf8, true),
+        Field::new("table_version", DataType::Int64, true),
+        Field::new("ordinal", DataType::Int64, false),
+        Field::new("column_name", DataType::Utf8, false),
+        Field::new("data_type", DataType::Utf8, false),
+        Field::new("row_count", DataType::Int64, false),
+        Field::new("null_count", DataType::Int64, false),
+        Field::new("distinct_count", DataType::Int64, false),
+        // `exact` (COUNT DISTINCT) or `approximate` (approx_distinct, HyperLogLog).
+        Field::new("distinct_method", DataType::Utf8, false),
+        Field::new("min_value", DataType::Utf8, true),
+        Field::new("max_value", DataType::Utf8, true),
+        Field::new("mean", DataType::Float64, true),
+        Field::new("stddev", DataType::Float64, true),
+        // JSON: [{"value": "...", "count": n}, ...], most frequent first.
+        Field::new("top_values", DataType::Utf8, false),
+        Field::new("min_length", DataType::Int64, true),
+        Field::new("max_length", DataType::Int64, true),
+        Field::new("profiled_at", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), false),
+    ]))
 }
 
 // ------------------------------------------------------- live sales tables --

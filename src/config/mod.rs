@@ -24,7 +24,9 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 use crate::serve::ServeOptions;
 
+mod profile;
 mod up;
+pub use profile::ProfileConfig;
 pub use up::{MaintenanceConfig, UpConfig};
 use crate::stream::{StreamOptions, Trigger};
 
@@ -296,6 +298,8 @@ struct FileConfig {
     freshness: BTreeMap<String, up::FreshnessFile>,
     #[serde(default)]
     maintenance: up::MaintenanceFile,
+    #[serde(default)]
+    profile: profile::ProfileFile,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -641,6 +645,8 @@ pub struct Config {
     pub serve: ServeConfig,
     /// `medallion up`: `[up]`, `[alerts]`, `[freshness]`, `[maintenance]`.
     pub up: UpConfig,
+    /// `[profile]`: profiling after batch runs.
+    pub profile: ProfileConfig,
     /// Why this command runs, recorded with its stages: by hand unless a
     /// schedule of `medallion up` set it on its copy of the configuration.
     pub trigger: crate::tables::RunTrigger,
@@ -697,6 +703,7 @@ impl Config {
             stream,
             serve: ServeConfig::resolve(flags.serve, file.serve, sources)?,
             up,
+            profile: ProfileConfig::resolve(file.profile, sources)?,
             trigger: crate::tables::RunTrigger::manual(),
         })
     }

@@ -41,6 +41,11 @@ pub async fn register(ctx: &SessionContext) {
     }
 }
 
+/// Every view with the SQL of its parts (for lineage).
+pub fn definitions() -> Vec<(TableName, Vec<&'static str>)> {
+    VIEWS.iter().map(|(name, parts)| (name.clone(), parts.to_vec())).collect()
+}
+
 /// Names of the views registered.
 pub fn registered(ctx: &SessionContext) -> Vec<String> {
     ctx.catalog("datafusion").and_then(|c| c.schema(Layer::Serving.as_str())).map(|s| s.table_names()).unwrap_or_default()

@@ -12,6 +12,8 @@
 //! | `GET /api/combined` | `serving.sales_by_country`, one row per country |
 //! | `GET /api/tables` | the table catalog (layer, rows, Delta version, last commit) |
 //! | `GET /api/runs` | run history from `gold.pipeline_runs` |
+//! | `GET /api/catalog?q=` | tables and columns with types, descriptions, rows, version (see `governance`) |
+//! | `GET /api/profiles?table=` | a table's latest and previous column profiles |
 //! | `GET /metrics` | Prometheus text |
 //! | `POST /api/sql` | read-only SQL (see `sql`) |
 //!
@@ -54,6 +56,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/combined", get(combined))
         .route("/api/tables", get(tables))
         .route("/api/runs", get(runs))
+        .route("/api/catalog", get(super::governance::catalog))
+        .route("/api/profiles", get(super::governance::profiles))
         .route("/api/status", get(service_status))
         .route("/api/freshness", get(freshness))
         .route("/api/sql", post(sql::handle))

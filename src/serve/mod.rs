@@ -19,6 +19,7 @@
 //! serve` alone follows `gold.live_sales_by_country` instead.
 
 pub mod bench;
+mod governance;
 mod http;
 mod metrics;
 mod pg;

@@ -246,14 +246,75 @@ async function loadTables() {
   }).join("");
 }
 
+// ---- catalog and profiles ------------------------------------------------------
+let catalogTimer = null;
+async function loadCatalog() {
+  const q = $("catalog-search").value.trim();
+  const { tables } = await api("/api/catalog" + (q ? "?q=" + encodeURIComponent(q) : ""));
+  const columns = tables.reduce((n, t) => n + t.columns.length, 0);
+  $("catalog-count").textContent = `${tables.length} tables · ${columns} columns`;
+  $("catalog-list").innerHTML = tables.map((t) => `<details class="catalog-table"${q ? " open" : ""}>
+    <summary><span class="layer layer-${esc(t.layer)}">${esc(t.layer)}</span> <b>${esc(t.table)}</b>
+      <span class="meta">${t.rows == null ? "" : count.format(t.rows) + " rows"}${t.version == null ? "" : " · v" + t.version}</span>
+      <div class="desc">${esc(t.description || "(no description)")}</div></summary>
+    <table class="data"><tbody>${t.columns.map((c) => `<tr><td><code>${esc(c.name)}</code></td><td>${esc(c.data_type)}</td>
+      <td>${esc(c.description || "(no description)")}</td></tr>`).join("")}</tbody></table></details>`).join("")
+    || '<p class="empty">No table matches.</p>';
+}
+
+// Drift thresholds: null rate in points, distinct count and mean relative.
+const DRIFT = { nullPoints: 5, distinct: 0.2, mean: 0.1 };
+const pct = (x) => (100 * x).toFixed(1);
+function relChange(now, before) {
+  if (now == null || before == null) return 0;
+  return Math.abs(now - before) / Math.max(Math.abs(before), 1e-12);
+}
+
+async function loadProfileTables() {
+  const { tables } = await api("/api/profiles");
+  const select = $("profile-table");
+  const current = select.value;
+  select.innerHTML = tables.map((t) => `<option${t === current ? " selected" : ""}>${esc(t)}</option>`).join("");
+  if (tables.length) await loadProfile();
+  else $("profile").tBodies[0].innerHTML = '<tr><td colspan="11" class="empty">No profile yet: run <code>medallion profile</code>.</td></tr>';
+}
+
+async function loadProfile() {
+  const table = $("profile-table").value;
+  if (!table) return;
+  const { latest, previous } = await api("/api/profiles?table=" + encodeURIComponent(table));
+  const before = Object.fromEntries(previous.map((c) => [c.column_name, c]));
+  $("profile-dates").textContent = latest.length
+    ? `profile ${latest[0].profile_date}` + (previous.length ? ` vs ${previous[0].profile_date}` : " (no previous profile)") : "";
+  $("profile").tBodies[0].innerHTML = latest.map((c) => {
+    const p = before[c.column_name];
+    const rate = c.row_count ? c.null_count / c.row_count : 0;
+    const prevRate = p && p.row_count ? p.null_count / p.row_count : null;
+    const nullDrift = prevRate != null && Math.abs(rate - prevRate) * 100 > DRIFT.nullPoints;
+    const distinctDrift = p && relChange(c.distinct_count, p.distinct_count) > DRIFT.distinct;
+    const meanDrift = p && relChange(c.mean, p.mean) > DRIFT.mean;
+    const was = (v) => (p ? ` title="previous: ${esc(v)}"` : "");
+    const tops = (c.top_values || []).map((t) => `${esc(t.value)} <small>×${count.format(t.count)}</small>`).join(", ");
+    const length = c.min_length == null ? "" : `${c.min_length}–${c.max_length}`;
+    return `<tr><td><code>${esc(c.column_name)}</code></td><td>${esc(c.data_type)}</td><td class="num">${count.format(c.row_count)}</td>
+      <td class="num${nullDrift ? " drift" : ""}"${was(prevRate == null ? "" : pct(prevRate) + " %")}>${pct(rate)}</td>
+      <td class="num${distinctDrift ? " drift" : ""}"${was(p ? p.distinct_count : "")}>${c.distinct_method === "exact" ? "" : "~"}${count.format(c.distinct_count)}</td>
+      <td>${esc(c.min_value ?? "")}</td><td>${esc(c.max_value ?? "")}</td>
+      <td class="num${meanDrift ? " drift" : ""}"${was(p && p.mean != null ? p.mean.toFixed(4) : "")}>${c.mean == null ? "" : c.mean.toFixed(4)}</td>
+      <td class="num">${c.stddev == null ? "" : c.stddev.toFixed(4)}</td><td>${length}</td><td class="tops">${tops}</td></tr>`;
+  }).join("");
+}
+
 async function refreshAll() {
-  const results = await Promise.allSettled([loadKpis(), loadCustomers(), loadRuns(), loadTables(), loadCombined()]);
+  const results = await Promise.allSettled([loadKpis(), loadCustomers(), loadRuns(), loadTables(), loadCombined(), loadCatalog(), loadProfileTables()]);
   const failed = results.find((r) => r.status === "rejected");
   showError(failed ? failed.reason.message : "");
 }
 
 // ---- wiring ---------------------------------------------------------------------
 $("customer-search").addEventListener("input", renderCustomers);
+$("catalog-search").addEventListener("input", () => { clearTimeout(catalogTimer); catalogTimer = setTimeout(() => loadCatalog().catch((e) => showError(e.message)), 250); });
+$("profile-table").addEventListener("change", () => loadProfile().catch((e) => showError(e.message)));
 for (const th of $("customers").tHead.rows[0].cells) {
   th.addEventListener("click", () => {
     const key = th.dataset.key;
