@@ -24,7 +24,9 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 use crate::serve::ServeOptions;
 
+mod tls;
 mod up;
+pub use tls::{TlsConfig, TlsIdentity};
 pub use up::{MaintenanceConfig, UpConfig};
 use crate::stream::{StreamOptions, Trigger};
 
@@ -293,6 +295,8 @@ struct FileConfig {
     freshness: BTreeMap<String, up::FreshnessFile>,
     #[serde(default)]
     maintenance: up::MaintenanceFile,
+    #[serde(default)]
+    tls: tls::TlsFile,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -638,6 +642,8 @@ pub struct Config {
     pub serve: ServeConfig,
     /// `medallion up`: `[up]`, `[alerts]`, `[freshness]`, `[maintenance]`.
     pub up: UpConfig,
+    /// `[tls]`: HTTPS and PostgreSQL-over-TLS of the serving layer.
+    pub tls: TlsConfig,
     /// Why this command runs, recorded with its stages: by hand unless a
     /// schedule of `medallion up` set it on its copy of the configuration.
     pub trigger: crate::tables::RunTrigger,
@@ -694,6 +700,7 @@ impl Config {
             stream,
             serve: ServeConfig::resolve(flags.serve, file.serve, sources)?,
             up,
+            tls: TlsConfig::resolve(file.tls, sources)?,
             trigger: crate::tables::RunTrigger::manual(),
         })
     }
@@ -776,14 +783,14 @@ fn default_lake() -> String {
 /// The password inside a PostgreSQL connection string, if any (URL or
 /// key=value form).
 pub fn database_password(url: &str) -> Option<String> {
-    let config: tokio_postgres::Config = url.parse().ok()?;
+    let (config, _) = crate::source::tls::parse(url).ok()?;
     config.get_password().map(|p| String::from_utf8_lossy(p).into_owned())
 }
 
 /// A printable, password-free description of a PostgreSQL target:
 /// `host:port/database`.
 pub fn describe_database(url: &str) -> String {
-    let Ok(config) = url.parse::<tokio_postgres::Config>() else {
+    let Ok((config, _)) = crate::source::tls::parse(url) else {
         return "an invalid DATABASE_URL".to_string();
     };
     let host = config

@@ -9,5 +9,6 @@ mod serve;
 mod stream;
 mod s3;
 mod support;
+mod tls;
 mod up;
 mod upkeep;
