@@ -7,12 +7,17 @@
 #           use, start it and create the role/database. No-op when running.
 #   stop    pg_ctl stop -m fast (no-op when not running).
 #   status  exit 0 and say so when running, exit 1 otherwise.
-#   env     print `export ...` lines for a client (MEDALLION_PG_URL, DATABASE_URL).
+#   env     print `export ...` lines for a client (MEDALLION_PG_URL, DATABASE_URL,
+#           MEDALLION_PG_SSLROOTCERT: the CA that signed the server's certificate).
 #
 # Server: 127.0.0.1:${PGPORT:-25432} (TCP on 127.0.0.1 only), unix socket in
 # <state>/run. Role `medallion` / password `medallion` (superuser), database
 # `medallion`. TCP logins use scram-sha-256, so a wrong password is refused.
 # Test-only settings: fsync, synchronous_commit and full_page_writes are off.
+# TLS is on (`ssl = on`) with a certificate for localhost and 127.0.0.1 signed
+# by a test CA, both made with openssl under <state>/tls on first use (and
+# again when a file is missing); plain TCP logins stay allowed. A running
+# server whose settings or certificate changed is restarted.
 #
 # State: ${MEDALLION_SERVICES_DIR:-$HOME/.cache/medallion-services}/postgres
 # (data/, run/, postgres.log). PostgreSQL refuses to run as root, so the server
@@ -32,6 +37,7 @@ readonly OS_USER=postgres
 readonly SOCK="$STATE/run"
 readonly LOG="$STATE/postgres.log"
 readonly START_TIMEOUT=30
+readonly TLS_DIR="$STATE/tls"
 
 # Directory holding initdb/pg_ctl/postgres: PATH first, then the newest
 # Debian install under /usr/lib/postgresql/*/bin. Empty when none.
@@ -91,9 +97,10 @@ init_cluster() {
     echo "include_if_exists = 'medallion.conf'" >>"$DATA/postgresql.conf"
 }
 
-# Rewritten on every start so PGPORT changes are picked up.
-write_config() {
-    as_pg tee "$DATA/medallion.conf" >/dev/null <<EOF
+# The server's settings (medallion.conf); a running server whose file
+# differs is restarted, so PGPORT or TLS changes are picked up.
+desired_config() {
+    cat <<EOF
 listen_addresses = '$HOST'
 port = $PORT
 unix_socket_directories = '$SOCK'
@@ -102,12 +109,46 @@ fsync = off
 synchronous_commit = off
 full_page_writes = off
 password_encryption = 'scram-sha-256'
+ssl = on
+ssl_cert_file = 'server.crt'
+ssl_key_file = 'server.key'
 EOF
+}
+
+write_config() {
+    desired_config | as_pg tee "$DATA/medallion.conf" >/dev/null
     as_pg tee "$DATA/pg_hba.conf" >/dev/null <<EOF
 # TYPE  DATABASE USER ADDRESS       METHOD
 local   all      all                trust
 host    all      all  127.0.0.1/32  scram-sha-256
 EOF
+}
+
+# A test CA and a server certificate it signs (CN/SAN localhost, 127.0.0.1),
+# made when one of the files is missing. True when it made new ones.
+make_certificates() {
+    [[ -s "$TLS_DIR/ca.crt" && -s "$TLS_DIR/server.crt" && -s "$TLS_DIR/server.key" ]] && return 1
+    command -v openssl >/dev/null || apt_install openssl
+    mkdir -p "$TLS_DIR"
+    local ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
+    {
+        openssl req -x509 "${ec[@]}" -keyout "$TLS_DIR/ca.key" -out "$TLS_DIR/ca.crt" -days 3650 \
+            -subj "/CN=medallion test PostgreSQL CA" &&
+        openssl req "${ec[@]}" -keyout "$TLS_DIR/server.key" -out "$TLS_DIR/server.csr" -subj /CN=localhost &&
+        printf '%s\n' basicConstraints=CA:FALSE keyUsage=digitalSignature,keyEncipherment \
+            extendedKeyUsage=serverAuth subjectAltName=DNS:localhost,IP:127.0.0.1 >"$TLS_DIR/server.ext" &&
+        openssl x509 -req -in "$TLS_DIR/server.csr" -CA "$TLS_DIR/ca.crt" -CAkey "$TLS_DIR/ca.key" \
+            -CAcreateserial -out "$TLS_DIR/server.crt" -days 3650 -extfile "$TLS_DIR/server.ext"
+    } >"$TLS_DIR/openssl.log" 2>&1 || die "cannot make the test certificates, see $TLS_DIR/openssl.log"
+    chmod 600 "$TLS_DIR/ca.key" "$TLS_DIR/server.key"
+    return 0
+}
+
+# The server's copy of its certificate and key (owned by postgres, 0600:
+# PostgreSQL refuses a key others can read).
+install_certificates() {
+    install -o "$OS_USER" -g "$(id -gn "$OS_USER")" -m 644 "$TLS_DIR/server.crt" "$DATA/server.crt"
+    install -o "$OS_USER" -g "$(id -gn "$OS_USER")" -m 600 "$TLS_DIR/server.key" "$DATA/server.key"
 }
 
 accepts_connections() { "$BINDIR/pg_isready" -q -h "$HOST" -p "$PORT"; }
@@ -141,14 +182,19 @@ cmd_start() {
     fi
     ensure_os_user
     ensure_traversable
-    # A server left running on another port (PGPORT changed): restart it.
-    if is_running && ! grep -qx "port = $PORT" "$DATA/medallion.conf" 2>/dev/null; then
+    local new_certificates=0
+    make_certificates && new_certificates=1
+    # A server left running with other settings (PGPORT changed, no TLS yet)
+    # or another certificate: restart it.
+    if is_running && { [[ "$new_certificates" == 1 ]] || [[ "$(desired_config)" != "$(cat "$DATA/medallion.conf" 2>/dev/null)" ]]; }; then
+        echo "$SCRIPT_NAME: restarting PostgreSQL to apply new settings" >&2
         stop_cluster
     fi
     if ! is_running; then
         init_cluster
         install -d -o "$OS_USER" -g "$(id -gn "$OS_USER")" -m 700 "$SOCK"
         touch "$LOG" && chown "$OS_USER" "$LOG"
+        install_certificates
         write_config
         as_pg "$BINDIR/pg_ctl" start -D "$DATA" -l "$LOG" -w -t "$START_TIMEOUT" >/dev/null 2>&1 9>&- \
             || start_failed "pg_ctl start failed"
@@ -172,6 +218,7 @@ cmd_env() {
     local url="postgres://$PG_USER:$PG_PASSWORD@$HOST:$PORT/$PG_DB"
     echo "export MEDALLION_PG_URL=$url"
     echo "export DATABASE_URL=$url"
+    echo "export MEDALLION_PG_SSLROOTCERT=$TLS_DIR/ca.crt"
 }
 
 # Where the PostgreSQL programs are; empty until installed (cmd_start).

@@ -15,6 +15,7 @@
 //! * `output`   — result encoders (table text, CSV, JSON, Arrow IPC)
 //! * `live`     — the live state of the stream (`live.sales_by_country`)
 //! * `serve`    — dashboard, HTTP API, PostgreSQL wire endpoint
+//! * `tls`      — TLS provider, PEM certificates and keys (serving layer, PostgreSQL source)
 //! * `report`   — queries the gold layer for summaries
 
 pub mod bronze;
@@ -40,6 +41,7 @@ pub mod serve;
 pub mod source;
 pub mod stream;
 pub mod tables;
+pub mod tls;
 pub mod up;
 
 pub use error::{Error, Result};

@@ -110,7 +110,10 @@ enum Command {
         medallion serve --lake file:///data/lake\n  \
         medallion serve --addr 0.0.0.0:8080 --pg-addr 0.0.0.0:15432   # other machines too (set MEDALLION_TOKEN)\n\n\
         Every option can also be set under [serve] in medallion.toml, with the flag's name \
-        (addr = \"127.0.0.1:8080\", pg = false).")]
+        (addr = \"127.0.0.1:8080\", pg = false).\n\n\
+        TLS: MEDALLION_TLS_CERT and MEDALLION_TLS_KEY (PEM files; cert and key under [tls]) make the dashboard and API \
+        HTTPS and let psql connect with sslmode=require; MEDALLION_REQUIRE_TLS=true (require_tls) refuses unencrypted \
+        PostgreSQL clients.")]
     Serve(ServeCommandArgs),
     /// Run the whole lakehouse as one service: the stream, the server, the schedules, table upkeep, freshness alerts
     #[command(after_help = "Examples:\n  \
@@ -821,10 +824,10 @@ async fn up(config: &Config) -> Result<()> {
             println!("  {part}");
         }
         if let Some(http) = started.http {
-            println!("dashboard   http://{http}/  (status: /api/status, freshness: /api/freshness)");
+            println!("dashboard   {}://{http}/  (status: /api/status, freshness: /api/freshness)", config.tls.scheme());
         }
         if let Some(pg) = started.pg {
-            println!("PostgreSQL  psql -h {} -p {} -U medallion -d lake", pg.ip(), pg.port());
+            println!("PostgreSQL  psql -h {} -p {} -U medallion -d lake{}", pg.ip(), pg.port(), config.tls.pg_note());
         }
         println!("Ctrl-C or SIGTERM stops every part gracefully.");
     })

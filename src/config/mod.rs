@@ -25,8 +25,10 @@ use crate::error::{Error, Result};
 use crate::serve::ServeOptions;
 
 mod profile;
+mod tls;
 mod up;
 pub use profile::ProfileConfig;
+pub use tls::{TlsConfig, TlsIdentity};
 pub use up::{MaintenanceConfig, UpConfig};
 use crate::stream::{StreamOptions, Trigger};
 
@@ -300,6 +302,7 @@ struct FileConfig {
     maintenance: up::MaintenanceFile,
     #[serde(default)]
     profile: profile::ProfileFile,
+    tls: tls::TlsFile,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -647,6 +650,8 @@ pub struct Config {
     pub up: UpConfig,
     /// `[profile]`: profiling after batch runs.
     pub profile: ProfileConfig,
+    /// `[tls]`: HTTPS and PostgreSQL-over-TLS of the serving layer.
+    pub tls: TlsConfig,
     /// Why this command runs, recorded with its stages: by hand unless a
     /// schedule of `medallion up` set it on its copy of the configuration.
     pub trigger: crate::tables::RunTrigger,
@@ -704,6 +709,7 @@ impl Config {
             serve: ServeConfig::resolve(flags.serve, file.serve, sources)?,
             up,
             profile: ProfileConfig::resolve(file.profile, sources)?,
+            tls: TlsConfig::resolve(file.tls, sources)?,
             trigger: crate::tables::RunTrigger::manual(),
         })
     }
@@ -786,14 +792,14 @@ fn default_lake() -> String {
 /// The password inside a PostgreSQL connection string, if any (URL or
 /// key=value form).
 pub fn database_password(url: &str) -> Option<String> {
-    let config: tokio_postgres::Config = url.parse().ok()?;
+    let (config, _) = crate::source::tls::parse(url).ok()?;
     config.get_password().map(|p| String::from_utf8_lossy(p).into_owned())
 }
 
 /// A printable, password-free description of a PostgreSQL target:
 /// `host:port/database`.
 pub fn describe_database(url: &str) -> String {
-    let Ok(config) = url.parse::<tokio_postgres::Config>() else {
+    let Ok((config, _)) = crate::source::tls::parse(url) else {
         return "an invalid DATABASE_URL".to_string();
     };
     let host = config

@@ -12,6 +12,8 @@
 //! * `metrics`   — Prometheus text
 //! * `pg`        — the PostgreSQL wire endpoint (datafusion-postgres)
 //! * `bench`     — the load generator behind `scripts/bench-serve.sh`
+//! * `tls`       — the HTTPS listener (`[tls]`; the PostgreSQL endpoint
+//!   negotiates TLS itself, see `pg`)
 //!
 //! `run` serves until Ctrl-C; `start` binds and returns a `Server` with the
 //! bound addresses (tests bind port 0). The stream calls either with the
@@ -27,6 +29,7 @@ mod readonly;
 mod response;
 mod sql;
 mod state;
+mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -114,6 +117,14 @@ pub async fn start(config: &Config, lake: Lake, live: LiveHandle, options: Serve
         Some(addr) => Some(bind(addr, "PostgreSQL wire", "--pg-addr").await?),
         None => None,
     };
+    // The certificate and key are read once, before anything is served.
+    let (http_tls, pg_tls) = match &config.tls.identity {
+        Some(identity) => (
+            Some(crate::tls::server_config(identity, &[b"http/1.1"])?),
+            Some(crate::tls::server_config(identity, &[b"postgresql"])?),
+        ),
+        None => (None, None),
+    };
     let state = AppState::new(config, lake, live, options.clone()).await?;
     let signal = state.shutdown.subscribe();
     let mut tasks = Vec::new();
@@ -124,7 +135,14 @@ pub async fn start(config: &Config, lake: Lake, live: LiveHandle, options: Serve
     let http_signal = signal.clone();
     tasks.push(tokio::spawn(async move {
         let stop = stopped(http_signal);
-        if let Err(err) = axum::serve(http_listener, router).with_graceful_shutdown(stop).await {
+        let served = match http_tls {
+            Some(tls) => match tls::TlsListener::new(http_listener, tls) {
+                Ok(listener) => axum::serve(listener, router).with_graceful_shutdown(stop).await,
+                Err(err) => Err(err),
+            },
+            None => axum::serve(http_listener, router).with_graceful_shutdown(stop).await,
+        };
+        if let Err(err) = served {
             tracing::error!("HTTP server stopped: {err}");
         }
     }));
@@ -132,8 +150,9 @@ pub async fn start(config: &Config, lake: Lake, live: LiveHandle, options: Serve
     let mut pg_addr = None;
     if let Some(listener) = pg_listener {
         pg_addr = Some(local_addr(&listener)?);
-        let handlers = pg::handlers(&state)?;
-        tasks.push(tokio::spawn(pg::accept_loop(listener, handlers, signal.clone())));
+        let handlers = pg::handlers(&state, config.tls.require_tls)?;
+        let tls = pg_tls.map(tokio_rustls::TlsAcceptor::from);
+        tasks.push(tokio::spawn(pg::accept_loop(listener, handlers, tls, signal.clone())));
     }
     Ok(Server { http_addr, pg_addr, state, tasks })
 }
@@ -142,9 +161,9 @@ pub async fn start(config: &Config, lake: Lake, live: LiveHandle, options: Serve
 pub async fn run(config: &Config, lake: Lake, live: LiveHandle, options: ServeOptions) -> Result<()> {
     let server = start(config, lake, live, options).await?;
     let auth = if config.token.is_some() { " (token required)" } else { "" };
-    println!("dashboard   http://{}/{auth}", server.http_addr());
+    println!("dashboard   {}://{}/{auth}", config.tls.scheme(), server.http_addr());
     if let Some(pg) = server.pg_addr() {
-        println!("PostgreSQL  psql -h {} -p {} -U medallion -d lake{auth}", pg.ip(), pg.port());
+        println!("PostgreSQL  psql -h {} -p {} -U medallion -d lake{auth}{}", pg.ip(), pg.port(), config.tls.pg_note());
     }
     println!("Ctrl-C stops the server.");
     crate::jobs::stop_signal().await;

@@ -7,7 +7,9 @@
 //! a read-only query nor a harmless session statement (see `readonly`); the
 //! startup, which asks for the token as the password when one is configured
 //! (any user name); and the accept loop, so the endpoint binds where we say
-//! (port 0 in tests) and stops on shutdown.
+//! (port 0 in tests) and stops on shutdown. With `[tls]` the endpoint
+//! accepts SSLRequest (`sslmode=require`) and direct TLS; with `require_tls`
+//! the startup of an unencrypted connection is refused with a FATAL error.
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -35,6 +37,7 @@ use datafusion_postgres::pgwire::api::{ClientInfo, ConnectionManager, ErrorHandl
 use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use datafusion_postgres::pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use datafusion_postgres::{DfSessionService, QueryHook};
+use datafusion_postgres::pgwire::tokio::TlsAcceptor;
 use futures::Sink;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -46,12 +49,13 @@ use crate::error::{Error, Result};
 /// Everything a connection needs.
 pub struct PgHandlers {
     service: Arc<DfSessionService>,
-    startup: Arc<Startup>,
+    startup: Arc<SecureStartup>,
     cancel: Arc<DefaultCancelHandler>,
 }
 
-/// Builds the handlers over the shared session (adds `pg_catalog` to it).
-pub fn handlers(state: &Arc<AppState>) -> Result<Arc<PgHandlers>> {
+/// Builds the handlers over the shared session (adds `pg_catalog` to it);
+/// `require_tls` refuses unencrypted clients.
+pub fn handlers(state: &Arc<AppState>, require_tls: bool) -> Result<Arc<PgHandlers>> {
     setup_pg_catalog(&state.ctx, "datafusion", EmptyContextProvider)
         .map_err(|e| Error::other("PostgreSQL catalog emulation", e))?;
     let hooks: Vec<Arc<dyn QueryHook>> = vec![
@@ -72,6 +76,7 @@ pub fn handlers(state: &Arc<AppState>) -> Result<Arc<PgHandlers>> {
         ),
         None => Startup::Open(OpenStartup { connections: connections.clone() }),
     };
+    let startup = SecureStartup { inner: startup, require_tls };
     Ok(Arc::new(PgHandlers {
         service,
         startup: Arc::new(startup),
@@ -79,8 +84,14 @@ pub fn handlers(state: &Arc<AppState>) -> Result<Arc<PgHandlers>> {
     }))
 }
 
-/// Accepts connections until shutdown; each runs on its own task.
-pub async fn accept_loop(listener: TcpListener, handlers: Arc<PgHandlers>, shutdown: watch::Receiver<bool>) {
+/// Accepts connections until shutdown; each runs on its own task (TLS
+/// negotiation included, when `tls` is given).
+pub async fn accept_loop(
+    listener: TcpListener,
+    handlers: Arc<PgHandlers>,
+    tls: Option<TlsAcceptor>,
+    shutdown: watch::Receiver<bool>,
+) {
     let stop = super::stopped(shutdown);
     tokio::pin!(stop);
     loop {
@@ -88,8 +99,9 @@ pub async fn accept_loop(listener: TcpListener, handlers: Arc<PgHandlers>, shutd
             accepted = listener.accept() => match accepted {
                 Ok((socket, _)) => {
                     let handlers = handlers.clone();
+                    let tls = tls.clone();
                     tokio::spawn(async move {
-                        if let Err(err) = datafusion_postgres::pgwire::tokio::process_socket(socket, None, handlers).await {
+                        if let Err(err) = datafusion_postgres::pgwire::tokio::process_socket(socket, tls, handlers).await {
                             tracing::debug!("PostgreSQL connection ended: {err}");
                         }
                     });
@@ -177,6 +189,32 @@ impl StartupHandler for Startup {
             Startup::Open(handler) => handler.on_startup(client, message).await,
             Startup::Token(handler) => handler.on_startup(client, message).await,
         }
+    }
+}
+
+/// The startup, behind the `require_tls` check: a client that did not
+/// negotiate TLS is refused before it is asked for a password.
+struct SecureStartup {
+    inner: Startup,
+    require_tls: bool,
+}
+
+#[async_trait]
+impl StartupHandler for SecureStartup {
+    async fn on_startup<C>(&self, client: &mut C, message: PgWireFrontendMessage) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if self.require_tls && !client.is_secure() {
+            return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+                "FATAL".to_string(),
+                "28000".to_string(), // invalid_authorization_specification, as PostgreSQL's pg_hba refusal
+                "this server requires TLS: connect with sslmode=require (or verify-ca / verify-full)".to_string(),
+            ))));
+        }
+        self.inner.on_startup(client, message).await
     }
 }
 

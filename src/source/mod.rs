@@ -7,6 +7,7 @@
 //!   into the same Arrow types with no database at all (`medallion demo`).
 //! * `generator` — writes a deterministic Northwind of any scale into a
 //!   PostgreSQL database (`medallion source load`).
+//! * `tls` — `sslmode` / `sslrootcert` of DATABASE_URL over rustls.
 //!
 //! Both readers map PostgreSQL types to Arrow the same way (`ColumnType`), so
 //! bronze looks the same whichever source fed it. To add a source, produce
@@ -17,6 +18,7 @@ pub mod dump;
 pub mod generator;
 pub mod pg_binary;
 pub mod postgres;
+pub mod tls;
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;

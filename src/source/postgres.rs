@@ -17,7 +17,7 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::StreamExt;
 use indicatif::ProgressBar;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 use super::columns::{arrow_schema, ColumnSpec, ColumnType};
 use super::pg_binary::{copy_expression, BinaryCopyDecoder};
@@ -91,14 +91,13 @@ impl PostgresSource {
 /// Connects, spawning the connection driver; errors name the target only.
 pub async fn connect(url: &str) -> Result<Client> {
     let target = describe_database(url);
-    let mut config: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| {
-        Error::Config(format!("invalid DATABASE_URL ({}): use postgres://user:password@host:port/database", one_line(&e.to_string())))
-    })?;
+    let (mut config, ssl) = super::tls::parse(url)?;
+    let tls = ssl.connector()?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(Duration::from_secs(10));
     }
     config.application_name("medallion");
-    let (client, connection) = config.connect(NoTls).await.map_err(|e| {
+    let (client, connection) = config.connect(tls).await.map_err(|e| {
         let (reason, transient) = classify(&e);
         Error::SourceConnect { target: target.clone(), reason, transient }
     })?;
@@ -136,8 +135,10 @@ pub fn classify(err: &tokio_postgres::Error) -> (String, bool) {
         source = inner.source();
     }
     // Advice only: whether to retry was decided above.
-    if reason.contains("TLS") || reason.contains("ssl") {
-        reason.push_str(" (TLS connections are not supported yet: use sslmode=disable or prefer)");
+    if reason.contains("certificate") || reason.contains("CertificateError") {
+        reason.push_str(" (check sslrootcert and sslmode in DATABASE_URL: sslrootcert must be the CA that signed the server's certificate)");
+    } else if reason.contains("TLS") || reason.contains("ssl") {
+        reason.push_str(" (check sslmode in DATABASE_URL: the server may not offer TLS)");
     }
     (reason, transient)
 }

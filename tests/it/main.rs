@@ -10,5 +10,6 @@ mod serve;
 mod stream;
 mod s3;
 mod support;
+mod tls;
 mod up;
 mod upkeep;

@@ -70,7 +70,15 @@ impl Reply {
 }
 
 pub(crate) async fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let stream = TcpStream::connect(addr).await.unwrap();
+    exchange(stream, addr, method, path, headers, body).await
+}
+
+/// One request and its reply over `stream` (plain TCP or TLS).
+pub(crate) async fn exchange<S>(mut stream: S, addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Reply
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
     if !body.is_empty() {
         request.push_str("Content-Type: application/json\r\n");
