@@ -125,6 +125,10 @@ const SERVE_PG_ADDR: Setting = Setting { key: "serve.pg_addr", flag: Some("--pg-
 const SERVE_PG: Setting = Setting { key: "serve.pg", flag: Some("--no-pg"), env: &[] };
 const SERVE_SQL_ROW_LIMIT: Setting = Setting { key: "serve.sql_row_limit", flag: Some("--sql-row-limit"), env: &[] };
 const SERVE_SQL_TIMEOUT: Setting = Setting { key: "serve.sql_timeout", flag: Some("--sql-timeout"), env: &[] };
+const SERVE_PG_STATEMENT_TIMEOUT: Setting =
+    Setting { key: "serve.pg_statement_timeout", flag: None, env: &["MEDALLION_PG_STATEMENT_TIMEOUT"] };
+const SERVE_MAX_CONCURRENT_QUERIES: Setting =
+    Setting { key: "serve.max_concurrent_queries", flag: None, env: &["MEDALLION_MAX_CONCURRENT_QUERIES"] };
 
 /// The Kafka topic of sales events unless configured.
 pub const DEFAULT_TOPIC: &str = "ventes-temps-reel";
@@ -332,6 +336,8 @@ struct ServeFile {
     pg: Option<FileValue>,
     sql_row_limit: Option<FileValue>,
     sql_timeout: Option<FileValue>,
+    pg_statement_timeout: Option<FileValue>,
+    max_concurrent_queries: Option<FileValue>,
 }
 
 /// A value of the file read as text whatever its TOML type (`max_batch =
@@ -588,6 +594,10 @@ pub struct ServeConfig {
     pub sql_row_limit: usize,
     /// Longest a `POST /api/sql` query may run.
     pub sql_timeout: Duration,
+    /// Longest a PostgreSQL-wire statement may run (default: `sql_timeout`).
+    pub pg_statement_timeout: Duration,
+    /// Queries each endpoint (`/api/sql`, the PostgreSQL wire) runs at once.
+    pub max_concurrent_queries: usize,
 }
 
 impl ServeConfig {
@@ -606,7 +616,23 @@ impl ServeConfig {
             sql_timeout: sources
                 .parsed(&SERVE_SQL_TIMEOUT, flags.sql_timeout, text(file.sql_timeout), POSITIVE_DURATION)?
                 .unwrap_or(defaults.sql_timeout),
-        })
+            pg_statement_timeout: Duration::ZERO,
+            max_concurrent_queries: sources
+                .parsed(&SERVE_MAX_CONCURRENT_QUERIES, None, text(file.max_concurrent_queries), COUNT)?
+                .unwrap_or(defaults.max_concurrent_queries),
+        }
+        .with_pg_statement_timeout(sources.parsed(
+            &SERVE_PG_STATEMENT_TIMEOUT,
+            None,
+            text(file.pg_statement_timeout),
+            POSITIVE_DURATION,
+        )?))
+    }
+
+    /// The PostgreSQL statement timeout: as given, else `sql_timeout`.
+    fn with_pg_statement_timeout(mut self, given: Option<Duration>) -> ServeConfig {
+        self.pg_statement_timeout = given.unwrap_or(self.sql_timeout);
+        self
     }
 }
 
@@ -716,6 +742,8 @@ impl Config {
             pg_addr: self.serve.pg.then_some(self.serve.pg_addr),
             sql_row_limit: self.serve.sql_row_limit,
             sql_timeout: self.serve.sql_timeout,
+            pg_statement_timeout: self.serve.pg_statement_timeout,
+            max_concurrent_queries: self.serve.max_concurrent_queries,
             ..ServeOptions::default()
         }
     }
@@ -914,6 +942,13 @@ mod tests {
         assert_eq!(serve.pg_addr, None);
         assert_eq!(serve.sql_row_limit, 25);
         assert_eq!(serve.sql_timeout, Duration::from_secs(5));
+        // The PostgreSQL statement timeout follows sql_timeout unless given.
+        assert_eq!(serve.pg_statement_timeout, Duration::from_secs(5));
+        let limits = file("[serve]\npg_statement_timeout = \"750ms\"\nmax_concurrent_queries = 3\n");
+        let serve = load(limits.flags.clone(), &[]).unwrap().serve_options();
+        assert_eq!((serve.pg_statement_timeout, serve.max_concurrent_queries), (Duration::from_millis(750), 3));
+        let err = load(limits.flags.clone(), &[("MEDALLION_MAX_CONCURRENT_QUERIES", "0")]).unwrap_err().to_string();
+        assert!(err.contains("MEDALLION_MAX_CONCURRENT_QUERIES") && err.contains("at least 1"), "{err}");
 
         // --available-now beats an interval from the file.
         let mut flags = test.flags.clone();

@@ -58,6 +58,13 @@ pub struct ServeOptions {
     pub sql_row_limit: usize,
     /// Longest a `POST /api/sql` query may run.
     pub sql_timeout: Duration,
+    /// Longest a PostgreSQL-wire statement may run (a client's own `SET
+    /// statement_timeout` can only lower it): past it the query is cancelled
+    /// with SQLSTATE 57014.
+    pub pg_statement_timeout: Duration,
+    /// Queries `/api/sql` and the PostgreSQL wire each run at once; past it a
+    /// query waits for a slot up to its timeout, then is refused.
+    pub max_concurrent_queries: usize,
 }
 
 impl Default for ServeOptions {
@@ -69,6 +76,8 @@ impl Default for ServeOptions {
             refresh_interval: Duration::from_secs(1),
             sql_row_limit: 10_000,
             sql_timeout: Duration::from_secs(30),
+            pg_statement_timeout: Duration::from_secs(30),
+            max_concurrent_queries: 2 * std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
         }
     }
 }

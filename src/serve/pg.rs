@@ -6,8 +6,9 @@
 //! ours: a hook that runs first and refuses every statement that is neither
 //! a read-only query nor a harmless session statement (see `readonly`); the
 //! startup, which asks for the token as the password when one is configured
-//! (any user name); and the accept loop, so the endpoint binds where we say
-//! (port 0 in tests) and stops on shutdown.
+//! (any user name); the limits (`Limited`: a statement timeout and a cap on
+//! the queries running at once); and the accept loop, so the endpoint binds
+//! where we say (port 0 in tests) and stops on shutdown.
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -35,9 +36,16 @@ use datafusion_postgres::pgwire::api::{ClientInfo, ConnectionManager, ErrorHandl
 use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use datafusion_postgres::pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use datafusion_postgres::{DfSessionService, QueryHook};
-use futures::Sink;
+use datafusion_postgres::pgwire::api::portal::Portal;
+use datafusion_postgres::pgwire::api::results::SendableRowStream;
+use datafusion_postgres::pgwire::api::store::PortalStore;
+use datafusion_postgres::pgwire::api::ClientPortalStore;
+use datafusion_postgres::Parser;
+use futures::{Sink, StreamExt};
+use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 
 use super::readonly::{is_read_only_query, is_session_statement, keyword, refusal};
 use super::state::AppState;
@@ -45,7 +53,7 @@ use crate::error::{Error, Result};
 
 /// Everything a connection needs.
 pub struct PgHandlers {
-    service: Arc<DfSessionService>,
+    service: Arc<Limited>,
     startup: Arc<Startup>,
     cancel: Arc<DefaultCancelHandler>,
 }
@@ -60,7 +68,12 @@ pub fn handlers(state: &Arc<AppState>) -> Result<Arc<PgHandlers>> {
         Arc::new(SetShowHook),
         Arc::new(TransactionStatementHook),
     ];
-    let service = Arc::new(DfSessionService::new_with_hooks(state.ctx.clone(), hooks));
+    let service = Arc::new(Limited {
+        service: Arc::new(DfSessionService::new_with_hooks(state.ctx.clone(), hooks)),
+        timeout: state.options.pg_statement_timeout,
+        slots: Arc::new(Semaphore::new(state.options.max_concurrent_queries.max(1))),
+        max: state.options.max_concurrent_queries.max(1),
+    });
     let connections = Arc::new(ConnectionManager::new());
     let startup = match &state.token {
         Some(token) => Startup::Token(
@@ -225,5 +238,129 @@ impl QueryHook for ReadOnlyHook {
         _client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
         Self::verdict(statement).map(Err)
+    }
+}
+
+/// The query handlers of `DfSessionService` within the endpoint's limits.
+///
+/// Every statement gets a deadline: the configured `pg_statement_timeout`,
+/// or the client's own `SET statement_timeout` when shorter. It first waits
+/// for one of `max` slots (refused with SQLSTATE 53000 when none frees up
+/// before the deadline), then plans and runs; its rows are streamed to the
+/// client through `bounded`, which holds the slot until the last row and
+/// cancels the query (its DataFusion stream is dropped) with SQLSTATE 57014
+/// when the deadline passes.
+pub struct Limited {
+    service: Arc<DfSessionService>,
+    timeout: Duration,
+    slots: Arc<Semaphore>,
+    max: usize,
+}
+
+impl Limited {
+    /// The statement's deadline and its slot.
+    async fn admit<C: ClientInfo + ?Sized>(&self, client: &C) -> PgWireResult<(Instant, Duration, Arc<OwnedSemaphorePermit>)> {
+        // Where datafusion-postgres's `SET statement_timeout` keeps the value.
+        let own = client.metadata().get("statement_timeout_ms").and_then(|ms| ms.parse::<u64>().ok());
+        let timeout = match own {
+            Some(ms) if ms > 0 => Duration::from_millis(ms).min(self.timeout),
+            _ => self.timeout,
+        };
+        let deadline = Instant::now() + timeout;
+        match tokio::time::timeout_at(deadline, self.slots.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Ok((deadline, timeout, Arc::new(permit))),
+            _ => Err(user_error(
+                "53000", // insufficient_resources
+                format!(
+                    "the server is already running its {} queries (max_concurrent_queries) and none finished within {} ms: try again later",
+                    self.max,
+                    timeout.as_millis()
+                ),
+            )),
+        }
+    }
+
+    /// `response` with its rows cut at the deadline; the slot is held until
+    /// the rows are sent.
+    fn bound(response: Response, deadline: Instant, timeout: Duration, permit: &Arc<OwnedSemaphorePermit>) -> Response {
+        match response {
+            Response::Query(mut query) => {
+                let rows = std::mem::replace(&mut query.data_rows, Box::pin(futures::stream::empty()));
+                query.data_rows = bounded(rows, deadline, timeout, permit.clone());
+                Response::Query(query)
+            }
+            other => other,
+        }
+    }
+}
+
+/// The one-line error of a statement past its deadline.
+fn timed_out(timeout: Duration) -> PgWireError {
+    user_error(
+        "57014", // query_canceled
+        format!(
+            "canceling statement due to statement timeout: it ran longer than {} ms (pg_statement_timeout); add filters or a LIMIT",
+            timeout.as_millis()
+        ),
+    )
+}
+
+fn user_error(code: &str, message: String) -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new("ERROR".to_string(), code.to_string(), message)))
+}
+
+/// `rows` until the deadline, then one timeout error; drops the inner stream
+/// (cancelling the query's execution) and the slot as soon as it ends.
+fn bounded(rows: SendableRowStream, deadline: Instant, timeout: Duration, permit: Arc<OwnedSemaphorePermit>) -> SendableRowStream {
+    let sleep = Box::pin(tokio::time::sleep_until(deadline));
+    Box::pin(futures::stream::unfold(Some((rows, sleep, permit)), move |state| async move {
+        let (mut rows, mut sleep, permit) = state?;
+        tokio::select! {
+            biased;
+            _ = &mut sleep => Some((Err(timed_out(timeout)), None)),
+            row = rows.next() => row.map(|row| (row, Some((rows, sleep, permit)))),
+        }
+    }))
+}
+
+#[async_trait]
+impl SimpleQueryHandler for Limited {
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let (deadline, timeout, permit) = self.admit(client).await?;
+        let responses = tokio::time::timeout_at(deadline, SimpleQueryHandler::do_query(self.service.as_ref(), client, query))
+            .await
+            .map_err(|_| timed_out(timeout))??;
+        Ok(responses.into_iter().map(|r| Limited::bound(r, deadline, timeout, &permit)).collect())
+    }
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for Limited {
+    type Statement = <DfSessionService as ExtendedQueryHandler>::Statement;
+    type QueryParser = Parser;
+
+    fn query_parser(&self) -> Arc<Parser> {
+        self.service.query_parser()
+    }
+
+    async fn do_query<C>(&self, client: &mut C, portal: &Portal<Self::Statement>, max_rows: usize) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let (deadline, timeout, permit) = self.admit(client).await?;
+        let response =
+            tokio::time::timeout_at(deadline, ExtendedQueryHandler::do_query(self.service.as_ref(), client, portal, max_rows))
+                .await
+                .map_err(|_| timed_out(timeout))??;
+        Ok(Limited::bound(response, deadline, timeout, &permit))
     }
 }

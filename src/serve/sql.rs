@@ -6,7 +6,9 @@
 //! `--sql-timeout`). The statement is judged by kind (`readonly`) and planned
 //! with DDL, DML and session statements disabled, so nothing can write. A
 //! result longer than the limit is cut and flagged (`truncated` in JSON, the
-//! `X-Medallion-Truncated` header otherwise). `"as_of": "12"` or
+//! `X-Medallion-Truncated` header otherwise). At most `max_concurrent_queries`
+//! run at once; a query past the cap waits for a slot (its wait counts toward
+//! its timeout), then is refused with 503. `"as_of": "12"` or
 //! `"as_of": "2026-11-30T21:00:00Z"` reads the query's lake tables as they
 //! were, in a session of its own.
 
@@ -63,6 +65,21 @@ pub async fn handle(State(state): State<Arc<AppState>>, headers: HeaderMap, body
     let timeout = request.timeout_ms.map(Duration::from_millis).unwrap_or(max_time).min(max_time);
 
     let started = Instant::now();
+    // Waiting for a slot counts toward the query's timeout.
+    let deadline = tokio::time::Instant::now() + timeout;
+    let _slot = match tokio::time::timeout_at(deadline, state.sql_slots.clone().acquire_owned()).await {
+        Ok(Ok(slot)) => slot,
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "the server is already running its {} SQL queries (max_concurrent_queries) and none finished within {} ms: try again later",
+                    state.options.max_concurrent_queries.max(1),
+                    timeout.as_millis()
+                ),
+            ))
+        }
+    };
     let time_travel = match &request.as_of {
         Some(as_of) => Some(session_as_of(&state, &request.sql, as_of).await?),
         None => None,
@@ -76,7 +93,7 @@ pub async fn handle(State(state): State<Arc<AppState>>, headers: HeaderMap, body
         let batches = frame.limit(0, Some(limit + 1))?.collect().await?;
         Ok::<_, datafusion::error::DataFusionError>((schema, batches))
     };
-    let (schema, batches) = match tokio::time::timeout(timeout, work).await {
+    let (schema, batches) = match tokio::time::timeout_at(deadline, work).await {
         Ok(result) => result.map_err(Error::from)?,
         Err(_) => {
             return Err(ApiError::new(

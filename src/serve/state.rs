@@ -88,6 +88,8 @@ pub struct AppState {
     pub options: ServeOptions,
     pub token: Option<String>,
     pub started_at: Instant,
+    /// The `max_concurrent_queries` slots of `POST /api/sql`.
+    pub sql_slots: Arc<tokio::sync::Semaphore>,
     /// Set to true to stop every task and close open event streams.
     pub shutdown: watch::Sender<bool>,
     /// What the process around the server reports (`medallion up`), once set.
@@ -129,6 +131,7 @@ impl AppState {
             tracked.describe();
             tables.insert(tracked.name.to_string(), tracked);
         }
+        let sql_slots = Arc::new(tokio::sync::Semaphore::new(options.max_concurrent_queries.max(1)));
         let state = Arc::new(AppState {
             ctx: Arc::new(session.ctx),
             lake,
@@ -136,6 +139,7 @@ impl AppState {
             options,
             token: config.token.clone(),
             started_at: Instant::now(),
+            sql_slots,
             shutdown: watch::channel(false).0,
             service: std::sync::OnceLock::new(),
             tables: Mutex::new(tables),

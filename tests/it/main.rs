@@ -5,6 +5,7 @@
 mod batch;
 mod catalog;
 mod cli;
+mod governance;
 mod serve;
 mod stream;
 mod s3;

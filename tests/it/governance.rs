@@ -1,0 +1,91 @@
+//! Governance of the serving layer (issue 13): the PostgreSQL endpoint's
+//! statement timeout and the cap on concurrent queries of both endpoints.
+//! Against a lake built from the real Northwind; servers bind port 0.
+
+use std::time::{Duration, Instant};
+
+use medallion::lake::Lake;
+use medallion::live::LiveHandle;
+use medallion::serve::{self, ServeOptions};
+use serde_json::json;
+
+use crate::serve::{northwind_lake, sql, test_options};
+use crate::support::*;
+
+/// 2155³ ≈ 10^10 rows to sum (a COUNT(*) would be answered from the
+/// statistics): far longer than any timeout of these tests.
+const CROSS_JOIN: &str =
+    "SELECT SUM(a.quantity + b.quantity + c.quantity) FROM bronze.order_details a CROSS JOIN bronze.order_details b CROSS JOIN bronze.order_details c";
+
+fn db_code(err: &tokio_postgres::Error) -> (String, String) {
+    let db = err.as_db_error().unwrap_or_else(|| panic!("not a server error: {err}"));
+    (db.code().code().to_string(), db.message().to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_statement_timeout_cancels_a_cross_join_and_the_query_cap_refuses_past_it() {
+    let (db, _lake, config) = northwind_lake("it_gov_limits").await;
+    let options = ServeOptions {
+        follow_lake_live: false,
+        pg_statement_timeout: Duration::from_millis(800),
+        max_concurrent_queries: 1,
+        ..test_options()
+    };
+    let server = serve::start(&config, Lake::new(&config).unwrap(), LiveHandle::new(), options).await.unwrap();
+    let pg = server.pg_addr().unwrap();
+    let client = pg_endpoint_client(pg).await;
+
+    // Simple and extended protocol: cut at the configured timeout, 57014, one line.
+    let started = Instant::now();
+    let err = client.simple_query(CROSS_JOIN).await.expect_err("the cross join is cancelled");
+    let (code, message) = db_code(&err);
+    assert_eq!(code, "57014", "{message}");
+    assert!(message.contains("800 ms") && message.lines().count() == 1, "{message}");
+    assert!(started.elapsed() < Duration::from_secs(5), "cancelled on time: {:?}", started.elapsed());
+    let started = Instant::now();
+    let err = client.query(CROSS_JOIN, &[]).await.expect_err("the cross join is cancelled (extended)");
+    assert_eq!(db_code(&err).0, "57014");
+    assert!(started.elapsed() < Duration::from_secs(5), "cancelled on time: {:?}", started.elapsed());
+
+    // The endpoint still answers, on the same connection and on a new one.
+    let expected = pg_rows(&db, "SELECT COUNT(*) FROM orders").await;
+    let row = client.query_one("SELECT COUNT(*) FROM bronze.orders", &[]).await.unwrap();
+    assert_eq!(Cell::Int(row.get::<_, i64>(0)), expected[0][0]);
+    let other = pg_endpoint_client(pg).await;
+    let row = other.query_one("SELECT COUNT(*) FROM bronze.orders", &[]).await.unwrap();
+    assert_eq!(Cell::Int(row.get::<_, i64>(0)), expected[0][0]);
+
+    // A client's own statement_timeout can only lower the server's.
+    other.simple_query("SET statement_timeout = '200ms'").await.unwrap();
+    let started = Instant::now();
+    let err = other.simple_query(CROSS_JOIN).await.expect_err("cancelled at the client's timeout");
+    assert_eq!(db_code(&err).0, "57014");
+    assert!(started.elapsed() < Duration::from_millis(750), "the client's 200 ms applied: {:?}", started.elapsed());
+
+    // The cap (1): while the cross join holds the only slot, a second query
+    // waits up to its timeout (200 ms), then is refused with one line.
+    let busy = tokio::spawn(async move { client.simple_query(CROSS_JOIN).await.map(|_| ()) });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let err = other.simple_query("SELECT 1").await.expect_err("no slot within 200 ms");
+    let (code, message) = db_code(&err);
+    assert_eq!(code, "53000", "{message}");
+    assert!(message.contains("max_concurrent_queries") && message.lines().count() == 1, "{message}");
+    assert_eq!(db_code(&busy.await.unwrap().unwrap_err()).0, "57014");
+    // The slot is back once the cross join is cancelled.
+    other.simple_query("SET statement_timeout = '0'").await.unwrap();
+    let row = other.query_one("SELECT COUNT(*) FROM bronze.orders", &[]).await.unwrap();
+    assert_eq!(Cell::Int(row.get::<_, i64>(0)), expected[0][0]);
+
+    // /api/sql has its own cap of 1.
+    let addr = server.http_addr();
+    let long = tokio::spawn(async move { sql(addr, json!({"sql": CROSS_JOIN, "timeout_ms": 1500}), "application/json").await.status });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let refused = sql(addr, json!({"sql": "SELECT 1", "timeout_ms": 200}), "application/json").await;
+    assert_eq!(refused.status, 503);
+    let error = refused.json()["error"].as_str().unwrap().to_string();
+    assert!(error.contains("max_concurrent_queries") && error.lines().count() == 1, "{error}");
+    assert_eq!(long.await.unwrap(), 408);
+    let reply = sql(addr, json!({"sql": "SELECT COUNT(*) AS n FROM bronze.orders"}), "application/json").await.json();
+    assert_eq!(Cell::Int(reply["rows"][0]["n"].as_i64().unwrap()), expected[0][0]);
+    server.shutdown().await;
+}
