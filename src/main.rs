@@ -33,6 +33,8 @@ use medallion::stream::StreamReport;
 /// The lake commands' printing (status, optimize, vacuum, history, restore).
 #[path = "cli/lake_commands.rs"]
 mod lake_commands;
+#[path = "cli/token.rs"]
+mod token;
 
 #[derive(Parser)]
 #[command(
@@ -138,6 +140,11 @@ enum Command {
         medallion history bronze.sales_events --limit 20\n  \
         medallion sql --as-of 12 \"SELECT count(*) FROM bronze.sales_events\"")]
     History(HistoryArgs),
+    /// Access tokens of the serving layer, each with a name and a role (reader, analyst, admin)
+    Token {
+        #[command(subcommand)]
+        command: token::TokenCommand,
+    },
     /// Give a table the content of an older version, as one new commit (history is kept)
     #[command(after_help = "Example:\n  medallion restore gold.kpi_revenue --to 3")]
     Restore(RestoreArgs),
@@ -576,6 +583,7 @@ impl Command {
             Command::Serve(a) => vec![&a.lake, &a.serve],
             Command::BenchServe(a) => vec![&a.lake],
             Command::Source { command: SourceCommand::Load(a) } => vec![&a.database],
+            Command::Token { .. } => vec![],
         };
         let mut overrides = Overrides { config_file, ..Default::default() };
         for group in groups {
@@ -743,6 +751,7 @@ async fn execute(command: Command, config: Config, progress: Progress) -> Result
         Command::History(args) => lake_commands::history(&config, &args.table, args.limit).await?,
         Command::Restore(args) => lake_commands::restore(&config, &args.table, args.to).await?,
         Command::Source { command: SourceCommand::Load(args) } => load_source(&config, &args, &progress).await?,
+        Command::Token { command } => token::run(&command)?,
     }
     Ok(())
 }

@@ -24,8 +24,14 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 use crate::serve::ServeOptions;
 
+mod auth;
 mod up;
+pub use auth::{AuthConfig, Identity, Role, Tokens};
 pub use up::{MaintenanceConfig, UpConfig};
+/// Making tokens (`medallion token create`).
+pub mod tokens {
+    pub use super::auth::{new_token, token_entry, token_hash, TOKEN_PREFIX};
+}
 use crate::stream::{StreamOptions, Trigger};
 
 /// Reads one environment variable (`None` when unset).
@@ -281,6 +287,8 @@ struct FileConfig {
     extract_parallelism: Option<usize>,
     memory_limit_mb: Option<FileValue>,
     token: Option<String>,
+    #[serde(default)]
+    auth: auth::AuthFile,
     #[serde(default)]
     countries: CountryConfig,
     #[serde(default)]
@@ -660,6 +668,9 @@ pub struct Config {
     /// HTTP API wants it as a bearer token, the PostgreSQL endpoint as the
     /// password. `None` leaves both open (they bind to loopback by default).
     pub token: Option<String>,
+    /// `[[auth.tokens]]`: named tokens with roles (see `auth`); the server
+    /// accepts these and `token` (as an admin named `admin`).
+    pub auth: AuthConfig,
     pub stream: StreamConfig,
     pub serve: ServeConfig,
     /// `medallion up`: `[up]`, `[alerts]`, `[freshness]`, `[maintenance]`.
@@ -717,6 +728,7 @@ impl Config {
             countries: file.countries,
             s3: S3Config::resolve(flags.create_buckets, file.s3, sources)?,
             token: sources.text(&TOKEN, None, file.token),
+            auth: AuthConfig::resolve(file.auth, &sources.file_name)?,
             stream,
             serve: ServeConfig::resolve(flags.serve, file.serve, sources)?,
             up,

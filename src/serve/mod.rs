@@ -149,7 +149,7 @@ pub async fn start(config: &Config, lake: Lake, live: LiveHandle, options: Serve
 /// Serves until Ctrl-C (or SIGTERM), printing where to connect.
 pub async fn run(config: &Config, lake: Lake, live: LiveHandle, options: ServeOptions) -> Result<()> {
     let server = start(config, lake, live, options).await?;
-    let auth = if config.token.is_some() { " (token required)" } else { "" };
+    let auth = if server.state().tokens.is_open() { "" } else { " (token required)" };
     println!("dashboard   http://{}/{auth}", server.http_addr());
     if let Some(pg) = server.pg_addr() {
         println!("PostgreSQL  psql -h {} -p {} -U medallion -d lake{auth}", pg.ip(), pg.port());

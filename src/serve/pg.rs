@@ -5,8 +5,9 @@
 //! emulation so tools can list schemas, tables and columns. Three things are
 //! ours: a hook that runs first and refuses every statement that is neither
 //! a read-only query nor a harmless session statement (see `readonly`); the
-//! startup, which asks for the token as the password when one is configured
-//! (any user name); the limits (`Limited`: a statement timeout and a cap on
+//! startup, which asks for a token as the password when any is configured
+//! (any user name) and keeps the token's name and role in the connection's
+//! metadata (`identity_of`); the limits (`Limited`: a statement timeout and a cap on
 //! the queries running at once); and the accept loop, so the endpoint binds
 //! where we say (port 0 in tests) and stops on shutdown.
 
@@ -34,6 +35,7 @@ use datafusion_postgres::pgwire::api::query::{ExtendedQueryHandler, SimpleQueryH
 use datafusion_postgres::pgwire::api::results::Response;
 use datafusion_postgres::pgwire::api::{ClientInfo, ConnectionManager, ErrorHandler, PgWireServerHandlers};
 use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use datafusion_postgres::pgwire::messages::startup::PasswordMessageFamily;
 use datafusion_postgres::pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use datafusion_postgres::{DfSessionService, QueryHook};
 use datafusion_postgres::pgwire::api::portal::Portal;
@@ -49,6 +51,7 @@ use tokio::time::Instant;
 
 use super::readonly::{is_read_only_query, is_session_statement, keyword, refusal};
 use super::state::AppState;
+use crate::config::{Identity, Role, Tokens};
 use crate::error::{Error, Result};
 
 /// Everything a connection needs.
@@ -75,15 +78,14 @@ pub fn handlers(state: &Arc<AppState>) -> Result<Arc<PgHandlers>> {
         max: state.options.max_concurrent_queries.max(1),
     });
     let connections = Arc::new(ConnectionManager::new());
-    let startup = match &state.token {
-        Some(token) => Startup::Token(
-            CleartextPasswordAuthStartupHandler::new(
-                TokenSource { token: token.clone() },
-                DefaultServerParameterProvider::default(),
-            )
-            .with_connection_manager(connections.clone()),
-        ),
-        None => Startup::Open(OpenStartup { connections: connections.clone() }),
+    let startup = if state.tokens.is_open() {
+        Startup::Open(OpenStartup { connections: connections.clone() })
+    } else {
+        Startup::Token(TokenStartup {
+            tokens: state.tokens.clone(),
+            inner: CleartextPasswordAuthStartupHandler::new(PresentedSource, DefaultServerParameterProvider::default())
+                .with_connection_manager(connections.clone()),
+        })
     };
     Ok(Arc::new(PgHandlers {
         service,
@@ -148,16 +150,50 @@ impl ErrorHandler for QuietErrors {
     }
 }
 
-/// The token as the password of every user.
-#[derive(Debug)]
-struct TokenSource {
-    token: String,
+tokio::task_local! {
+    /// The password of the startup being checked, once `TokenStartup` has
+    /// recognised it as a configured token.
+    static RECOGNISED: Vec<u8>;
 }
 
+/// Gives pgwire's cleartext handler the password `TokenStartup` recognised,
+/// so it accepts it and does the rest (keys, registration for cancel,
+/// parameters); anything else never matches.
+#[derive(Debug)]
+struct PresentedSource;
+
 #[async_trait]
-impl AuthSource for TokenSource {
+impl AuthSource for PresentedSource {
     async fn get_password(&self, _login: &LoginInfo) -> PgWireResult<Password> {
-        Ok(Password::new(None, self.token.as_bytes().to_vec()))
+        let expected = RECOGNISED.try_with(Clone::clone).unwrap_or_default();
+        // No recognised token: a password no client can send (it is never empty).
+        Ok(Password::new(None, if expected.is_empty() { vec![0xff; 80] } else { expected }))
+    }
+}
+
+/// A token as the password of any user: recognised among the configured
+/// tokens, its name and role go into the connection's metadata.
+struct TokenStartup {
+    tokens: Tokens,
+    inner: CleartextPasswordAuthStartupHandler<PresentedSource, DefaultServerParameterProvider>,
+}
+
+/// Metadata keys of a connection's identity.
+const TOKEN_NAME: &str = "medallion.token_name";
+const ROLE: &str = "medallion.role";
+
+fn remember<C: ClientInfo + ?Sized>(client: &mut C, identity: &Identity) {
+    client.metadata_mut().insert(TOKEN_NAME.to_string(), identity.name.clone());
+    client.metadata_mut().insert(ROLE.to_string(), identity.role.as_str().to_string());
+}
+
+/// The identity of a connection (set at startup).
+pub fn identity_of<C: ClientInfo + ?Sized>(client: &C) -> Identity {
+    let metadata = client.metadata();
+    match (metadata.get(TOKEN_NAME), metadata.get(ROLE).and_then(|r| Role::parse(r))) {
+        (Some(name), Some(role)) => Identity { name: name.clone(), role },
+        // Never reached: startup sets both before any query (an open server included).
+        _ => Identity { name: "unknown".into(), role: Role::Reader },
     }
 }
 
@@ -175,7 +211,7 @@ impl NoopStartupHandler for OpenStartup {
 /// Open or token-protected startup, chosen once at start.
 enum Startup {
     Open(OpenStartup),
-    Token(CleartextPasswordAuthStartupHandler<TokenSource, DefaultServerParameterProvider>),
+    Token(TokenStartup),
 }
 
 #[async_trait]
@@ -187,9 +223,34 @@ impl StartupHandler for Startup {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         match self {
-            Startup::Open(handler) => handler.on_startup(client, message).await,
+            Startup::Open(handler) => {
+                remember(client, &Identity::anonymous());
+                handler.on_startup(client, message).await
+            }
             Startup::Token(handler) => handler.on_startup(client, message).await,
         }
+    }
+}
+
+impl TokenStartup {
+    async fn on_startup<C>(&self, client: &mut C, message: PgWireFrontendMessage) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let PgWireFrontendMessage::PasswordMessageFamily(family) = message else {
+            return self.inner.on_startup(client, message).await;
+        };
+        let password = family.into_password()?;
+        let Some(identity) = self.tokens.identify(&password.password) else {
+            let user = client.metadata().get("user").cloned().unwrap_or_default();
+            return Err(PgWireError::InvalidPassword(user));
+        };
+        remember(client, &identity);
+        let presented = password.password.as_bytes().to_vec();
+        let message = PgWireFrontendMessage::PasswordMessageFamily(PasswordMessageFamily::Password(password));
+        RECOGNISED.scope(presented, self.inner.on_startup(client, message)).await
     }
 }
 
@@ -267,6 +328,8 @@ impl Limited {
             _ => self.timeout,
         };
         let deadline = Instant::now() + timeout;
+        let identity = identity_of(client);
+        tracing::debug!(token = %identity.name, role = %identity.role, "PostgreSQL statement");
         match tokio::time::timeout_at(deadline, self.slots.clone().acquire_owned()).await {
             Ok(Ok(permit)) => Ok((deadline, timeout, Arc::new(permit))),
             _ => Err(user_error(

@@ -23,7 +23,7 @@ use deltalake::DeltaTable;
 use tokio::sync::{watch, Mutex, RwLock};
 
 use super::ServeOptions;
-use crate::config::Config;
+use crate::config::{Config, Tokens};
 use crate::error::Result;
 use crate::lake::session::SessionBuilder;
 use crate::lake::{catalog, views, Lake, Layer, TableName};
@@ -86,7 +86,8 @@ pub struct AppState {
     pub lake: Lake,
     pub live: LiveHandle,
     pub options: ServeOptions,
-    pub token: Option<String>,
+    /// The tokens the server accepts (`[[auth.tokens]]` and `token`); none: open.
+    pub tokens: Tokens,
     pub started_at: Instant,
     /// The `max_concurrent_queries` slots of `POST /api/sql`.
     pub sql_slots: Arc<tokio::sync::Semaphore>,
@@ -137,7 +138,7 @@ impl AppState {
             lake,
             live,
             options,
-            token: config.token.clone(),
+            tokens: config.auth.tokens(config.token.as_deref()),
             started_at: Instant::now(),
             sql_slots,
             shutdown: watch::channel(false).0,

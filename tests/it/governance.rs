@@ -1,5 +1,6 @@
 //! Governance of the serving layer (issue 13): the PostgreSQL endpoint's
-//! statement timeout and the cap on concurrent queries of both endpoints.
+//! statement timeout and the cap on concurrent queries of both endpoints;
+//! tokens with names and roles made by `medallion token create`.
 //! Against a lake built from the real Northwind; servers bind port 0.
 
 use std::time::{Duration, Instant};
@@ -9,7 +10,7 @@ use medallion::live::LiveHandle;
 use medallion::serve::{self, ServeOptions};
 use serde_json::json;
 
-use crate::serve::{northwind_lake, sql, test_options};
+use crate::serve::{http, northwind_lake, sql, test_options};
 use crate::support::*;
 
 /// 2155³ ≈ 10^10 rows to sum (a COUNT(*) would be answered from the
@@ -87,5 +88,69 @@ async fn pg_statement_timeout_cancels_a_cross_join_and_the_query_cap_refuses_pas
     assert_eq!(long.await.unwrap(), 408);
     let reply = sql(addr, json!({"sql": "SELECT COUNT(*) AS n FROM bronze.orders"}), "application/json").await.json();
     assert_eq!(Cell::Int(reply["rows"][0]["n"].as_i64().unwrap()), expected[0][0]);
+    server.shutdown().await;
+}
+
+/// `medallion token create`: the token it prints and the entry for medallion.toml.
+fn create_token(role: &str, name: &str) -> (String, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_medallion"))
+        .args(["token", "create", "--role", role, "--name", name])
+        .env_remove("MEDALLION_CONFIG")
+        .current_dir(std::env::temp_dir())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let text = String::from_utf8(output.stdout).unwrap();
+    let token = text.lines().find_map(|l| l.strip_prefix("token (shown once; store it now): ")).expect(&text).to_string();
+    let entry = text[text.find("[[auth.tokens]]").expect(&text)..].to_string();
+    assert!(!entry.contains(&token), "the entry holds the hash, not the token");
+    (token, entry)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn created_tokens_resolve_to_their_name_and_role_over_http_and_postgres() {
+    let (_db, lake, _config) = northwind_lake("it_gov_tokens").await;
+    let (reader, reader_entry) = create_token("reader", "bi");
+    let (analyst, analyst_entry) = create_token("analyst", "data team");
+    assert_ne!(reader, analyst);
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_medallion")).args(["token", "create", "--role", "boss", "--name", "x"]).output().unwrap();
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("reader, analyst or admin"));
+
+    // The printed entries, pasted into medallion.toml, next to the single legacy token.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("medallion.toml");
+    std::fs::write(&file, format!("lake = \"{}\"\ntoken = \"legacy-admin-token\"\n\n{reader_entry}\n{analyst_entry}", lake.url())).unwrap();
+    let config = medallion::config::Config::load(medallion::config::Overrides { config_file: Some(file), ..Default::default() }).unwrap();
+    let options = ServeOptions { follow_lake_live: false, ..test_options() };
+    let server = serve::start(&config, Lake::new(&config).unwrap(), LiveHandle::new(), options).await.unwrap();
+    let addr = server.http_addr();
+
+    for (token, name, role) in [(&reader, "bi", "reader"), (&analyst, "data team", "analyst"), (&"legacy-admin-token".to_string(), "admin", "admin")] {
+        let bearer = format!("Bearer {token}");
+        let me = http(addr, "GET", "/api/me", &[("Authorization", &bearer)], "").await;
+        assert_eq!(me.status, 200);
+        assert_eq!((me.json()["name"].as_str(), me.json()["role"].as_str()), (Some(name), Some(role)));
+        let body = json!({"sql": "SELECT COUNT(*) AS n FROM bronze.orders"}).to_string();
+        let reply = http(addr, "POST", "/api/sql", &[("Authorization", &bearer)], &body).await;
+        assert_eq!(reply.status, 200, "{name}");
+    }
+    for headers in [vec![], vec![("Authorization", "Bearer mdn_0000")], vec![("Authorization", "Bearer legacy-admin-token-")]] {
+        assert_eq!(http(addr, "GET", "/api/me", &headers, "").await.status, 401);
+    }
+
+    // PostgreSQL wire: a token as the password of any user.
+    let pg = server.pg_addr().unwrap();
+    let base = format!("host=127.0.0.1 port={} user=whoever dbname=lake", pg.port());
+    for token in [&reader, &analyst, &"legacy-admin-token".to_string()] {
+        let (client, connection) = tokio_postgres::connect(&format!("{base} password={token}"), tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(connection);
+        let row = client.query_one("SELECT COUNT(*) FROM bronze.orders", &[]).await.unwrap();
+        assert!(row.get::<_, i64>(0) > 0);
+    }
+    for password in ["wrong", &reader[..reader.len() - 1]] {
+        let refused = tokio_postgres::connect(&format!("{base} password={password}"), tokio_postgres::NoTls).await;
+        let err = refused.err().expect("a wrong token is refused");
+        assert_eq!(err.as_db_error().map(|e| e.code().code()), Some("28P01"), "{err}");
+    }
     server.shutdown().await;
 }
