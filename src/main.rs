@@ -326,8 +326,16 @@ struct SqlArgs {
     /// Read the lake tables of the query as they were: a version (one table) or a time (2026-11-30T21:00:00Z)
     #[arg(long, value_name = "VERSION|TIME")]
     as_of: Option<String>,
+    /// See PII columns ([pii] in medallion.toml) as this role does: reader (masked), analyst (pseudonyms, with
+    /// MEDALLION_PII_KEY), admin (clear text). Admin by default: whoever runs the CLI can read the lake's files anyway
+    #[arg(long, value_name = "ROLE", value_parser = parse_role, default_value = "admin")]
+    role: medallion::config::Role,
     #[command(flatten)]
     lake: LakeArg,
+}
+
+fn parse_role(text: &str) -> std::result::Result<medallion::config::Role, String> {
+    medallion::config::Role::parse(text).ok_or_else(|| format!("'{text}' is not a role: use reader, analyst or admin"))
 }
 
 #[derive(Args)]
@@ -704,7 +712,8 @@ async fn execute(command: Command, config: Config, progress: Progress) -> Result
         }
         Command::Sql(args) => {
             let lake = Lake::new(&config)?;
-            let ctx = medallion::lake::session::SessionBuilder::full(&lake, &config).build().await?.ctx;
+            let ctx =
+                medallion::lake::session::SessionBuilder::full(&lake, &config).for_role(args.role, &config.pii).build().await?.ctx;
             if let Some(as_of) = &args.as_of {
                 let as_of = history::AsOf::parse(as_of)?;
                 for (table, version) in history::point_query_as_of(&ctx, &lake, &args.query, as_of).await? {

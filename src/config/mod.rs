@@ -25,7 +25,9 @@ use crate::error::{Error, Result};
 use crate::serve::ServeOptions;
 
 mod auth;
+mod pii;
 mod up;
+pub use pii::{PiiConfig, DEFAULT_PII_COLUMNS};
 pub use auth::{AuthConfig, Identity, Role, Tokens};
 pub use up::{MaintenanceConfig, UpConfig};
 /// Making tokens (`medallion token create`).
@@ -289,6 +291,8 @@ struct FileConfig {
     token: Option<String>,
     #[serde(default)]
     auth: auth::AuthFile,
+    #[serde(default)]
+    pii: pii::PiiFile,
     #[serde(default)]
     countries: CountryConfig,
     #[serde(default)]
@@ -671,6 +675,8 @@ pub struct Config {
     /// `[[auth.tokens]]`: named tokens with roles (see `auth`); the server
     /// accepts these and `token` (as an admin named `admin`).
     pub auth: AuthConfig,
+    /// `[pii]`: protected columns and the pseudonym key (`MEDALLION_PII_KEY`).
+    pub pii: PiiConfig,
     pub stream: StreamConfig,
     pub serve: ServeConfig,
     /// `medallion up`: `[up]`, `[alerts]`, `[freshness]`, `[maintenance]`.
@@ -729,6 +735,7 @@ impl Config {
             s3: S3Config::resolve(flags.create_buckets, file.s3, sources)?,
             token: sources.text(&TOKEN, None, file.token),
             auth: AuthConfig::resolve(file.auth, &sources.file_name)?,
+            pii: PiiConfig::resolve(file.pii, sources.env_value("MEDALLION_PII_KEY"), &sources.file_name)?,
             stream,
             serve: ServeConfig::resolve(flags.serve, file.serve, sources)?,
             up,
@@ -776,6 +783,9 @@ impl Config {
         }
         if let Some(webhook) = &self.up.webhook {
             secrets.push(webhook.clone());
+        }
+        if let Some(key) = &self.pii.key {
+            secrets.push(key.clone());
         }
         // Too short to replace without mangling the message (and to be a real secret).
         secrets.retain(|s| s.len() >= 3);

@@ -1,11 +1,15 @@
 //! Governance of the serving layer (issue 13): the PostgreSQL endpoint's
 //! statement timeout and the cap on concurrent queries of both endpoints;
-//! tokens with names and roles made by `medallion token create`.
+//! tokens with names and roles made by `medallion token create`; what each
+//! role sees of the PII columns (sessions built for a role, `medallion sql
+//! --role`), compared with PostgreSQL's own clear values.
 //! Against a lake built from the real Northwind; servers bind port 0.
 
 use std::time::{Duration, Instant};
 
 use medallion::lake::Lake;
+use medallion::config::Role;
+use medallion::lake::session::SessionBuilder;
 use medallion::live::LiveHandle;
 use medallion::serve::{self, ServeOptions};
 use serde_json::json;
@@ -153,4 +157,95 @@ async fn created_tokens_resolve_to_their_name_and_role_over_http_and_postgres() 
         assert_eq!(err.as_db_error().map(|e| e.code().code()), Some("28P01"), "{err}");
     }
     server.shutdown().await;
+}
+
+const PII: [&str; 6] = ["contact_name", "contact_title", "address", "postal_code", "phone", "fax"];
+
+async fn role_rows(lake: &Lake, config: &medallion::config::Config, role: Role, sql: &str) -> Vec<Vec<Cell>> {
+    let session = SessionBuilder::full(lake, config).for_role(role, &config.pii).build().await.unwrap();
+    rows(&session.ctx.sql(sql).await.unwrap().collect().await.unwrap())
+}
+
+fn sorted_counts(rows: &[Vec<Cell>]) -> Vec<Cell> {
+    let mut counts: Vec<Cell> = rows.iter().map(|r| r[1].clone()).collect();
+    counts.sort_by_key(|c| format!("{c:?}"));
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_see_masked_pii_analysts_stable_pseudonyms_and_admins_clear_text() {
+    let (db, test_lake, mut config) = northwind_lake("it_gov_pii").await;
+    config.pii.key = Some("a-test-pii-key".into());
+    let lake = Lake::new(&config).unwrap();
+    let select = format!("SELECT customer_id, {} FROM bronze.customers ORDER BY customer_id", PII.join(", "));
+    let clear = pg_rows(&db, &format!("SELECT customer_id, {} FROM customers ORDER BY customer_id", PII.join(", "))).await;
+    assert!(clear.len() > 80);
+
+    // Reader: no clear value of any PII column in any row; the key column is untouched.
+    let masked = role_rows(&lake, &config, Role::Reader, &select).await;
+    assert_eq!(masked.len(), clear.len());
+    let mut compared = 0;
+    for (seen, truth) in masked.iter().zip(&clear) {
+        assert_eq!(seen[0], truth[0]);
+        for i in 1..seen.len() {
+            match (&seen[i], &truth[i]) {
+                (Cell::Null, Cell::Null) => {}
+                (Cell::Text(shown), Cell::Text(value)) if value.chars().filter(|c| c.is_alphanumeric()).count() >= 3 => {
+                    assert_ne!(shown, value, "{} of {:?} is shown to a reader", PII[i - 1], truth[0]);
+                    assert!(shown.contains('*'), "{shown}");
+                    compared += 1;
+                }
+                (Cell::Text(_), Cell::Text(_)) => {}
+                other => panic!("{} of {:?}: {other:?}", PII[i - 1], truth[0]),
+            }
+        }
+    }
+    assert!(compared > 400, "{compared} values compared");
+    // A filter on a protected column never runs on the clear value.
+    let name = match &clear[0][1] { Cell::Text(name) => name.clone(), other => panic!("{other:?}") };
+    let by_name = format!("SELECT COUNT(*) FROM bronze.customers WHERE contact_name = '{}'", name.replace('\'', "''"));
+    assert_eq!(role_rows(&lake, &config, Role::Reader, &by_name).await[0][0], Cell::Int(0));
+    assert_eq!(role_rows(&lake, &config, Role::Admin, &by_name).await[0][0], Cell::Int(1));
+    // Analyst: pseudonyms, the same from two sessions (two server starts); counts by pseudonym equal counts by value.
+    let first = role_rows(&lake, &config, Role::Analyst, &select).await;
+    let second = role_rows(&lake, &config, Role::Analyst, &select).await;
+    assert_eq!(first, second);
+    for (seen, truth) in first.iter().zip(&clear) {
+        for i in 1..seen.len() {
+            match (&seen[i], &truth[i]) {
+                (Cell::Null, Cell::Null) => {}
+                (Cell::Text(shown), Cell::Text(value)) => assert!(shown.starts_with("pii_") && shown != value, "{shown}"),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    let by_title = role_rows(&lake, &config, Role::Analyst, "SELECT contact_title, COUNT(*) FROM bronze.customers GROUP BY contact_title").await;
+    let truth = pg_rows(&db, "SELECT contact_title, COUNT(*) FROM customers GROUP BY contact_title").await;
+    assert_eq!(sorted_counts(&by_title), sorted_counts(&truth));
+    let join = "SELECT c.contact_name, COUNT(*) FROM bronze.orders o JOIN bronze.customers c ON o.customer_id = c.customer_id GROUP BY c.contact_name";
+    let pg_join = "SELECT c.contact_name, COUNT(*) FROM orders o JOIN customers c ON o.customer_id = c.customer_id GROUP BY c.contact_name";
+    assert_eq!(sorted_counts(&role_rows(&lake, &config, Role::Analyst, join).await), sorted_counts(&pg_rows(&db, pg_join).await));
+    // Without a key analysts see what readers see.
+    let mut keyless = config.clone();
+    keyless.pii.key = None;
+    assert_eq!(role_rows(&lake, &keyless, Role::Analyst, &select).await, masked);
+
+    // Admin: clear text.
+    assert_eq!(role_rows(&lake, &config, Role::Admin, &select).await, clear);
+
+    // The CLI: admin by default, --role reader masks.
+    let query = "SELECT contact_name FROM bronze.customers ORDER BY customer_id LIMIT 1";
+    let cli = |role: Option<&str>| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_medallion"));
+        command.args(["sql", "--quiet", "--lake", &test_lake.url(), "--format", "csv", query]);
+        if let Some(role) = role {
+            command.args(["--role", role]);
+        }
+        let output = command.env_remove("DATABASE_URL").env_remove("MEDALLION_LAKE").env_remove("MEDALLION_PII_KEY").output().unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout).unwrap()
+    };
+    assert!(cli(None).contains(&name));
+    let reader = cli(Some("reader"));
+    assert!(!reader.contains(&name) && reader.contains('*'), "{reader}");
 }
