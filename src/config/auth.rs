@@ -163,6 +163,15 @@ impl Tokens {
         self.entries.is_empty()
     }
 
+    /// The roles of the configured tokens other than admin (each needs a
+    /// session of its own on the server).
+    pub fn restricted_roles(&self) -> Vec<Role> {
+        let mut roles: Vec<Role> = self.entries.iter().map(|e| e.role).filter(|r| *r != Role::Admin).collect();
+        roles.sort();
+        roles.dedup();
+        roles
+    }
+
     /// Who `presented` belongs to; `None` when it is no configured token.
     /// Every entry is compared, each in constant time.
     pub fn identify(&self, presented: &str) -> Option<Identity> {

@@ -1,7 +1,9 @@
 //! The PostgreSQL wire endpoint: psql, Metabase, Superset, Grafana, DBeaver
 //! connect to the lake as to a (read-only) PostgreSQL database.
 //!
-//! Built on datafusion-postgres over the shared session, with its pg_catalog
+//! Built on datafusion-postgres over the shared session (one service per
+//! role: a reader's or analyst's connection queries its role's session, PII
+//! hidden; see `serve::state`), with its pg_catalog
 //! emulation so tools can list schemas, tables and columns. Three things are
 //! ours: a hook that runs first and refuses every statement that is neither
 //! a read-only query nor a harmless session statement (see `readonly`); the
@@ -38,7 +40,10 @@ use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use datafusion_postgres::pgwire::messages::startup::PasswordMessageFamily;
 use datafusion_postgres::pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use datafusion_postgres::{DfSessionService, QueryHook};
-use datafusion_postgres::pgwire::api::portal::Portal;
+use datafusion_postgres::pgwire::api::portal::{Format, Portal};
+use datafusion_postgres::pgwire::api::results::FieldInfo;
+use datafusion_postgres::pgwire::api::stmt::QueryParser;
+use datafusion_postgres::pgwire::api::Type;
 use datafusion_postgres::pgwire::api::results::SendableRowStream;
 use datafusion_postgres::pgwire::api::store::PortalStore;
 use datafusion_postgres::pgwire::api::ClientPortalStore;
@@ -63,16 +68,29 @@ pub struct PgHandlers {
 
 /// Builds the handlers over the shared session (adds `pg_catalog` to it).
 pub fn handlers(state: &Arc<AppState>) -> Result<Arc<PgHandlers>> {
-    setup_pg_catalog(&state.ctx, "datafusion", EmptyContextProvider)
-        .map_err(|e| Error::other("PostgreSQL catalog emulation", e))?;
-    let hooks: Vec<Arc<dyn QueryHook>> = vec![
-        Arc::new(ReadOnlyHook),
-        Arc::new(CursorStatementHook),
-        Arc::new(SetShowHook),
-        Arc::new(TransactionStatementHook),
-    ];
+    let service = |ctx: &Arc<SessionContext>| -> Result<Arc<DfSessionService>> {
+        setup_pg_catalog(ctx, "datafusion", EmptyContextProvider).map_err(|e| Error::other("PostgreSQL catalog emulation", e))?;
+        let hooks: Vec<Arc<dyn QueryHook>> = vec![
+            Arc::new(ReadOnlyHook),
+            Arc::new(CursorStatementHook),
+            Arc::new(SetShowHook),
+            Arc::new(TransactionStatementHook),
+        ];
+        Ok(Arc::new(DfSessionService::new_with_hooks(ctx.clone(), hooks)))
+    };
+    let admin = service(&state.ctx)?;
+    let mut roles = Vec::new();
+    for (role, ctx) in &state.role_sessions {
+        roles.push((*role, service(ctx)?));
+    }
+    let parser = Arc::new(RoleParser {
+        admin: admin.query_parser(),
+        roles: roles.iter().map(|(role, service)| (*role, service.query_parser())).collect(),
+    });
     let service = Arc::new(Limited {
-        service: Arc::new(DfSessionService::new_with_hooks(state.ctx.clone(), hooks)),
+        admin,
+        roles,
+        parser,
         timeout: state.options.pg_statement_timeout,
         slots: Arc::new(Semaphore::new(state.options.max_concurrent_queries.max(1))),
         max: state.options.max_concurrent_queries.max(1),
@@ -312,13 +330,23 @@ impl QueryHook for ReadOnlyHook {
 /// cancels the query (its DataFusion stream is dropped) with SQLSTATE 57014
 /// when the deadline passes.
 pub struct Limited {
-    service: Arc<DfSessionService>,
+    /// The admin's service, over the server's main session.
+    admin: Arc<DfSessionService>,
+    /// One per restricted role, over that role's session (PII hidden).
+    roles: Vec<(Role, Arc<DfSessionService>)>,
+    parser: Arc<RoleParser>,
     timeout: Duration,
     slots: Arc<Semaphore>,
     max: usize,
 }
 
 impl Limited {
+    /// The service of the connection's role.
+    fn service_for<C: ClientInfo + ?Sized>(&self, client: &C) -> &DfSessionService {
+        let role = identity_of(client).role;
+        self.roles.iter().find(|(r, _)| *r == role).map(|(_, s)| s.as_ref()).unwrap_or(self.admin.as_ref())
+    }
+
     /// The statement's deadline and its slot.
     async fn admit<C: ClientInfo + ?Sized>(&self, client: &C) -> PgWireResult<(Instant, Duration, Arc<OwnedSemaphorePermit>)> {
         // Where datafusion-postgres's `SET statement_timeout` keeps the value.
@@ -396,7 +424,7 @@ impl SimpleQueryHandler for Limited {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let (deadline, timeout, permit) = self.admit(client).await?;
-        let responses = tokio::time::timeout_at(deadline, SimpleQueryHandler::do_query(self.service.as_ref(), client, query))
+        let responses = tokio::time::timeout_at(deadline, SimpleQueryHandler::do_query(self.service_for(client), client, query))
             .await
             .map_err(|_| timed_out(timeout))??;
         Ok(responses.into_iter().map(|r| Limited::bound(r, deadline, timeout, &permit)).collect())
@@ -406,10 +434,10 @@ impl SimpleQueryHandler for Limited {
 #[async_trait]
 impl ExtendedQueryHandler for Limited {
     type Statement = <DfSessionService as ExtendedQueryHandler>::Statement;
-    type QueryParser = Parser;
+    type QueryParser = RoleParser;
 
-    fn query_parser(&self) -> Arc<Parser> {
-        self.service.query_parser()
+    fn query_parser(&self) -> Arc<RoleParser> {
+        self.parser.clone()
     }
 
     async fn do_query<C>(&self, client: &mut C, portal: &Portal<Self::Statement>, max_rows: usize) -> PgWireResult<Response>
@@ -421,9 +449,43 @@ impl ExtendedQueryHandler for Limited {
     {
         let (deadline, timeout, permit) = self.admit(client).await?;
         let response =
-            tokio::time::timeout_at(deadline, ExtendedQueryHandler::do_query(self.service.as_ref(), client, portal, max_rows))
+            tokio::time::timeout_at(deadline, ExtendedQueryHandler::do_query(self.service_for(client), client, portal, max_rows))
                 .await
                 .map_err(|_| timed_out(timeout))??;
         Ok(Limited::bound(response, deadline, timeout, &permit))
+    }
+}
+
+/// Plans a prepared statement in the session of the connection's role.
+pub struct RoleParser {
+    admin: Arc<Parser>,
+    roles: Vec<(Role, Arc<Parser>)>,
+}
+
+impl RoleParser {
+    fn parser_for<C: ClientInfo + ?Sized>(&self, client: &C) -> &Parser {
+        let role = identity_of(client).role;
+        self.roles.iter().find(|(r, _)| *r == role).map(|(_, p)| p.as_ref()).unwrap_or(self.admin.as_ref())
+    }
+}
+
+#[async_trait]
+impl QueryParser for RoleParser {
+    type Statement = <Parser as QueryParser>::Statement;
+
+    async fn parse_sql<C>(&self, client: &C, sql: &str, types: &[Option<Type>]) -> PgWireResult<Option<Self::Statement>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        self.parser_for(client).parse_sql(client, sql, types).await
+    }
+
+    fn get_parameter_types(&self, statement: &Self::Statement) -> PgWireResult<Vec<Type>> {
+        // Reads the statement's plan only, the same in every session.
+        self.admin.get_parameter_types(statement)
+    }
+
+    fn get_result_schema(&self, statement: &Self::Statement, format: Option<&Format>) -> PgWireResult<Vec<FieldInfo>> {
+        self.admin.get_result_schema(statement, format)
     }
 }

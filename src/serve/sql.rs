@@ -10,7 +10,8 @@
 //! run at once; a query past the cap waits for a slot (its wait counts toward
 //! its timeout), then is refused with 503. `"as_of": "12"` or
 //! `"as_of": "2026-11-30T21:00:00Z"` reads the query's lake tables as they
-//! were, in a session of its own.
+//! were, in a session of its own. The query runs in the session of the
+//! token's role (PII hidden from readers and analysts, see `lake::pii`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,6 +29,7 @@ use serde_json::json;
 use super::readonly::check_read_only;
 use super::response::{text_response, ApiError};
 use super::state::AppState;
+use crate::config::{Identity, Role};
 use crate::error::Error;
 use crate::lake::history::{point_query_as_of, AsOf};
 use crate::lake::session::SessionBuilder;
@@ -53,7 +55,12 @@ enum Answer {
     Arrow,
 }
 
-pub async fn handle(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+pub async fn handle(
+    State(state): State<Arc<AppState>>,
+    axum::Extension(identity): axum::Extension<Identity>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let request: SqlRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError::new(StatusCode::BAD_REQUEST, format!("the body must be JSON like {{\"sql\": \"SELECT 1\"}}: {e}"))
     })?;
@@ -81,10 +88,10 @@ pub async fn handle(State(state): State<Arc<AppState>>, headers: HeaderMap, body
         }
     };
     let time_travel = match &request.as_of {
-        Some(as_of) => Some(session_as_of(&state, &request.sql, as_of).await?),
+        Some(as_of) => Some(session_as_of(&state, identity.role, &request.sql, as_of).await?),
         None => None,
     };
-    let ctx = time_travel.as_ref().unwrap_or(&state.ctx);
+    let ctx = time_travel.as_ref().unwrap_or(state.session_for(identity.role));
     let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
     let work = async {
         let frame = ctx.sql_with_options(&request.sql, options).await?;
@@ -130,10 +137,10 @@ pub async fn handle(State(state): State<Arc<AppState>>, headers: HeaderMap, body
 /// A session of its own for a time-travel query: the lake tables `sql`
 /// reads, as of `as_of` (the shared session stays at the newest versions).
 /// Only lake tables can be read this way, not `live.*` or `serving.*`.
-async fn session_as_of(state: &AppState, sql: &str, as_of: &str) -> Result<Arc<SessionContext>, ApiError> {
+async fn session_as_of(state: &AppState, role: Role, sql: &str, as_of: &str) -> Result<Arc<SessionContext>, ApiError> {
     let bad_request = |err: Error| ApiError::new(StatusCode::BAD_REQUEST, err.to_string());
     let as_of = AsOf::parse(as_of).map_err(bad_request)?;
-    let session = SessionBuilder::new(&state.lake).only(&[]).build().await?;
+    let session = SessionBuilder::new(&state.lake).only(&[]).for_role(role, &state.pii).build().await?;
     match point_query_as_of(&session.ctx, &state.lake, sql, as_of).await {
         Ok(_) => Ok(Arc::new(session.ctx)),
         Err(err @ (Error::Config(_) | Error::Query(_))) => Err(bad_request(err)),

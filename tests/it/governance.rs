@@ -249,3 +249,70 @@ async fn readers_see_masked_pii_analysts_stable_pseudonyms_and_admins_clear_text
     let reader = cli(Some("reader"));
     assert!(!reader.contains(&name) && reader.contains('*'), "{reader}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_serves_each_token_its_roles_view_of_pii_over_http_and_postgres() {
+    let (db, _lake, mut config) = northwind_lake("it_gov_pii_serve").await;
+    config.pii.key = Some("a-test-pii-key".into());
+    let (reader, analyst, admin) = ("reader-token-for-tests", "analyst-token-for-tests", "admin-token-for-tests");
+    config.auth = medallion::config::AuthConfig::default()
+        .with_token("bi", Role::Reader, &medallion::config::tokens::token_hash(reader))
+        .unwrap()
+        .with_token("data", Role::Analyst, &medallion::config::tokens::token_hash(analyst))
+        .unwrap();
+    config.token = Some(admin.into());
+    let options = ServeOptions { follow_lake_live: false, ..test_options() };
+    let server = serve::start(&config, Lake::new(&config).unwrap(), LiveHandle::new(), options).await.unwrap();
+    let clear = pg_rows(&db, "SELECT contact_name, phone FROM customers ORDER BY customer_id").await;
+    let text = |cell: &Cell| match cell { Cell::Text(t) => t.clone(), other => panic!("{other:?}") };
+    let names: Vec<String> = clear.iter().map(|r| text(&r[0])).collect();
+    let phones: Vec<String> = clear.iter().map(|r| text(&r[1])).collect();
+    let query = "SELECT contact_name, phone FROM bronze.customers ORDER BY customer_id";
+    let by_name = format!("SELECT COUNT(*) AS n FROM bronze.customers WHERE contact_name = '{}'", names[0].replace('\'', "''"));
+
+    // HTTP
+    let addr = server.http_addr();
+    let over_http = |token: &'static str, sql: String| async move {
+        let body = json!({ "sql": sql }).to_string();
+        let reply = http(addr, "POST", "/api/sql", &[("Authorization", &format!("Bearer {token}"))], &body).await;
+        assert_eq!(reply.status, 200);
+        reply.json()["rows"].as_array().unwrap().clone()
+    };
+    let seen = over_http(reader, query.into()).await;
+    assert_eq!(seen.len(), names.len());
+    for (row, (name, phone)) in seen.iter().zip(names.iter().zip(&phones)) {
+        assert!(row["contact_name"].as_str().unwrap() != name && row["phone"].as_str().unwrap() != phone, "{row}");
+    }
+    assert_eq!(over_http(reader, by_name.clone()).await[0]["n"].as_i64(), Some(0));
+    let pseudonyms = over_http(analyst, query.into()).await;
+    assert!(pseudonyms.iter().all(|r| r["contact_name"].as_str().unwrap().starts_with("pii_")));
+    let clear_http = over_http(admin, query.into()).await;
+    assert_eq!(clear_http.iter().map(|r| r["contact_name"].as_str().unwrap().to_string()).collect::<Vec<_>>(), names);
+
+    // PostgreSQL wire, simple and extended protocol.
+    let pg = server.pg_addr().unwrap();
+    let connect = |token: &'static str| async move {
+        let url = format!("host=127.0.0.1 port={} user=x dbname=lake password={token}", pg.port());
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(connection);
+        client
+    };
+    let client = connect(reader).await;
+    let rows = client.query(query, &[]).await.unwrap();
+    assert_eq!(rows.len(), names.len());
+    for (row, name) in rows.iter().zip(&names) {
+        assert_ne!(&row.get::<_, String>(0), name);
+    }
+    let simple = client.simple_query(query).await.unwrap();
+    assert!(!simple.iter().any(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(r) if names.iter().any(|n| Some(n.as_str()) == r.get(0)))));
+    assert_eq!(client.query_one(by_name.as_str(), &[]).await.unwrap().get::<_, i64>(0), 0);
+    let client = connect(analyst).await;
+    let rows = client.query(query, &[]).await.unwrap();
+    let over_pg: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    let over_api: Vec<String> = pseudonyms.iter().map(|r| r["contact_name"].as_str().unwrap().to_string()).collect();
+    assert_eq!(over_pg, over_api, "the same pseudonyms on both endpoints");
+    let client = connect(admin).await;
+    let rows = client.query(query, &[]).await.unwrap();
+    assert_eq!(rows.iter().map(|r| r.get::<_, String>(0)).collect::<Vec<_>>(), names);
+    server.shutdown().await;
+}
