@@ -36,6 +36,9 @@ mod lake_commands;
 /// The governance commands' printing (profile, catalog, lineage).
 #[path = "cli/governance.rs"]
 mod governance;
+/// `medallion token create`.
+#[path = "cli/token.rs"]
+mod token;
 
 #[derive(Parser)]
 #[command(
@@ -161,6 +164,11 @@ enum Command {
     /// Which tables each table is built from (source → bronze → silver → gold → serving), derived from the SQL models' plans
     #[command(after_help = "Example:\n  medallion lineage --lake file:///tmp/lake")]
     Lineage(LineageArgs),
+    /// Access tokens of the serving layer, each with a name and a role (reader, analyst, admin)
+    Token {
+        #[command(subcommand)]
+        command: token::TokenCommand,
+    },
     /// Give a table the content of an older version, as one new commit (history is kept)
     #[command(after_help = "Example:\n  medallion restore gold.kpi_revenue --to 3")]
     Restore(RestoreArgs),
@@ -345,8 +353,16 @@ struct SqlArgs {
     /// Read the lake tables of the query as they were: a version (one table) or a time (2026-11-30T21:00:00Z)
     #[arg(long, value_name = "VERSION|TIME")]
     as_of: Option<String>,
+    /// See PII columns ([pii] in medallion.toml) as this role does: reader (masked), analyst (pseudonyms, with
+    /// MEDALLION_PII_KEY), admin (clear text). Admin by default: whoever runs the CLI can read the lake's files anyway
+    #[arg(long, value_name = "ROLE", value_parser = parse_role, default_value = "admin")]
+    role: medallion::config::Role,
     #[command(flatten)]
     lake: LakeArg,
+}
+
+fn parse_role(text: &str) -> std::result::Result<medallion::config::Role, String> {
+    medallion::config::Role::parse(text).ok_or_else(|| format!("'{text}' is not a role: use reader, analyst or admin"))
 }
 
 #[derive(Args)]
@@ -640,6 +656,7 @@ impl Command {
             Command::Serve(a) => vec![&a.lake, &a.serve],
             Command::BenchServe(a) => vec![&a.lake],
             Command::Source { command: SourceCommand::Load(a) } => vec![&a.database],
+            Command::Token { .. } => vec![],
         };
         let mut overrides = Overrides { config_file, ..Default::default() };
         for group in groups {
@@ -760,7 +777,8 @@ async fn execute(command: Command, config: Config, progress: Progress) -> Result
         }
         Command::Sql(args) => {
             let lake = Lake::new(&config)?;
-            let ctx = medallion::lake::session::SessionBuilder::full(&lake, &config).build().await?.ctx;
+            let ctx =
+                medallion::lake::session::SessionBuilder::full(&lake, &config).for_role(args.role, &config.pii).build().await?.ctx;
             if let Some(as_of) = &args.as_of {
                 let as_of = history::AsOf::parse(as_of)?;
                 for (table, version) in history::point_query_as_of(&ctx, &lake, &args.query, as_of).await? {
@@ -810,6 +828,7 @@ async fn execute(command: Command, config: Config, progress: Progress) -> Result
         Command::History(args) => lake_commands::history(&config, &args.table, args.limit).await?,
         Command::Restore(args) => lake_commands::restore(&config, &args.table, args.to).await?,
         Command::Source { command: SourceCommand::Load(args) } => load_source(&config, &args, &progress).await?,
+        Command::Token { command } => token::run(&command)?,
     }
     Ok(())
 }

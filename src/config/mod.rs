@@ -24,12 +24,20 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 use crate::serve::ServeOptions;
 
+mod auth;
+mod pii;
 mod profile;
 mod tls;
 mod up;
+pub use auth::{AuthConfig, Identity, Role, Tokens};
+pub use pii::{PiiConfig, DEFAULT_PII_COLUMNS};
 pub use profile::ProfileConfig;
 pub use tls::{TlsConfig, TlsIdentity};
 pub use up::{MaintenanceConfig, UpConfig};
+/// Making tokens (`medallion token create`).
+pub mod tokens {
+    pub use super::auth::{new_token, token_entry, token_hash, TOKEN_PREFIX};
+}
 use crate::stream::{StreamOptions, Trigger};
 
 /// Reads one environment variable (`None` when unset).
@@ -132,6 +140,10 @@ const SERVE_PG_ADDR: Setting = Setting { key: "serve.pg_addr", flag: Some("--pg-
 const SERVE_PG: Setting = Setting { key: "serve.pg", flag: Some("--no-pg"), env: &[] };
 const SERVE_SQL_ROW_LIMIT: Setting = Setting { key: "serve.sql_row_limit", flag: Some("--sql-row-limit"), env: &[] };
 const SERVE_SQL_TIMEOUT: Setting = Setting { key: "serve.sql_timeout", flag: Some("--sql-timeout"), env: &[] };
+const SERVE_PG_STATEMENT_TIMEOUT: Setting =
+    Setting { key: "serve.pg_statement_timeout", flag: None, env: &["MEDALLION_PG_STATEMENT_TIMEOUT"] };
+const SERVE_MAX_CONCURRENT_QUERIES: Setting =
+    Setting { key: "serve.max_concurrent_queries", flag: None, env: &["MEDALLION_MAX_CONCURRENT_QUERIES"] };
 
 /// The Kafka topic of sales events unless configured.
 pub const DEFAULT_TOPIC: &str = "ventes-temps-reel";
@@ -285,6 +297,10 @@ struct FileConfig {
     memory_limit_mb: Option<FileValue>,
     token: Option<String>,
     #[serde(default)]
+    auth: auth::AuthFile,
+    #[serde(default)]
+    pii: pii::PiiFile,
+    #[serde(default)]
     countries: CountryConfig,
     #[serde(default)]
     s3: S3File,
@@ -342,6 +358,8 @@ struct ServeFile {
     pg: Option<FileValue>,
     sql_row_limit: Option<FileValue>,
     sql_timeout: Option<FileValue>,
+    pg_statement_timeout: Option<FileValue>,
+    max_concurrent_queries: Option<FileValue>,
 }
 
 /// A value of the file read as text whatever its TOML type (`max_batch =
@@ -598,6 +616,10 @@ pub struct ServeConfig {
     pub sql_row_limit: usize,
     /// Longest a `POST /api/sql` query may run.
     pub sql_timeout: Duration,
+    /// Longest a PostgreSQL-wire statement may run (default: `sql_timeout`).
+    pub pg_statement_timeout: Duration,
+    /// Queries each endpoint (`/api/sql`, the PostgreSQL wire) runs at once.
+    pub max_concurrent_queries: usize,
 }
 
 impl ServeConfig {
@@ -616,7 +638,23 @@ impl ServeConfig {
             sql_timeout: sources
                 .parsed(&SERVE_SQL_TIMEOUT, flags.sql_timeout, text(file.sql_timeout), POSITIVE_DURATION)?
                 .unwrap_or(defaults.sql_timeout),
-        })
+            pg_statement_timeout: Duration::ZERO,
+            max_concurrent_queries: sources
+                .parsed(&SERVE_MAX_CONCURRENT_QUERIES, None, text(file.max_concurrent_queries), COUNT)?
+                .unwrap_or(defaults.max_concurrent_queries),
+        }
+        .with_pg_statement_timeout(sources.parsed(
+            &SERVE_PG_STATEMENT_TIMEOUT,
+            None,
+            text(file.pg_statement_timeout),
+            POSITIVE_DURATION,
+        )?))
+    }
+
+    /// The PostgreSQL statement timeout: as given, else `sql_timeout`.
+    fn with_pg_statement_timeout(mut self, given: Option<Duration>) -> ServeConfig {
+        self.pg_statement_timeout = given.unwrap_or(self.sql_timeout);
+        self
     }
 }
 
@@ -644,6 +682,11 @@ pub struct Config {
     /// HTTP API wants it as a bearer token, the PostgreSQL endpoint as the
     /// password. `None` leaves both open (they bind to loopback by default).
     pub token: Option<String>,
+    /// `[[auth.tokens]]`: named tokens with roles (see `auth`); the server
+    /// accepts these and `token` (as an admin named `admin`).
+    pub auth: AuthConfig,
+    /// `[pii]`: protected columns and the pseudonym key (`MEDALLION_PII_KEY`).
+    pub pii: PiiConfig,
     pub stream: StreamConfig,
     pub serve: ServeConfig,
     /// `medallion up`: `[up]`, `[alerts]`, `[freshness]`, `[maintenance]`.
@@ -705,6 +748,8 @@ impl Config {
             countries: file.countries,
             s3: S3Config::resolve(flags.create_buckets, file.s3, sources)?,
             token: sources.text(&TOKEN, None, file.token),
+            auth: AuthConfig::resolve(file.auth, &sources.file_name)?,
+            pii: PiiConfig::resolve(file.pii, sources.env_value("MEDALLION_PII_KEY"), &sources.file_name)?,
             stream,
             serve: ServeConfig::resolve(flags.serve, file.serve, sources)?,
             up,
@@ -732,6 +777,8 @@ impl Config {
             pg_addr: self.serve.pg.then_some(self.serve.pg_addr),
             sql_row_limit: self.serve.sql_row_limit,
             sql_timeout: self.serve.sql_timeout,
+            pg_statement_timeout: self.serve.pg_statement_timeout,
+            max_concurrent_queries: self.serve.max_concurrent_queries,
             ..ServeOptions::default()
         }
     }
@@ -752,6 +799,9 @@ impl Config {
         }
         if let Some(webhook) = &self.up.webhook {
             secrets.push(webhook.clone());
+        }
+        if let Some(key) = &self.pii.key {
+            secrets.push(key.clone());
         }
         // Too short to replace without mangling the message (and to be a real secret).
         secrets.retain(|s| s.len() >= 3);
@@ -935,6 +985,13 @@ mod tests {
         assert_eq!(serve.pg_addr, None);
         assert_eq!(serve.sql_row_limit, 25);
         assert_eq!(serve.sql_timeout, Duration::from_secs(5));
+        // The PostgreSQL statement timeout follows sql_timeout unless given.
+        assert_eq!(serve.pg_statement_timeout, Duration::from_secs(5));
+        let limits = file("[serve]\npg_statement_timeout = \"750ms\"\nmax_concurrent_queries = 3\n");
+        let serve = load(limits.flags.clone(), &[]).unwrap().serve_options();
+        assert_eq!((serve.pg_statement_timeout, serve.max_concurrent_queries), (Duration::from_millis(750), 3));
+        let err = load(limits.flags.clone(), &[("MEDALLION_MAX_CONCURRENT_QUERIES", "0")]).unwrap_err().to_string();
+        assert!(err.contains("MEDALLION_MAX_CONCURRENT_QUERIES") && err.contains("at least 1"), "{err}");
 
         // --available-now beats an interval from the file.
         let mut flags = test.flags.clone();

@@ -32,6 +32,12 @@ pub fn new_session() -> SessionContext {
 /// spill to temporary files (a fair share per operator), and a join whose
 /// build side does not fit fails in one line naming the limit.
 pub fn new_session_within(memory_limit: Option<usize>) -> SessionContext {
+    new_session_for(memory_limit, None)
+}
+
+/// `new_session_within`, whose Delta tables are registered through
+/// `protection` (a role's view of PII, see `pii`) when given.
+pub fn new_session_for(memory_limit: Option<usize>, protection: Option<super::pii::Protection>) -> SessionContext {
     let mut config = SessionConfig::new().with_information_schema(true).with_target_partitions(
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
     );
@@ -43,6 +49,9 @@ pub fn new_session_within(memory_limit: Option<usize>) -> SessionContext {
     // panic on dictionary-encoded partition keys.
     config.options_mut().optimizer.hash_join_inlist_pushdown_max_size = 0;
     config.options_mut().optimizer.hash_join_inlist_pushdown_max_distinct_values = 0;
+    if let Some(protection) = protection {
+        config = config.with_extension(Arc::new(protection));
+    }
     // delta-rs's planner, so write plans built from this session can run.
     let mut state = SessionStateBuilder::new();
     if let Some(limit) = memory_limit {
@@ -71,7 +80,13 @@ pub fn new_session_within(memory_limit: Option<usize>) -> SessionContext {
 /// (plain string arrays, see `new_session`).
 pub async fn register_delta(ctx: &SessionContext, name: &TableName, delta: &DeltaTable) -> Result<()> {
     delta.update_datafusion_session(&ctx.state()).map_err(|e| Error::lake(name, e))?;
-    let provider = delta.table_provider().with_session(Arc::new(ctx.state())).await.map_err(|e| Error::lake(name, e))?;
+    let provider: Arc<dyn TableProvider> =
+        delta.table_provider().with_session(Arc::new(ctx.state())).await.map_err(|e| Error::lake(name, e))?;
+    // A session built for a role hides the PII columns (see `pii`).
+    let provider = match ctx.state().config().get_extension::<super::pii::Protection>() {
+        Some(protection) => protection.wrap(name, provider),
+        None => provider,
+    };
     ctx.register_table(name.to_string(), provider)?;
     Ok(())
 }

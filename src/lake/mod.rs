@@ -12,6 +12,7 @@ pub mod history;
 pub mod location;
 pub mod names;
 pub mod partition_write;
+pub mod pii;
 pub mod s3;
 pub mod upkeep;
 pub mod session;

@@ -14,7 +14,8 @@
 //!     .with_reference_tables(&config)          + ref.*
 //! ```
 //!
-//! Delta tables are always registered with the session's settings (see
+//! `.for_role(role, &config.pii)` hides PII columns from readers and analysts
+//! (`pii`). Delta tables are always registered with the session's settings (see
 //! `catalog::register_delta`). Every schema is a `catalog::SwapSchema`, so a
 //! server can swap newer table versions in while queries run.
 
@@ -26,8 +27,9 @@ use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 use deltalake::DeltaTable;
 
+use super::pii::Protection;
 use super::{catalog, views, Lake, TableName};
-use crate::config::Config;
+use crate::config::{Config, PiiConfig, Role};
 use crate::error::Result;
 use crate::live::{LiveHandle, LiveSnapshot};
 use crate::tables::{self, COUNTRY_MAP, LIVE_SALES_BY_COUNTRY};
@@ -50,6 +52,7 @@ pub struct SessionBuilder<'a> {
     live: LiveSource,
     views: bool,
     memory_limit: Option<usize>,
+    protection: Option<Protection>,
 }
 
 /// A built session and the Delta tables registered in it, as opened (a
@@ -62,7 +65,7 @@ pub struct LakeSession {
 impl<'a> SessionBuilder<'a> {
     /// Every Delta table of the lake, nothing else.
     pub fn new(lake: &'a Lake) -> SessionBuilder<'a> {
-        SessionBuilder { lake, only: None, reference: None, live: LiveSource::Absent, views: false, memory_limit: None }
+        SessionBuilder { lake, only: None, reference: None, live: LiveSource::Absent, views: false, memory_limit: None, protection: None }
     }
 
     /// Every name a user can query: the lake, `ref.*`, `live.*` (from the
@@ -110,8 +113,16 @@ impl<'a> SessionBuilder<'a> {
         self
     }
 
+    /// What `role` may see of the PII columns `policy` names: masked
+    /// (reader), pseudonyms (analyst), clear text (admin). Every Delta table,
+    /// and so every view over one, is registered through it (see `pii`).
+    pub fn for_role(mut self, role: Role, policy: &PiiConfig) -> SessionBuilder<'a> {
+        self.protection = Protection::for_role(role, policy);
+        self
+    }
+
     pub async fn build(self) -> Result<LakeSession> {
-        let ctx = catalog::new_session_within(self.memory_limit);
+        let ctx = catalog::new_session_for(self.memory_limit, self.protection.clone());
         let tables = self.register_delta_tables(&ctx).await?;
         if let Some(config) = self.reference {
             register_reference_tables(&ctx, config)?;

@@ -16,6 +16,11 @@
 //! | `GET /api/profiles?table=` | a table's latest and previous column profiles |
 //! | `GET /metrics` | Prometheus text |
 //! | `POST /api/sql` | read-only SQL (see `sql`) |
+//! | `GET /api/me` | the caller's token name and role |
+//!
+//! The auth middleware resolves the bearer token to the caller's `Identity`
+//! (token name and role, see `config::auth`) and puts it into the request's
+//! extensions for the handlers.
 //!
 //! Errors are JSON `{"error": "..."}`: one line, never a stack trace.
 
@@ -36,6 +41,7 @@ use serde_json::{json, Map, Value};
 use super::response::ApiError;
 use super::state::AppState;
 use super::{metrics, sql};
+use crate::config::Identity;
 use crate::error::Error;
 use crate::lake::TableName;
 use crate::live::LiveSnapshot;
@@ -61,6 +67,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/status", get(service_status))
         .route("/api/freshness", get(freshness))
         .route("/api/sql", post(sql::handle))
+        .route("/api/me", get(me))
         .route("/metrics", get(metrics::handle))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
@@ -77,47 +84,47 @@ fn asset(body: &'static str, content_type: &'static str) -> Response {
     ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "no-cache")], body).into_response()
 }
 
-/// Refuses API calls without the configured bearer token.
-async fn require_token(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
-    if let Some(token) = &state.token {
-        if !bearer_matches(request.headers(), token) {
-            let mut response = ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "missing or wrong token: send the header `Authorization: Bearer <token>` (MEDALLION_TOKEN)",
-            )
-            .into_response();
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            return response;
-        }
-    }
+/// Refuses API calls without a configured bearer token; puts the caller's
+/// `Identity` (token name and role) into the request's extensions. An open
+/// server (no token configured) treats every caller as an anonymous admin.
+async fn require_token(State(state): State<Arc<AppState>>, mut request: Request, next: Next) -> Response {
+    let identity = if state.tokens.is_open() {
+        Some(Identity::anonymous())
+    } else {
+        bearer(request.headers()).and_then(|given| state.tokens.identify(given))
+    };
+    let Some(identity) = identity else {
+        let mut response = ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong token: send the header `Authorization: Bearer <token>` (MEDALLION_TOKEN or one of [[auth.tokens]])",
+        )
+        .into_response();
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return response;
+    };
+    request.extensions_mut().insert(identity);
     next.run(request).await
 }
 
-fn bearer_matches(headers: &HeaderMap, token: &str) -> bool {
-    let Some(given) = headers
+/// The bearer token of a request, if any.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-    else {
-        return false;
-    };
-    constant_time_eq(given.trim().as_bytes(), token.as_bytes())
+        .map(str::trim)
 }
 
-/// Compares without an early exit, so timing does not reveal the token.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = a.len() ^ b.len();
-    for i in 0..a.len().max(b.len()) {
-        diff |= (*a.get(i).unwrap_or(&0) ^ *b.get(i).unwrap_or(&0)) as usize;
-    }
-    diff == 0
+/// `GET /api/me`: who the token says the caller is.
+async fn me(axum::Extension(identity): axum::Extension<Identity>) -> Response {
+    axum::Json(json!({ "name": identity.name, "role": identity.role })).into_response()
 }
 
 async fn health(State(state): State<Arc<AppState>>) -> Response {
     axum::Json(json!({
         "status": "ok",
         "uptime_seconds": state.started_at.elapsed().as_secs(),
-        "auth": state.token.is_some(),
+        "auth": !state.tokens.is_open(),
     }))
     .into_response()
 }

@@ -62,6 +62,13 @@ pub struct ServeOptions {
     pub sql_row_limit: usize,
     /// Longest a `POST /api/sql` query may run.
     pub sql_timeout: Duration,
+    /// Longest a PostgreSQL-wire statement may run (a client's own `SET
+    /// statement_timeout` can only lower it): past it the query is cancelled
+    /// with SQLSTATE 57014.
+    pub pg_statement_timeout: Duration,
+    /// Queries `/api/sql` and the PostgreSQL wire each run at once; past it a
+    /// query waits for a slot up to its timeout, then is refused.
+    pub max_concurrent_queries: usize,
 }
 
 impl Default for ServeOptions {
@@ -73,6 +80,8 @@ impl Default for ServeOptions {
             refresh_interval: Duration::from_secs(1),
             sql_row_limit: 10_000,
             sql_timeout: Duration::from_secs(30),
+            pg_statement_timeout: Duration::from_secs(30),
+            max_concurrent_queries: 2 * std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
         }
     }
 }
@@ -160,7 +169,7 @@ pub async fn start(config: &Config, lake: Lake, live: LiveHandle, options: Serve
 /// Serves until Ctrl-C (or SIGTERM), printing where to connect.
 pub async fn run(config: &Config, lake: Lake, live: LiveHandle, options: ServeOptions) -> Result<()> {
     let server = start(config, lake, live, options).await?;
-    let auth = if config.token.is_some() { " (token required)" } else { "" };
+    let auth = if server.state().tokens.is_open() { "" } else { " (token required)" };
     println!("dashboard   {}://{}/{auth}", config.tls.scheme(), server.http_addr());
     if let Some(pg) = server.pg_addr() {
         println!("PostgreSQL  psql -h {} -p {} -U medallion -d lake{auth}{}", pg.ip(), pg.port(), config.tls.pg_note());

@@ -1,15 +1,20 @@
 //! The PostgreSQL wire endpoint: psql, Metabase, Superset, Grafana, DBeaver
 //! connect to the lake as to a (read-only) PostgreSQL database.
 //!
-//! Built on datafusion-postgres over the shared session, with its pg_catalog
+//! Built on datafusion-postgres over the shared session (one service per
+//! role: a reader's or analyst's connection queries its role's session, PII
+//! hidden; see `serve::state`), with its pg_catalog
 //! emulation so tools can list schemas, tables and columns. Three things are
 //! ours: a hook that runs first and refuses every statement that is neither
 //! a read-only query nor a harmless session statement (see `readonly`); the
-//! startup, which asks for the token as the password when one is configured
-//! (any user name); and the accept loop, so the endpoint binds where we say
-//! (port 0 in tests) and stops on shutdown. With `[tls]` the endpoint
-//! accepts SSLRequest (`sslmode=require`) and direct TLS; with `require_tls`
-//! the startup of an unencrypted connection is refused with a FATAL error.
+//! startup, which asks for a token as the password when any is configured
+//! (any user name) and keeps the token's name and role in the connection's
+//! metadata (`identity_of`); the limits (`Limited`: a statement timeout and a cap on
+//! the queries running at once); and the accept loop, so the endpoint binds
+//! where we say (port 0 in tests) and stops on shutdown. With `[tls]` the
+//! endpoint accepts SSLRequest (`sslmode=require`) and direct TLS; with
+//! `require_tls` the startup of an unencrypted connection is refused with a
+//! FATAL error.
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -35,20 +40,32 @@ use datafusion_postgres::pgwire::api::query::{ExtendedQueryHandler, SimpleQueryH
 use datafusion_postgres::pgwire::api::results::Response;
 use datafusion_postgres::pgwire::api::{ClientInfo, ConnectionManager, ErrorHandler, PgWireServerHandlers};
 use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use datafusion_postgres::pgwire::messages::startup::PasswordMessageFamily;
 use datafusion_postgres::pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use datafusion_postgres::{DfSessionService, QueryHook};
+use datafusion_postgres::pgwire::api::portal::{Format, Portal};
+use datafusion_postgres::pgwire::api::results::FieldInfo;
+use datafusion_postgres::pgwire::api::stmt::QueryParser;
+use datafusion_postgres::pgwire::api::Type;
+use datafusion_postgres::pgwire::api::results::SendableRowStream;
+use datafusion_postgres::pgwire::api::store::PortalStore;
+use datafusion_postgres::pgwire::api::ClientPortalStore;
+use datafusion_postgres::Parser;
 use datafusion_postgres::pgwire::tokio::TlsAcceptor;
-use futures::Sink;
+use futures::{Sink, StreamExt};
+use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 
 use super::readonly::{is_read_only_query, is_session_statement, keyword, refusal};
 use super::state::AppState;
+use crate::config::{Identity, Role, Tokens};
 use crate::error::{Error, Result};
 
 /// Everything a connection needs.
 pub struct PgHandlers {
-    service: Arc<DfSessionService>,
+    service: Arc<Limited>,
     startup: Arc<SecureStartup>,
     cancel: Arc<DefaultCancelHandler>,
 }
@@ -56,25 +73,42 @@ pub struct PgHandlers {
 /// Builds the handlers over the shared session (adds `pg_catalog` to it);
 /// `require_tls` refuses unencrypted clients.
 pub fn handlers(state: &Arc<AppState>, require_tls: bool) -> Result<Arc<PgHandlers>> {
-    setup_pg_catalog(&state.ctx, "datafusion", EmptyContextProvider)
-        .map_err(|e| Error::other("PostgreSQL catalog emulation", e))?;
-    let hooks: Vec<Arc<dyn QueryHook>> = vec![
-        Arc::new(ReadOnlyHook),
-        Arc::new(CursorStatementHook),
-        Arc::new(SetShowHook),
-        Arc::new(TransactionStatementHook),
-    ];
-    let service = Arc::new(DfSessionService::new_with_hooks(state.ctx.clone(), hooks));
+    let service = |ctx: &Arc<SessionContext>| -> Result<Arc<DfSessionService>> {
+        setup_pg_catalog(ctx, "datafusion", EmptyContextProvider).map_err(|e| Error::other("PostgreSQL catalog emulation", e))?;
+        let hooks: Vec<Arc<dyn QueryHook>> = vec![
+            Arc::new(ReadOnlyHook),
+            Arc::new(CursorStatementHook),
+            Arc::new(SetShowHook),
+            Arc::new(TransactionStatementHook),
+        ];
+        Ok(Arc::new(DfSessionService::new_with_hooks(ctx.clone(), hooks)))
+    };
+    let admin = service(&state.ctx)?;
+    let mut roles = Vec::new();
+    for (role, ctx) in &state.role_sessions {
+        roles.push((*role, service(ctx)?));
+    }
+    let parser = Arc::new(RoleParser {
+        admin: admin.query_parser(),
+        roles: roles.iter().map(|(role, service)| (*role, service.query_parser())).collect(),
+    });
+    let service = Arc::new(Limited {
+        admin,
+        roles,
+        parser,
+        timeout: state.options.pg_statement_timeout,
+        slots: Arc::new(Semaphore::new(state.options.max_concurrent_queries.max(1))),
+        max: state.options.max_concurrent_queries.max(1),
+    });
     let connections = Arc::new(ConnectionManager::new());
-    let startup = match &state.token {
-        Some(token) => Startup::Token(
-            CleartextPasswordAuthStartupHandler::new(
-                TokenSource { token: token.clone() },
-                DefaultServerParameterProvider::default(),
-            )
-            .with_connection_manager(connections.clone()),
-        ),
-        None => Startup::Open(OpenStartup { connections: connections.clone() }),
+    let startup = if state.tokens.is_open() {
+        Startup::Open(OpenStartup { connections: connections.clone() })
+    } else {
+        Startup::Token(TokenStartup {
+            tokens: state.tokens.clone(),
+            inner: CleartextPasswordAuthStartupHandler::new(PresentedSource, DefaultServerParameterProvider::default())
+                .with_connection_manager(connections.clone()),
+        })
     };
     let startup = SecureStartup { inner: startup, require_tls };
     Ok(Arc::new(PgHandlers {
@@ -147,16 +181,50 @@ impl ErrorHandler for QuietErrors {
     }
 }
 
-/// The token as the password of every user.
-#[derive(Debug)]
-struct TokenSource {
-    token: String,
+tokio::task_local! {
+    /// The password of the startup being checked, once `TokenStartup` has
+    /// recognised it as a configured token.
+    static RECOGNISED: Vec<u8>;
 }
 
+/// Gives pgwire's cleartext handler the password `TokenStartup` recognised,
+/// so it accepts it and does the rest (keys, registration for cancel,
+/// parameters); anything else never matches.
+#[derive(Debug)]
+struct PresentedSource;
+
 #[async_trait]
-impl AuthSource for TokenSource {
+impl AuthSource for PresentedSource {
     async fn get_password(&self, _login: &LoginInfo) -> PgWireResult<Password> {
-        Ok(Password::new(None, self.token.as_bytes().to_vec()))
+        let expected = RECOGNISED.try_with(Clone::clone).unwrap_or_default();
+        // No recognised token: a password no client can send (it is never empty).
+        Ok(Password::new(None, if expected.is_empty() { vec![0xff; 80] } else { expected }))
+    }
+}
+
+/// A token as the password of any user: recognised among the configured
+/// tokens, its name and role go into the connection's metadata.
+struct TokenStartup {
+    tokens: Tokens,
+    inner: CleartextPasswordAuthStartupHandler<PresentedSource, DefaultServerParameterProvider>,
+}
+
+/// Metadata keys of a connection's identity.
+const TOKEN_NAME: &str = "medallion.token_name";
+const ROLE: &str = "medallion.role";
+
+fn remember<C: ClientInfo + ?Sized>(client: &mut C, identity: &Identity) {
+    client.metadata_mut().insert(TOKEN_NAME.to_string(), identity.name.clone());
+    client.metadata_mut().insert(ROLE.to_string(), identity.role.as_str().to_string());
+}
+
+/// The identity of a connection (set at startup).
+pub fn identity_of<C: ClientInfo + ?Sized>(client: &C) -> Identity {
+    let metadata = client.metadata();
+    match (metadata.get(TOKEN_NAME), metadata.get(ROLE).and_then(|r| Role::parse(r))) {
+        (Some(name), Some(role)) => Identity { name: name.clone(), role },
+        // Never reached: startup sets both before any query (an open server included).
+        _ => Identity { name: "unknown".into(), role: Role::Reader },
     }
 }
 
@@ -174,7 +242,7 @@ impl NoopStartupHandler for OpenStartup {
 /// Open or token-protected startup, chosen once at start.
 enum Startup {
     Open(OpenStartup),
-    Token(CleartextPasswordAuthStartupHandler<TokenSource, DefaultServerParameterProvider>),
+    Token(TokenStartup),
 }
 
 #[async_trait]
@@ -186,9 +254,34 @@ impl StartupHandler for Startup {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         match self {
-            Startup::Open(handler) => handler.on_startup(client, message).await,
+            Startup::Open(handler) => {
+                remember(client, &Identity::anonymous());
+                handler.on_startup(client, message).await
+            }
             Startup::Token(handler) => handler.on_startup(client, message).await,
         }
+    }
+}
+
+impl TokenStartup {
+    async fn on_startup<C>(&self, client: &mut C, message: PgWireFrontendMessage) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let PgWireFrontendMessage::PasswordMessageFamily(family) = message else {
+            return self.inner.on_startup(client, message).await;
+        };
+        let password = family.into_password()?;
+        let Some(identity) = self.tokens.identify(&password.password) else {
+            let user = client.metadata().get("user").cloned().unwrap_or_default();
+            return Err(PgWireError::InvalidPassword(user));
+        };
+        remember(client, &identity);
+        let presented = password.password.as_bytes().to_vec();
+        let message = PgWireFrontendMessage::PasswordMessageFamily(PasswordMessageFamily::Password(password));
+        RECOGNISED.scope(presented, self.inner.on_startup(client, message)).await
     }
 }
 
@@ -263,5 +356,175 @@ impl QueryHook for ReadOnlyHook {
         _client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
         Self::verdict(statement).map(Err)
+    }
+}
+
+/// The query handlers of `DfSessionService` within the endpoint's limits.
+///
+/// Every statement gets a deadline: the configured `pg_statement_timeout`,
+/// or the client's own `SET statement_timeout` when shorter. It first waits
+/// for one of `max` slots (refused with SQLSTATE 53000 when none frees up
+/// before the deadline), then plans and runs; its rows are streamed to the
+/// client through `bounded`, which holds the slot until the last row and
+/// cancels the query (its DataFusion stream is dropped) with SQLSTATE 57014
+/// when the deadline passes.
+pub struct Limited {
+    /// The admin's service, over the server's main session.
+    admin: Arc<DfSessionService>,
+    /// One per restricted role, over that role's session (PII hidden).
+    roles: Vec<(Role, Arc<DfSessionService>)>,
+    parser: Arc<RoleParser>,
+    timeout: Duration,
+    slots: Arc<Semaphore>,
+    max: usize,
+}
+
+impl Limited {
+    /// The service of the connection's role.
+    fn service_for<C: ClientInfo + ?Sized>(&self, client: &C) -> &DfSessionService {
+        let role = identity_of(client).role;
+        self.roles.iter().find(|(r, _)| *r == role).map(|(_, s)| s.as_ref()).unwrap_or(self.admin.as_ref())
+    }
+
+    /// The statement's deadline and its slot.
+    async fn admit<C: ClientInfo + ?Sized>(&self, client: &C) -> PgWireResult<(Instant, Duration, Arc<OwnedSemaphorePermit>)> {
+        // Where datafusion-postgres's `SET statement_timeout` keeps the value.
+        let own = client.metadata().get("statement_timeout_ms").and_then(|ms| ms.parse::<u64>().ok());
+        let timeout = match own {
+            Some(ms) if ms > 0 => Duration::from_millis(ms).min(self.timeout),
+            _ => self.timeout,
+        };
+        let deadline = Instant::now() + timeout;
+        let identity = identity_of(client);
+        tracing::debug!(token = %identity.name, role = %identity.role, "PostgreSQL statement");
+        match tokio::time::timeout_at(deadline, self.slots.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Ok((deadline, timeout, Arc::new(permit))),
+            _ => Err(user_error(
+                "53000", // insufficient_resources
+                format!(
+                    "the server is already running its {} queries (max_concurrent_queries) and none finished within {} ms: try again later",
+                    self.max,
+                    timeout.as_millis()
+                ),
+            )),
+        }
+    }
+
+    /// `response` with its rows cut at the deadline; the slot is held until
+    /// the rows are sent.
+    fn bound(response: Response, deadline: Instant, timeout: Duration, permit: &Arc<OwnedSemaphorePermit>) -> Response {
+        match response {
+            Response::Query(mut query) => {
+                let rows = std::mem::replace(&mut query.data_rows, Box::pin(futures::stream::empty()));
+                query.data_rows = bounded(rows, deadline, timeout, permit.clone());
+                Response::Query(query)
+            }
+            other => other,
+        }
+    }
+}
+
+/// The one-line error of a statement past its deadline.
+fn timed_out(timeout: Duration) -> PgWireError {
+    user_error(
+        "57014", // query_canceled
+        format!(
+            "canceling statement due to statement timeout: it ran longer than {} ms (pg_statement_timeout); add filters or a LIMIT",
+            timeout.as_millis()
+        ),
+    )
+}
+
+fn user_error(code: &str, message: String) -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new("ERROR".to_string(), code.to_string(), message)))
+}
+
+/// `rows` until the deadline, then one timeout error; drops the inner stream
+/// (cancelling the query's execution) and the slot as soon as it ends.
+fn bounded(rows: SendableRowStream, deadline: Instant, timeout: Duration, permit: Arc<OwnedSemaphorePermit>) -> SendableRowStream {
+    let sleep = Box::pin(tokio::time::sleep_until(deadline));
+    Box::pin(futures::stream::unfold(Some((rows, sleep, permit)), move |state| async move {
+        let (mut rows, mut sleep, permit) = state?;
+        tokio::select! {
+            biased;
+            _ = &mut sleep => Some((Err(timed_out(timeout)), None)),
+            row = rows.next() => row.map(|row| (row, Some((rows, sleep, permit)))),
+        }
+    }))
+}
+
+#[async_trait]
+impl SimpleQueryHandler for Limited {
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let (deadline, timeout, permit) = self.admit(client).await?;
+        let responses = tokio::time::timeout_at(deadline, SimpleQueryHandler::do_query(self.service_for(client), client, query))
+            .await
+            .map_err(|_| timed_out(timeout))??;
+        Ok(responses.into_iter().map(|r| Limited::bound(r, deadline, timeout, &permit)).collect())
+    }
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for Limited {
+    type Statement = <DfSessionService as ExtendedQueryHandler>::Statement;
+    type QueryParser = RoleParser;
+
+    fn query_parser(&self) -> Arc<RoleParser> {
+        self.parser.clone()
+    }
+
+    async fn do_query<C>(&self, client: &mut C, portal: &Portal<Self::Statement>, max_rows: usize) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let (deadline, timeout, permit) = self.admit(client).await?;
+        let response =
+            tokio::time::timeout_at(deadline, ExtendedQueryHandler::do_query(self.service_for(client), client, portal, max_rows))
+                .await
+                .map_err(|_| timed_out(timeout))??;
+        Ok(Limited::bound(response, deadline, timeout, &permit))
+    }
+}
+
+/// Plans a prepared statement in the session of the connection's role.
+pub struct RoleParser {
+    admin: Arc<Parser>,
+    roles: Vec<(Role, Arc<Parser>)>,
+}
+
+impl RoleParser {
+    fn parser_for<C: ClientInfo + ?Sized>(&self, client: &C) -> &Parser {
+        let role = identity_of(client).role;
+        self.roles.iter().find(|(r, _)| *r == role).map(|(_, p)| p.as_ref()).unwrap_or(self.admin.as_ref())
+    }
+}
+
+#[async_trait]
+impl QueryParser for RoleParser {
+    type Statement = <Parser as QueryParser>::Statement;
+
+    async fn parse_sql<C>(&self, client: &C, sql: &str, types: &[Option<Type>]) -> PgWireResult<Option<Self::Statement>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        self.parser_for(client).parse_sql(client, sql, types).await
+    }
+
+    fn get_parameter_types(&self, statement: &Self::Statement) -> PgWireResult<Vec<Type>> {
+        // Reads the statement's plan only, the same in every session.
+        self.admin.get_parameter_types(statement)
+    }
+
+    fn get_result_schema(&self, statement: &Self::Statement, format: Option<&Format>) -> PgWireResult<Vec<FieldInfo>> {
+        self.admin.get_result_schema(statement, format)
     }
 }

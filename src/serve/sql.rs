@@ -6,9 +6,12 @@
 //! `--sql-timeout`). The statement is judged by kind (`readonly`) and planned
 //! with DDL, DML and session statements disabled, so nothing can write. A
 //! result longer than the limit is cut and flagged (`truncated` in JSON, the
-//! `X-Medallion-Truncated` header otherwise). `"as_of": "12"` or
+//! `X-Medallion-Truncated` header otherwise). At most `max_concurrent_queries`
+//! run at once; a query past the cap waits for a slot (its wait counts toward
+//! its timeout), then is refused with 503. `"as_of": "12"` or
 //! `"as_of": "2026-11-30T21:00:00Z"` reads the query's lake tables as they
-//! were, in a session of its own.
+//! were, in a session of its own. The query runs in the session of the
+//! token's role (PII hidden from readers and analysts, see `lake::pii`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,6 +29,7 @@ use serde_json::json;
 use super::readonly::check_read_only;
 use super::response::{text_response, ApiError};
 use super::state::AppState;
+use crate::config::{Identity, Role};
 use crate::error::Error;
 use crate::lake::history::{point_query_as_of, AsOf};
 use crate::lake::session::SessionBuilder;
@@ -51,7 +55,12 @@ enum Answer {
     Arrow,
 }
 
-pub async fn handle(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+pub async fn handle(
+    State(state): State<Arc<AppState>>,
+    axum::Extension(identity): axum::Extension<Identity>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let request: SqlRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError::new(StatusCode::BAD_REQUEST, format!("the body must be JSON like {{\"sql\": \"SELECT 1\"}}: {e}"))
     })?;
@@ -63,11 +72,26 @@ pub async fn handle(State(state): State<Arc<AppState>>, headers: HeaderMap, body
     let timeout = request.timeout_ms.map(Duration::from_millis).unwrap_or(max_time).min(max_time);
 
     let started = Instant::now();
+    // Waiting for a slot counts toward the query's timeout.
+    let deadline = tokio::time::Instant::now() + timeout;
+    let _slot = match tokio::time::timeout_at(deadline, state.sql_slots.clone().acquire_owned()).await {
+        Ok(Ok(slot)) => slot,
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "the server is already running its {} SQL queries (max_concurrent_queries) and none finished within {} ms: try again later",
+                    state.options.max_concurrent_queries.max(1),
+                    timeout.as_millis()
+                ),
+            ))
+        }
+    };
     let time_travel = match &request.as_of {
-        Some(as_of) => Some(session_as_of(&state, &request.sql, as_of).await?),
+        Some(as_of) => Some(session_as_of(&state, identity.role, &request.sql, as_of).await?),
         None => None,
     };
-    let ctx = time_travel.as_ref().unwrap_or(&state.ctx);
+    let ctx = time_travel.as_ref().unwrap_or(state.session_for(identity.role));
     let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
     let work = async {
         let frame = ctx.sql_with_options(&request.sql, options).await?;
@@ -76,7 +100,7 @@ pub async fn handle(State(state): State<Arc<AppState>>, headers: HeaderMap, body
         let batches = frame.limit(0, Some(limit + 1))?.collect().await?;
         Ok::<_, datafusion::error::DataFusionError>((schema, batches))
     };
-    let (schema, batches) = match tokio::time::timeout(timeout, work).await {
+    let (schema, batches) = match tokio::time::timeout_at(deadline, work).await {
         Ok(result) => result.map_err(Error::from)?,
         Err(_) => {
             return Err(ApiError::new(
@@ -113,10 +137,10 @@ pub async fn handle(State(state): State<Arc<AppState>>, headers: HeaderMap, body
 /// A session of its own for a time-travel query: the lake tables `sql`
 /// reads, as of `as_of` (the shared session stays at the newest versions).
 /// Only lake tables can be read this way, not `live.*` or `serving.*`.
-async fn session_as_of(state: &AppState, sql: &str, as_of: &str) -> Result<Arc<SessionContext>, ApiError> {
+async fn session_as_of(state: &AppState, role: Role, sql: &str, as_of: &str) -> Result<Arc<SessionContext>, ApiError> {
     let bad_request = |err: Error| ApiError::new(StatusCode::BAD_REQUEST, err.to_string());
     let as_of = AsOf::parse(as_of).map_err(bad_request)?;
-    let session = SessionBuilder::new(&state.lake).only(&[]).build().await?;
+    let session = SessionBuilder::new(&state.lake).only(&[]).for_role(role, &state.pii).build().await?;
     match point_query_as_of(&session.ctx, &state.lake, sql, as_of).await {
         Ok(_) => Ok(Arc::new(session.ctx)),
         Err(err @ (Error::Config(_) | Error::Query(_))) => Err(bad_request(err)),

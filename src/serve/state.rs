@@ -8,6 +8,9 @@
 //! latest version (reading only the new commits). A changed table is swapped
 //! into the session atomically (queries in flight keep the version they
 //! planned with) and the combined views are rebuilt.
+//! Each restricted role of a configured token (reader, analyst) has a session
+//! of its own, built `for_role` (PII hidden, see `lake::pii`) and kept current
+//! the same way; `session_for` picks it.
 //! When no stream runs in this process, the same task follows
 //! `gold.live_sales_by_country` and publishes it to the `LiveHandle`.
 
@@ -23,7 +26,7 @@ use deltalake::DeltaTable;
 use tokio::sync::{watch, Mutex, RwLock};
 
 use super::ServeOptions;
-use crate::config::Config;
+use crate::config::{Config, PiiConfig, Role, Tokens};
 use crate::error::Result;
 use crate::lake::session::SessionBuilder;
 use crate::lake::{catalog, views, Lake, Layer, TableName};
@@ -82,12 +85,21 @@ impl Tracked {
 
 /// Shared by every request handler and the PostgreSQL endpoint.
 pub struct AppState {
+    /// The admin's session (clear text), which the dashboard API reads.
     pub ctx: Arc<SessionContext>,
+    /// One session per restricted role a configured token has (reader,
+    /// analyst), PII hidden (`lake::pii`), kept current with `ctx`.
+    pub role_sessions: Vec<(Role, Arc<SessionContext>)>,
+    /// `[pii]`, for the sessions of their own (time travel) of a role.
+    pub pii: PiiConfig,
     pub lake: Lake,
     pub live: LiveHandle,
     pub options: ServeOptions,
-    pub token: Option<String>,
+    /// The tokens the server accepts (`[[auth.tokens]]` and `token`); none: open.
+    pub tokens: Tokens,
     pub started_at: Instant,
+    /// The `max_concurrent_queries` slots of `POST /api/sql`.
+    pub sql_slots: Arc<tokio::sync::Semaphore>,
     /// Set to true to stop every task and close open event streams.
     pub shutdown: watch::Sender<bool>,
     /// What the process around the server reports (`medallion up`), once set.
@@ -129,13 +141,26 @@ impl AppState {
             tracked.describe();
             tables.insert(tracked.name.to_string(), tracked);
         }
+        let sql_slots = Arc::new(tokio::sync::Semaphore::new(options.max_concurrent_queries.max(1)));
+        let tokens = config.auth.tokens(config.token.as_deref());
+        let mut role_sessions = Vec::new();
+        for role in tokens.restricted_roles() {
+            if role == Role::Analyst && config.pii.key.is_none() {
+                tracing::warn!("MEDALLION_PII_KEY is not set: analysts see PII columns masked, as readers do");
+            }
+            let session = SessionBuilder::full(&lake, config).with_live(live.clone()).for_role(role, &config.pii).build().await?;
+            role_sessions.push((role, Arc::new(session.ctx)));
+        }
         let state = Arc::new(AppState {
             ctx: Arc::new(session.ctx),
+            role_sessions,
+            pii: config.pii.clone(),
             lake,
             live,
             options,
-            token: config.token.clone(),
+            tokens,
             started_at: Instant::now(),
+            sql_slots,
             shutdown: watch::channel(false).0,
             service: std::sync::OnceLock::new(),
             tables: Mutex::new(tables),
@@ -178,6 +203,9 @@ impl AppState {
             }
             if tracked.delta.version().map(|v| v as i64) != before {
                 catalog::register_delta(&self.ctx, &tracked.name, &tracked.delta).await?;
+                for (_, ctx) in &self.role_sessions {
+                    catalog::register_delta(ctx, &tracked.name, &tracked.delta).await?;
+                }
                 tracked.describe();
                 if !changed.contains(&tracked.name) {
                     changed.push(tracked.name.clone());
@@ -189,6 +217,9 @@ impl AppState {
             return Ok(false);
         }
         views::register(&self.ctx).await;
+        for (_, ctx) in &self.role_sessions {
+            views::register(ctx).await;
+        }
         self.rebuild_catalog().await;
         if self.options.follow_lake_live && changed.contains(&LIVE_SALES_BY_COUNTRY) {
             self.follow_live().await;
@@ -256,6 +287,11 @@ impl AppState {
     pub async fn query(&self, sql: &str) -> Result<Vec<RecordBatch>> {
         let frame = self.ctx.sql(sql).await?;
         Ok(frame.collect().await?)
+    }
+
+    /// The session `role` queries: its own (PII hidden) or the admin's.
+    pub fn session_for(&self, role: Role) -> &Arc<SessionContext> {
+        self.role_sessions.iter().find(|(r, _)| *r == role).map(|(_, ctx)| ctx).unwrap_or(&self.ctx)
     }
 
     /// Whether a table is in the session.
