@@ -14,6 +14,10 @@
 //! `run`, `refine` and `aggregate` profile the tables they wrote unless
 //! `[profile] after_run = false`. Each profile run replaces the partition of
 //! its date in one commit, keeping the rows of the tables it did not profile.
+//!
+//! A column the PII policy protects (`[pii]`, see `lake::pii`) keeps its
+//! counts and lengths but no value: its min, max and top values are left
+//! empty, since `gold.table_profiles` is readable by every role.
 
 use std::sync::Arc;
 
@@ -26,7 +30,9 @@ use datafusion::arrow::datatypes::{DataType, Date32Type};
 use datafusion::prelude::SessionContext;
 use serde_json::{Map, Value};
 
+use crate::config::{PiiConfig, Role};
 use crate::error::{Error, Result};
+use crate::lake::pii::Protection;
 use crate::lake::session::SessionBuilder;
 use crate::lake::{Lake, Layer, PartitionWrite, Rows, TableName};
 use crate::output;
@@ -239,18 +245,34 @@ pub async fn default_tables(lake: &Lake, all: bool) -> Result<Vec<TableName>> {
 }
 
 /// Profiles `tables` and stores the profiles under `date` in
-/// `gold.table_profiles`; returns them.
-pub async fn profile_and_store(lake: &Lake, tables: &[TableName], date: NaiveDate) -> Result<Vec<TableProfile>> {
+/// `gold.table_profiles`, without the values of the columns `policy`
+/// protects; returns them.
+pub async fn profile_and_store(lake: &Lake, tables: &[TableName], date: NaiveDate, policy: &PiiConfig) -> Result<Vec<TableProfile>> {
+    let protection = Protection::for_role(Role::Reader, policy);
     let session = SessionBuilder::new(lake).only(tables).build().await?;
     let mut profiles = Vec::new();
     for table in tables {
         let Some((_, delta)) = session.tables.iter().find(|(name, _)| name == table) else {
             return Err(Error::Config(format!("{table} does not exist: `medallion status` lists the tables")));
         };
-        profiles.push(profile_table(&session.ctx, table, delta.version().map(|v| v as i64)).await?);
+        let mut profile = profile_table(&session.ctx, table, delta.version().map(|v| v as i64)).await?;
+        if let Some(protection) = &protection {
+            withhold_protected_values(&mut profile, table, protection);
+        }
+        profiles.push(profile);
     }
     store(lake, date, &profiles).await?;
     Ok(profiles)
+}
+
+/// Empties min, max and top values of the protected columns: a profile
+/// must not show personal data to roles that see it masked.
+fn withhold_protected_values(profile: &mut TableProfile, table: &TableName, protection: &Protection) {
+    for column in profile.columns.iter_mut().filter(|c| protection.covers(table, &c.column_name)) {
+        column.min_value = None;
+        column.max_value = None;
+        column.top_values.clear();
+    }
 }
 
 /// Profiles the tables a run wrote, with a warning (never an error) when
@@ -280,7 +302,7 @@ pub async fn after_run(config: &crate::config::Config, lake: &Lake, written: &[S
     if tables.is_empty() {
         return;
     }
-    if let Err(err) = profile_and_store(lake, &tables, config.date).await {
+    if let Err(err) = profile_and_store(lake, &tables, config.date, &config.pii).await {
         tracing::warn!("no profile after the run ({} left unchanged): {err}", TABLE_PROFILES);
     }
 }
@@ -419,7 +441,7 @@ mod tests {
         let u = TableName::new(Layer::Gold, "u");
         assert_eq!(default_tables(&lake, false).await.unwrap(), vec![t.clone(), u.clone()]);
 
-        let profiles = profile_and_store(&lake, &[t.clone(), u.clone()], date).await.unwrap();
+        let profiles = profile_and_store(&lake, &[t.clone(), u.clone()], date, &PiiConfig::default()).await.unwrap();
         let name = &profiles[0].columns[0];
         assert_eq!((name.row_count, name.null_count, name.distinct_count), (5, 1, 2));
         assert_eq!((name.min_value.as_deref(), name.max_value.as_deref()), (Some("ab"), Some("xyz")));
@@ -434,8 +456,8 @@ mod tests {
 
         // Profiling t again the next day, then u alone the same day, keeps t.
         let next = date.succ_opt().unwrap();
-        profile_and_store(&lake, &[t.clone()], next).await.unwrap();
-        profile_and_store(&lake, &[u.clone()], next).await.unwrap();
+        profile_and_store(&lake, &[t.clone()], next, &PiiConfig::default()).await.unwrap();
+        profile_and_store(&lake, &[u.clone()], next, &PiiConfig::default()).await.unwrap();
         let ctx = SessionBuilder::new(&lake).only(&[TABLE_PROFILES]).build().await.unwrap().ctx;
         let (latest, previous) = latest_two(&ctx, "silver.t").await.unwrap();
         assert_eq!((latest.len(), previous.len()), (2, 2));

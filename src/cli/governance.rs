@@ -33,7 +33,7 @@ pub async fn profile(config: &Config, named: &[String], all: bool) -> Result<()>
         anyhow::bail!("no table to profile in {}: build the lake first (`medallion run`)", lake.location().describe());
     }
     let started = Instant::now();
-    let profiled = profiles::profile_and_store(&lake, &tables, config.date).await?;
+    let profiled = profiles::profile_and_store(&lake, &tables, config.date, &config.pii).await?;
     let cell = |v: &Option<String>| v.clone().unwrap_or_default();
     let number = |v: Option<f64>| v.map(|x| format!("{x:.4}")).unwrap_or_default();
     for table in &profiled {

@@ -318,6 +318,7 @@ struct FileConfig {
     maintenance: up::MaintenanceFile,
     #[serde(default)]
     profile: profile::ProfileFile,
+    #[serde(default)]
     tls: tls::TlsFile,
 }
 
