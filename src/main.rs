@@ -256,6 +256,12 @@ struct ServeArgs {
     /// Longest a POST /api/sql query may run, e.g. 30s or 2m (a bare number is seconds) [default: 30s]
     #[arg(long, value_name = "DURATION")]
     sql_timeout: Option<String>,
+    /// Longest a PostgreSQL-wire statement may run before it is cancelled [env: MEDALLION_PG_STATEMENT_TIMEOUT] [default: the SQL timeout]
+    #[arg(long, value_name = "DURATION")]
+    pg_statement_timeout: Option<String>,
+    /// Queries /api/sql and the PostgreSQL endpoint each run at once; more wait for a slot [env: MEDALLION_MAX_CONCURRENT_QUERIES] [default: twice the cores]
+    #[arg(long, value_name = "N")]
+    max_concurrent_queries: Option<String>,
 }
 
 // ------------------------------------------------ arguments per command ----
@@ -607,6 +613,8 @@ impl ApplyFlags for ServeArgs {
         serve.pg = self.no_pg.then_some(false);
         serve.sql_row_limit = self.sql_row_limit.clone();
         serve.sql_timeout = self.sql_timeout.clone();
+        serve.pg_statement_timeout = self.pg_statement_timeout.clone();
+        serve.max_concurrent_queries = self.max_concurrent_queries.clone();
     }
 }
 

@@ -90,6 +90,8 @@ pub struct ServeFlags {
     pub pg: Option<bool>,
     pub sql_row_limit: Option<String>,
     pub sql_timeout: Option<String>,
+    pub pg_statement_timeout: Option<String>,
+    pub max_concurrent_queries: Option<String>,
 }
 
 // ------------------------------------------------------------ settings ----
@@ -141,9 +143,9 @@ const SERVE_PG: Setting = Setting { key: "serve.pg", flag: Some("--no-pg"), env:
 const SERVE_SQL_ROW_LIMIT: Setting = Setting { key: "serve.sql_row_limit", flag: Some("--sql-row-limit"), env: &[] };
 const SERVE_SQL_TIMEOUT: Setting = Setting { key: "serve.sql_timeout", flag: Some("--sql-timeout"), env: &[] };
 const SERVE_PG_STATEMENT_TIMEOUT: Setting =
-    Setting { key: "serve.pg_statement_timeout", flag: None, env: &["MEDALLION_PG_STATEMENT_TIMEOUT"] };
+    Setting { key: "serve.pg_statement_timeout", flag: Some("--pg-statement-timeout"), env: &["MEDALLION_PG_STATEMENT_TIMEOUT"] };
 const SERVE_MAX_CONCURRENT_QUERIES: Setting =
-    Setting { key: "serve.max_concurrent_queries", flag: None, env: &["MEDALLION_MAX_CONCURRENT_QUERIES"] };
+    Setting { key: "serve.max_concurrent_queries", flag: Some("--max-concurrent-queries"), env: &["MEDALLION_MAX_CONCURRENT_QUERIES"] };
 
 /// The Kafka topic of sales events unless configured.
 pub const DEFAULT_TOPIC: &str = "ventes-temps-reel";
@@ -641,12 +643,12 @@ impl ServeConfig {
                 .unwrap_or(defaults.sql_timeout),
             pg_statement_timeout: Duration::ZERO,
             max_concurrent_queries: sources
-                .parsed(&SERVE_MAX_CONCURRENT_QUERIES, None, text(file.max_concurrent_queries), COUNT)?
+                .parsed(&SERVE_MAX_CONCURRENT_QUERIES, flags.max_concurrent_queries, text(file.max_concurrent_queries), COUNT)?
                 .unwrap_or(defaults.max_concurrent_queries),
         }
         .with_pg_statement_timeout(sources.parsed(
             &SERVE_PG_STATEMENT_TIMEOUT,
-            None,
+            flags.pg_statement_timeout,
             text(file.pg_statement_timeout),
             POSITIVE_DURATION,
         )?))
@@ -993,6 +995,14 @@ mod tests {
         assert_eq!((serve.pg_statement_timeout, serve.max_concurrent_queries), (Duration::from_millis(750), 3));
         let err = load(limits.flags.clone(), &[("MEDALLION_MAX_CONCURRENT_QUERIES", "0")]).unwrap_err().to_string();
         assert!(err.contains("MEDALLION_MAX_CONCURRENT_QUERIES") && err.contains("at least 1"), "{err}");
+        let mut flags = limits.flags.clone();
+        flags.serve.pg_statement_timeout = Some("2s".into());
+        flags.serve.max_concurrent_queries = Some("5".into());
+        let env = [("MEDALLION_PG_STATEMENT_TIMEOUT", "1s"), ("MEDALLION_MAX_CONCURRENT_QUERIES", "4")];
+        let serve = load(limits.flags.clone(), &env).unwrap().serve_options();
+        assert_eq!((serve.pg_statement_timeout, serve.max_concurrent_queries), (Duration::from_secs(1), 4));
+        let serve = load(flags, &env).unwrap().serve_options();
+        assert_eq!((serve.pg_statement_timeout, serve.max_concurrent_queries), (Duration::from_secs(2), 5));
 
         // --available-now beats an interval from the file.
         let mut flags = test.flags.clone();
