@@ -249,11 +249,6 @@ fn engine_tables() -> Vec<(String, TableDocs)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Config, Overrides};
-    use crate::lake::Lake;
-    use crate::pipeline::{self, BatchSource};
-    use crate::progress::Progress;
-    use crate::source::dump::Dump;
 
     /// Builds the built-in Northwind into a fresh lake and checks that every
     /// column of every bronze table and built-in model's table (their real
@@ -261,14 +256,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn every_column_of_every_builtin_table_is_described() {
         let dir = tempfile::tempdir().unwrap();
-        let config = Config::load(Overrides {
-            lake: Some(dir.path().to_string_lossy().into_owned()),
-            date: Some("2026-11-25".into()),
-            ..Default::default()
-        })
-        .unwrap();
-        let lake = Lake::new(&config).unwrap();
-        pipeline::run(&config, &lake, &BatchSource::Dump(Dump::northwind().unwrap()), &Progress::hidden()).await.unwrap();
+        let (_config, lake) = crate::pipeline::built_demo_lake(dir.path()).await;
         let glossary = Glossary::builtin().unwrap();
         let every = lake.every_table().await.unwrap();
         let ctx = crate::lake::session::SessionBuilder::new(&lake).build().await.unwrap().ctx;

@@ -68,26 +68,14 @@ pub async fn table_edges(ctx: &SessionContext, models: &ModelSet, date: NaiveDat
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Config, Overrides};
     use crate::lake::session::SessionBuilder;
-    use crate::lake::Lake;
-    use crate::pipeline::{self, BatchSource};
-    use crate::progress::Progress;
-    use crate::source::dump::Dump;
 
     /// The edges derived from the built-in models equal the edges read off
     /// the SQL files by hand.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_derived_table_graph_equals_the_edges_read_from_the_sql() {
         let dir = tempfile::tempdir().unwrap();
-        let config = Config::load(Overrides {
-            lake: Some(dir.path().to_string_lossy().into_owned()),
-            date: Some("2026-11-25".into()),
-            ..Default::default()
-        })
-        .unwrap();
-        let lake = Lake::new(&config).unwrap();
-        pipeline::run(&config, &lake, &BatchSource::Dump(Dump::northwind().unwrap()), &Progress::hidden()).await.unwrap();
+        let (config, lake) = crate::pipeline::built_demo_lake(dir.path()).await;
         let ctx = SessionBuilder::full(&lake, &config).build().await.unwrap().ctx;
         let edges = table_edges(&ctx, &ModelSet::builtin().unwrap(), config.date).await.unwrap();
         let got: Vec<(&str, &str)> = edges.iter().map(|e| (e.from.as_str(), e.to.as_str())).collect();

@@ -381,6 +381,22 @@ impl<'a> Recorder<'a> {
     }
 }
 
+/// For unit tests: a lake in `dir` built from the built-in Northwind dump
+/// through every layer, snapshot 2026-11-25, and its configuration.
+#[cfg(test)]
+pub(crate) async fn built_demo_lake(dir: &std::path::Path) -> (Config, Lake) {
+    let config = Config::load(crate::config::Overrides {
+        lake: Some(dir.to_string_lossy().into_owned()),
+        date: Some("2026-11-25".into()),
+        ..Default::default()
+    })
+    .unwrap();
+    let lake = Lake::new(&config).unwrap();
+    let dump = BatchSource::Dump(Dump::northwind().unwrap());
+    run(&config, &lake, &dump, &Progress::hidden()).await.unwrap();
+    (config, lake)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
