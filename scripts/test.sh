@@ -4,7 +4,8 @@
 #   PostgreSQL (scripts/pg.sh), Apache Kafka (scripts/kafka.sh),
 #   an S3 server, medallion-s3 (scripts/s3.sh); the S3 fault tests start their own
 #   private instances through the same script, on other ports;
-#   and Debian's chromium for the dashboard test
+#   Debian's chromium for the dashboard test, and Python's jsonschema for the
+#   OpenLineage test (scripts/pytools.sh)
 # The build shares one persistent target directory and one profile with the
 # demo and the benchmarks, so nothing is compiled twice.
 #
@@ -27,6 +28,10 @@ if ! command -v chromium >/dev/null 2>&1; then
     $SUDO apt-get update -qq >/dev/null
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
 fi
+# OpenLineage events are validated against the vendored JSON schemas with
+# Python's jsonschema (installed into a virtualenv when missing).
+MEDALLION_TEST_PYTHON="$(scripts/pytools.sh)"
+export MEDALLION_TEST_PYTHON
 if [[ "${MEDALLION_KEEP_SERVICES:-0}" != 1 ]]; then
     trap 'scripts/pg.sh stop >/dev/null 2>&1 || true; scripts/kafka.sh stop >/dev/null 2>&1 || true; scripts/s3.sh stop >/dev/null 2>&1 || true' EXIT
 fi

@@ -43,5 +43,6 @@ pub mod stream;
 pub mod tables;
 pub mod tls;
 pub mod up;
+pub mod webhook;
 
 pub use error::{Error, Result};

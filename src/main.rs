@@ -162,7 +162,12 @@ enum Command {
         Descriptions live beside the models: models/<layer>/<table>.docs.toml (see README).")]
     Catalog(CatalogArgs),
     /// Which tables each table is built from (source → bronze → silver → gold → serving), derived from the SQL models' plans
-    #[command(after_help = "Example:\n  medallion lineage --lake file:///tmp/lake")]
+    #[command(after_help = "Examples:\n  \
+        medallion lineage --lake file:///tmp/lake\n  \
+        medallion lineage --columns gold.kpi_revenue\n\n\
+        Each batch run can also send OpenLineage events (START, COMPLETE, FAIL, with schema and\n\
+        column lineage) to Marquez or any receiver: set [lineage] url or file in medallion.toml\n\
+        (or MEDALLION_LINEAGE_URL / MEDALLION_LINEAGE_FILE).")]
     Lineage(LineageArgs),
     /// Access tokens of the serving layer, each with a name and a role (reader, analyst, admin)
     Token {
@@ -411,6 +416,13 @@ struct CatalogArgs {
 
 #[derive(Args)]
 struct LineageArgs {
+    /// Also show where each column of the silver and gold tables comes from
+    /// (only this table's when given, e.g. gold.kpi_revenue)
+    #[arg(long)]
+    columns: bool,
+    /// Limit --columns to this table
+    #[arg(value_name = "TABLE", requires = "columns")]
+    table: Option<String>,
     #[command(flatten)]
     lake: LakeArg,
     #[command(flatten)]
@@ -825,7 +837,7 @@ async fn execute(command: Command, config: Config, progress: Progress) -> Result
         Command::Up(_) => up(&config).await?,
         Command::Status(args) => lake_commands::status(&config, args.runs).await?,
         Command::Profile(args) => governance::profile(&config, &args.tables, args.all).await?,
-        Command::Lineage(_) => governance::lineage(&config).await?,
+        Command::Lineage(args) => governance::lineage(&config, args.columns, args.table.as_deref()).await?,
         Command::Catalog(args) => governance::catalog(&config, args.table.as_deref(), args.search.as_deref()).await?,
         Command::Optimize(args) => lake_commands::optimize(&config, args.table.as_deref(), args.target_file_size_mb).await?,
         Command::Vacuum(args) => {

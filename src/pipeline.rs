@@ -18,6 +18,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::lake::session::SessionBuilder;
 use crate::lake::{Lake, Layer};
+use crate::lineage::openlineage::{self, Events};
 use crate::models::{self, ModelSet};
 use crate::progress::Progress;
 use crate::runs::{self, RunRecord, RunStatus};
@@ -96,19 +97,35 @@ where
 /// Bronze: full snapshots of the source tables as the `date` partition
 /// (recorded in the run history as command `ingest`).
 pub async fn ingest(config: &Config, lake: &Lake, source: &BatchSource, progress: &Progress) -> Result<StageReport> {
+    let (events, delivery) = Events::from_config(config, lake)?;
     let mut recorder = Recorder::new(config, lake, "ingest");
-    recorder.stage("ingest", ingest_stage(config, lake, source, progress)).await
+    let report = recorder.stage("ingest", ingest_stage(config, lake, source, progress, &events)).await;
+    drop(events);
+    delivery.finish().await;
+    report
 }
 
-async fn ingest_stage(config: &Config, lake: &Lake, source: &BatchSource, progress: &Progress) -> Result<StageReport> {
+async fn ingest_stage(
+    config: &Config,
+    lake: &Lake,
+    source: &BatchSource,
+    progress: &Progress,
+    events: &Events,
+) -> Result<StageReport> {
     let started = Instant::now();
-    let (mut report, attempts) = with_retry("ingest", || ingest_once(config, lake, source, progress)).await?;
+    let (mut report, attempts) = with_retry("ingest", || ingest_once(config, lake, source, progress, events)).await?;
     report.duration = started.elapsed();
     report.attempts = attempts;
     Ok(report)
 }
 
-async fn ingest_once(config: &Config, lake: &Lake, source: &BatchSource, progress: &Progress) -> Result<StageReport> {
+async fn ingest_once(
+    config: &Config,
+    lake: &Lake,
+    source: &BatchSource,
+    progress: &Progress,
+    events: &Events,
+) -> Result<StageReport> {
     lake.check_writable().await?;
     let ingested_at = Utc::now();
     let mut report = StageReport { stage: "ingest".into(), ..Default::default() };
@@ -125,8 +142,9 @@ async fn ingest_once(config: &Config, lake: &Lake, source: &BatchSource, progres
                 let name = tables::bronze(table);
                 let bar = progress.bar(&name.to_string(), plan.estimated_rows, "rows");
                 let started = Instant::now();
+                let run = landing_run(config, events, table, &name);
                 let extraction = snapshot.extract(plan, &bar);
-                let landed = bronze::land_streaming(lake, extraction, config.date, ingested_at).await?;
+                let landed = landing_done(config, lake, events, &run, &name, bronze::land_streaming(lake, extraction, config.date, ingested_at).await).await?;
                 report.extract_duration += landed.read_time;
                 report.source_bytes += landed.source_bytes;
                 bar.finish_with_message(format!("v{}", landed.version));
@@ -143,7 +161,8 @@ async fn ingest_once(config: &Config, lake: &Lake, source: &BatchSource, progres
                 let bar = progress.bar(&name.to_string(), extracted.rows() as u64, "rows");
                 report.source_bytes += extracted.source_bytes;
                 let started = Instant::now();
-                let landed = bronze::land(lake, extracted, config.date, ingested_at).await?;
+                let run = landing_run(config, events, table, &name);
+                let landed = landing_done(config, lake, events, &run, &name, bronze::land(lake, extracted, config.date, ingested_at).await).await?;
                 report.profiles.push((name.to_string(), landing_profile(&landed, started.elapsed())));
                 bar.set_position(landed.rows);
                 bar.finish_with_message(format!("v{}", landed.version));
@@ -152,6 +171,47 @@ async fn ingest_once(config: &Config, lake: &Lake, source: &BatchSource, progres
         }
     }
     Ok(report)
+}
+
+/// The OpenLineage run of landing source `table` as `name`, started.
+fn landing_run(config: &Config, events: &Events, table: &str, name: &crate::lake::TableName) -> openlineage::JobRun {
+    let input = match &config.database_url {
+        Some(url) => openlineage::postgres_dataset(url, table),
+        None => openlineage::Dataset {
+            namespace: "file".into(),
+            name: format!("northwind_dump.{table}"),
+            schema: Vec::new(),
+            columns: None,
+        },
+    };
+    let run = events.run(name, vec![input], None);
+    events.start(&run);
+    run
+}
+
+/// Ends the OpenLineage run of a landing: `COMPLETE` with the bronze
+/// table's schema and its columns copied from the source, or `FAIL`.
+async fn landing_done(
+    config: &Config,
+    lake: &Lake,
+    events: &Events,
+    run: &openlineage::JobRun,
+    name: &crate::lake::TableName,
+    landed: Result<bronze::LandedTable>,
+) -> Result<bronze::LandedTable> {
+    if !events.enabled() {
+        return landed;
+    }
+    match &landed {
+        Ok(_) => {
+            let mut output = events.written(lake, name, None).await;
+            let technical = ["_ingestion_timestamp", "_source", bronze::PARTITION_COLUMN];
+            output.columns = Some(openlineage::copied_columns(&run.inputs[0], &output.schema, &technical));
+            events.complete(run, &[output]);
+        }
+        Err(err) => events.fail(run, &config.secrets().scrub(&crate::error::one_line(&err.to_string()))),
+    }
+    landed
 }
 
 /// One line saying where a table's landing time went.
@@ -187,8 +247,12 @@ pub async fn run_models(
 ) -> Result<StageReport> {
     let layer: Layer = layer.parse()?;
     let stage = stage_of(layer);
+    let (events, delivery) = Events::from_config(config, lake)?;
     let mut recorder = Recorder::new(config, lake, stage);
-    let report = recorder.stage(stage, models_stage(config, lake, models, layer, progress)).await?;
+    let report = recorder.stage(stage, models_stage(config, lake, models, layer, progress, &events)).await;
+    drop(events);
+    delivery.finish().await;
+    let report = report?;
     profile_written(config, lake, std::slice::from_ref(&report)).await;
     Ok(report)
 }
@@ -206,6 +270,7 @@ async fn models_stage(
     models: &ModelSet,
     layer: Layer,
     progress: &Progress,
+    events: &Events,
 ) -> Result<StageReport> {
     let stage = stage_of(layer);
     let started = Instant::now();
@@ -214,7 +279,7 @@ async fn models_stage(
         let ctx = model_session(config, lake).await?;
         check_inputs(&ctx, layer, config)?;
         let bar = progress.bar(layer.as_str(), 0, "models");
-        let outcomes = models::run_layer(&ctx, lake, models, layer, config.date, &bar).await?;
+        let outcomes = models::run_layer(&ctx, lake, models, layer, config.date, &bar, events).await?;
         bar.finish_with_message("done");
         let mut tables = Vec::new();
         let mut failures = BTreeMap::new();
@@ -271,6 +336,23 @@ fn check_inputs(ctx: &datafusion::prelude::SessionContext, layer: Layer, config:
 
 /// The whole DAG for one date (recorded as command `run`, one record per stage).
 pub async fn run(config: &Config, lake: &Lake, source: &BatchSource, progress: &Progress) -> Result<Vec<StageReport>> {
+    let (events, delivery) = Events::from_config(config, lake)?;
+    let reports = run_stages(config, lake, source, progress, &events).await;
+    drop(events);
+    delivery.finish().await;
+    let reports = reports?;
+    profile_written(config, lake, &reports).await;
+    Ok(reports)
+}
+
+/// The three stages of `run`, recorded, with their lineage events.
+async fn run_stages(
+    config: &Config,
+    lake: &Lake,
+    source: &BatchSource,
+    progress: &Progress,
+    events: &Events,
+) -> Result<Vec<StageReport>> {
     let mut recorder = Recorder::new(config, lake, "run");
     let models = match ModelSet::load(config.models_dir.as_deref()) {
         Ok(models) => models,
@@ -280,10 +362,9 @@ pub async fn run(config: &Config, lake: &Lake, source: &BatchSource, progress: &
         }
     };
     let mut reports = Vec::new();
-    reports.push(recorder.stage("ingest", ingest_stage(config, lake, source, progress)).await?);
-    reports.push(recorder.stage("refine", models_stage(config, lake, &models, Layer::Silver, progress)).await?);
-    reports.push(recorder.stage("aggregate", models_stage(config, lake, &models, Layer::Gold, progress)).await?);
-    profile_written(config, lake, &reports).await;
+    reports.push(recorder.stage("ingest", ingest_stage(config, lake, source, progress, events)).await?);
+    reports.push(recorder.stage("refine", models_stage(config, lake, &models, Layer::Silver, progress, events)).await?);
+    reports.push(recorder.stage("aggregate", models_stage(config, lake, &models, Layer::Gold, progress, events)).await?);
     Ok(reports)
 }
 

@@ -128,14 +128,20 @@ pub async fn catalog(config: &Config, table: Option<&str>, search: Option<&str>)
     Ok(())
 }
 
-/// `medallion lineage`: every table with the tables it is built from.
-pub async fn lineage(config: &Config) -> Result<()> {
+/// `medallion lineage [--columns [TABLE]]`: every table with the tables it
+/// is built from; with `--columns`, each model column with the columns it
+/// is computed from.
+pub async fn lineage(config: &Config, columns: bool, only: Option<&str>) -> Result<()> {
     let lake = Lake::new(config)?;
     let models = medallion::models::ModelSet::load(config.models_dir.as_deref())?;
     let ctx = SessionBuilder::full(&lake, config).build().await?.ctx;
-    let edges = medallion::lineage::table_edges(&ctx, &models, config.date).await.map_err(|e| {
+    let graph = medallion::lineage::graph(&ctx, &models, config.date).await.map_err(|e| {
         anyhow::anyhow!("{e} (lineage plans the models over the lake: build it first with `medallion run`)")
     })?;
+    if columns {
+        return print_column_lineage(&graph, only);
+    }
+    let edges = graph.edges;
     // Top of the medallion first: bronze, silver, gold, serving.
     let rank = |name: &str| ["bronze.", "silver.", "gold.", "serving."].iter().position(|p| name.starts_with(p)).unwrap_or(4);
     let mut targets: Vec<&str> = edges.iter().map(|e| e.to.as_str()).collect();
@@ -146,5 +152,29 @@ pub async fn lineage(config: &Config) -> Result<()> {
         println!("{target:<28} ← {}", sources.join(", "));
     }
     println!("\n{} tables, {} edges, derived from the logical plans of the models and serving views", targets.len(), edges.len());
+    Ok(())
+}
+
+/// The columns part of `medallion lineage --columns`.
+fn print_column_lineage(graph: &medallion::lineage::Graph, only: Option<&str>) -> Result<()> {
+    if let Some(table) = only {
+        if !graph.columns.contains_key(table) {
+            let known: Vec<&str> = graph.columns.keys().map(String::as_str).collect();
+            anyhow::bail!("no model builds {table}: column lineage exists for {}", known.join(", "));
+        }
+    }
+    let mut shown = 0;
+    for (table, lineage) in graph.columns.iter().filter(|(t, _)| only.is_none_or(|o| o == t.as_str())) {
+        println!("{table}");
+        for field in &lineage.fields {
+            let inputs: Vec<String> = field.inputs.iter().map(|c| format!("{}.{}", c.table, c.column)).collect();
+            let inputs = if inputs.is_empty() { "(constant or count)".to_string() } else { inputs.join(", ") };
+            println!("  {:<24} ← {inputs}", field.name);
+            shown += 1;
+        }
+        let indirect: Vec<String> = lineage.indirect.iter().map(|c| format!("{}.{}", c.table, c.column)).collect();
+        println!("  rows filtered, joined, grouped or ordered by: {}\n", if indirect.is_empty() { "-".into() } else { indirect.join(", ") });
+    }
+    println!("{shown} columns, derived from the logical plans of the models");
     Ok(())
 }

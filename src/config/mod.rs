@@ -26,11 +26,13 @@ use crate::serve::ServeOptions;
 
 mod auth;
 mod pii;
+mod lineage;
 mod profile;
 mod tls;
 mod up;
 pub use auth::{AuthConfig, Identity, Role, Tokens};
 pub use pii::{PiiConfig, DEFAULT_PII_COLUMNS};
+pub use lineage::LineageConfig;
 pub use profile::ProfileConfig;
 pub use tls::{TlsConfig, TlsIdentity};
 pub use up::{MaintenanceConfig, UpConfig};
@@ -302,6 +304,8 @@ struct FileConfig {
     auth: auth::AuthFile,
     #[serde(default)]
     pii: pii::PiiFile,
+    #[serde(default)]
+    lineage: lineage::LineageFile,
     #[serde(default)]
     countries: CountryConfig,
     #[serde(default)]
@@ -696,6 +700,8 @@ pub struct Config {
     pub up: UpConfig,
     /// `[profile]`: profiling after batch runs.
     pub profile: ProfileConfig,
+    /// `[lineage]`: where OpenLineage events go.
+    pub lineage: LineageConfig,
     /// `[tls]`: HTTPS and PostgreSQL-over-TLS of the serving layer.
     pub tls: TlsConfig,
     /// Why this command runs, recorded with its stages: by hand unless a
@@ -752,11 +758,12 @@ impl Config {
             s3: S3Config::resolve(flags.create_buckets, file.s3, sources)?,
             token: sources.text(&TOKEN, None, file.token),
             auth: AuthConfig::resolve(file.auth, &sources.file_name)?,
-            pii: PiiConfig::resolve(file.pii, sources.env_value("MEDALLION_PII_KEY"), &sources.file_name)?,
+            pii: PiiConfig::resolve(file.pii, sources)?,
             stream,
             serve: ServeConfig::resolve(flags.serve, file.serve, sources)?,
             up,
             profile: ProfileConfig::resolve(file.profile, sources)?,
+            lineage: LineageConfig::resolve(file.lineage, sources)?,
             tls: TlsConfig::resolve(file.tls, sources)?,
             trigger: crate::tables::RunTrigger::manual(),
         })
@@ -805,6 +812,9 @@ impl Config {
         }
         if let Some(key) = &self.pii.key {
             secrets.push(key.clone());
+        }
+        if let Some(url) = &self.lineage.url {
+            secrets.push(url.clone());
         }
         // Too short to replace without mangling the message (and to be a real secret).
         secrets.retain(|s| s.len() >= 3);

@@ -1,18 +1,26 @@
-//! `[pii]`: which columns hold personal data, and the key of analysts'
-//! pseudonyms (`MEDALLION_PII_KEY`, a secret).
+//! `[pii]`: which columns hold personal data, the key of analysts'
+//! pseudonyms and of encryption at rest (`MEDALLION_PII_KEY`, a secret), and
+//! whether those columns are stored encrypted.
 //!
 //! ```toml
 //! [pii]
 //! columns = ["customers.contact_name", "customers.phone"]   # default: Northwind's PII
+//! encrypt_at_rest = true                                    # MEDALLION_PII_ENCRYPT_AT_REST
 //! ```
 //!
 //! An entry `table.column` protects that column in `bronze.<table>`, and a
 //! column of the same name in every silver and gold table (a model that
-//! carries it downstream keeps it protected). See `lake::pii`.
+//! carries it downstream keeps it protected). See `lake::pii` (what each role
+//! sees) and `lake::at_rest` (the stored form).
 
 use serde::Deserialize;
 
+use super::{text, FileValue, Setting, Sources, BOOLEAN};
 use crate::error::{Error, Result};
+
+const PII_KEY: Setting = Setting { key: "pii.key", flag: None, env: &["MEDALLION_PII_KEY"] };
+const ENCRYPT_AT_REST: Setting =
+    Setting { key: "pii.encrypt_at_rest", flag: None, env: &["MEDALLION_PII_ENCRYPT_AT_REST"] };
 
 /// Northwind's personal data: customers' contacts and employees.
 pub const DEFAULT_PII_COLUMNS: [&str; 14] = [
@@ -35,25 +43,49 @@ pub const DEFAULT_PII_COLUMNS: [&str; 14] = [
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct PiiFile {
+    #[serde(default)]
     columns: Option<Vec<String>>,
+    #[serde(default)]
+    encrypt_at_rest: Option<FileValue>,
 }
 
 /// The PII policy: protected `(table, column)` pairs and the pseudonym key.
 #[derive(Clone, Default)]
 pub struct PiiConfig {
     pub columns: Vec<(String, String)>,
-    /// HMAC key of analysts' pseudonyms; `None`: analysts see masked values.
+    /// HMAC key of analysts' pseudonyms and the secret the encryption key
+    /// at rest is derived from; `None`: analysts see masked values.
     pub key: Option<String>,
+    /// Store the protected columns of every layer AES-GCM encrypted (needs `key`).
+    pub encrypt_at_rest: bool,
 }
 
 impl std::fmt::Debug for PiiConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "PiiConfig({} columns, key {})", self.columns.len(), if self.key.is_some() { "set" } else { "unset" })
+        write!(
+            f,
+            "PiiConfig({} columns, key {}, encrypt_at_rest {})",
+            self.columns.len(),
+            if self.key.is_some() { "set" } else { "unset" },
+            self.encrypt_at_rest
+        )
     }
 }
 
 impl PiiConfig {
-    pub(super) fn resolve(file: PiiFile, key: Option<String>, file_name: &str) -> Result<PiiConfig> {
+    pub(super) fn resolve(file: PiiFile, sources: &Sources) -> Result<PiiConfig> {
+        let file_name = &sources.file_name;
+        // The key is a secret: only ever from the environment.
+        let key = sources.text(&PII_KEY, None, None).filter(|k| !k.is_empty());
+        let encrypt_at_rest =
+            sources.parsed(&ENCRYPT_AT_REST, None, text(file.encrypt_at_rest), BOOLEAN)?.unwrap_or(false);
+        if encrypt_at_rest && key.is_none() {
+            return Err(Error::Config(
+                "[pii] encrypt_at_rest is on but MEDALLION_PII_KEY is not set: export the key the PII columns are \
+                 encrypted with (the same one on every run), or turn encrypt_at_rest off"
+                    .into(),
+            ));
+        }
         let given = file.columns.unwrap_or_else(|| DEFAULT_PII_COLUMNS.iter().map(|c| c.to_string()).collect());
         let mut columns = Vec::new();
         for entry in given {
@@ -65,6 +97,6 @@ impl PiiConfig {
             };
             columns.push((table.to_ascii_lowercase(), column.to_ascii_lowercase()));
         }
-        Ok(PiiConfig { columns, key })
+        Ok(PiiConfig { columns, key, encrypt_at_rest })
     }
 }

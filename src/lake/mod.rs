@@ -7,6 +7,7 @@
 //! same code path serves `file://` and `s3://`: nothing here assumes a local
 //! filesystem.
 
+pub mod at_rest;
 pub mod catalog;
 pub mod history;
 pub mod location;
@@ -82,6 +83,8 @@ pub struct Lake {
     storage_options: HashMap<String, String>,
     /// Create missing S3 buckets instead of failing (`--create-buckets`).
     create_buckets: bool,
+    /// The PII columns' stored form when `[pii] encrypt_at_rest` is on.
+    at_rest: Option<at_rest::AtRest>,
 }
 
 /// Shows where the lake is, never the storage options (they hold secrets).
@@ -125,7 +128,17 @@ impl Lake {
             storage_options.insert("retry_timeout".into(), S3_RETRY_TIMEOUT.into());
             storage_options.insert("connect_timeout".into(), S3_CONNECT_TIMEOUT.into());
         }
-        Ok(Lake { location, storage_options, create_buckets: config.s3.create_buckets })
+        Ok(Lake {
+            location,
+            storage_options,
+            create_buckets: config.s3.create_buckets,
+            at_rest: at_rest::AtRest::from_policy(&config.pii),
+        })
+    }
+
+    /// How PII is stored, when it is encrypted at rest (see `at_rest`).
+    pub fn at_rest(&self) -> Option<&at_rest::AtRest> {
+        self.at_rest.as_ref()
     }
 
     pub fn location(&self) -> &LakeLocation {
@@ -176,6 +189,14 @@ impl Lake {
                 (schema, streams)
             }
             Rows::Streams { schema, streams } => (schema, streams),
+        };
+        let (schema, streams) = match &self.at_rest {
+            Some(at_rest) => {
+                let table_name = TableName::owned(write.layer.parse()?, write.table);
+                check_stored_as_text(&table, &name, &at_rest.encrypted_columns(&table_name, &schema), &schema)?;
+                at_rest.encrypt_streams(&table_name, schema, streams)
+            }
+            None => (schema, streams),
         };
         let commit = CommitProperties::default().with_metadata([
             ("medallion.table".to_string(), serde_json::json!(name)),
@@ -423,6 +444,29 @@ impl Appender {
 /// `batches`, or one empty batch of `schema` when there is none: a Delta
 /// write needs at least one batch to know the schema, and a write of no rows
 /// still commits (it replaces a partition with nothing, or moves positions).
+/// Encryption at rest stores the protected columns as text; a table that
+/// holds one of them with another type (written before encryption was
+/// turned on) cannot take the encrypted rows: one line saying what to do.
+fn check_stored_as_text(table: &DeltaTable, name: &str, encrypted: &[usize], schema: &SchemaRef) -> Result<()> {
+    if encrypted.is_empty() || table.version().is_none() {
+        return Ok(());
+    }
+    let stored = table.snapshot().map_err(|e| Error::lake(name, e))?.schema();
+    for &index in encrypted {
+        let column = schema.field(index).name();
+        if let Some(field) = stored.field(column) {
+            if *field.data_type() != deltalake::kernel::DataType::STRING {
+                return Err(Error::Config(format!(
+                    "{name}.{column} is stored as {} but [pii] encrypt_at_rest stores PII columns as encrypted text: \
+                     rebuild {name} (remove its folder and rerun) or turn encrypt_at_rest off",
+                    field.data_type()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn batches_or_empty(schema: SchemaRef, mut batches: Vec<RecordBatch>) -> Vec<RecordBatch> {
     if batches.is_empty() {
         batches.push(RecordBatch::new_empty(schema));

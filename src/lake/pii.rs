@@ -16,6 +16,10 @@
 //! 'Maria Anders'` is evaluated on the masked value (no row), never by the
 //! Delta scan on the clear one. Protected columns of other types (a birth
 //! date) are shown as masked text.
+//!
+//! Over a lake whose PII is encrypted at rest (`at_rest`), every session
+//! wraps those tables, an admin's and the pipeline's too: the wrapper first
+//! decrypts, then hides as the role requires.
 
 use std::sync::Arc;
 
@@ -35,16 +39,38 @@ use datafusion::physical_plan::ExecutionPlan;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
+use super::at_rest::{self, AtRest};
 use super::{Layer, TableName};
 use crate::config::{PiiConfig, Role};
 
 /// What a role's session does to protected columns; kept in the session's
 /// configuration (an extension) for `catalog::register_delta`.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Protection {
     role: Role,
     columns: Vec<(String, String)>,
     key: Option<Arc<Vec<u8>>>,
+    /// The key of the stored form, when the lake encrypts PII at rest.
+    at_rest_key: Option<Arc<[u8; 32]>>,
+}
+
+/// Never shows a key.
+impl std::fmt::Debug for Protection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Protection({:?}, {} columns, encrypted at rest: {})", self.role, self.columns.len(), self.at_rest_key.is_some())
+    }
+}
+
+/// Whether `column` of `table` is protected by `columns` (the policy's
+/// `table.column` pairs): `bronze.<t>.<c>` when the policy names `t.c`; in
+/// silver and gold, any column named like one of the policy's.
+pub fn covers(columns: &[(String, String)], table: &TableName, column: &str) -> bool {
+    let column = column.to_ascii_lowercase();
+    match table.layer {
+        Layer::Bronze => columns.iter().any(|(t, c)| *t == table.table().to_ascii_lowercase() && *c == column),
+        Layer::Silver | Layer::Gold => columns.iter().any(|(_, c)| *c == column),
+        _ => false,
+    }
 }
 
 impl Protection {
@@ -54,19 +80,27 @@ impl Protection {
             return None;
         }
         let key = policy.key.as_ref().filter(|_| role == Role::Analyst).map(|k| Arc::new(k.as_bytes().to_vec()));
-        Some(Protection { role, columns: policy.columns.clone(), key })
+        Some(Protection { role, columns: policy.columns.clone(), key, at_rest_key: None })
     }
 
-    /// Whether `column` of `table` is protected: `bronze.<t>.<c>` when the
-    /// policy names `t.c`; in silver and gold, any column named like one of
-    /// the policy's.
+    /// `role_view` (a role's protection, `None` for clear text) over a lake
+    /// that stores PII as `at_rest` says: when it is encrypted, every
+    /// session decrypts (an admin's gets a protection that only decrypts).
+    pub fn over_lake(role_view: Option<Protection>, at_rest: Option<&AtRest>) -> Option<Protection> {
+        let Some(at_rest) = at_rest else { return role_view };
+        let mut protection = role_view.unwrap_or_else(|| Protection {
+            role: Role::Admin,
+            columns: at_rest.columns().to_vec(),
+            key: None,
+            at_rest_key: None,
+        });
+        protection.at_rest_key = Some(at_rest.key());
+        Some(protection)
+    }
+
+    /// Whether `column` of `table` is protected (see `covers`).
     pub fn covers(&self, table: &TableName, column: &str) -> bool {
-        let column = column.to_ascii_lowercase();
-        match table.layer {
-            Layer::Bronze => self.columns.iter().any(|(t, c)| *t == table.table().to_ascii_lowercase() && *c == column),
-            Layer::Silver | Layer::Gold => self.columns.iter().any(|(_, c)| *c == column),
-            _ => false,
-        }
+        covers(&self.columns, table, column)
     }
 
     /// `provider` as this role may see it (itself when nothing is protected).
@@ -83,10 +117,12 @@ impl Protection {
             .enumerate()
             .map(|(i, f)| if protected.contains(&i) { Field::new(f.name(), DataType::Utf8, true) } else { f.as_ref().clone() })
             .collect();
-        let udf = match &self.key {
-            Some(key) => ScalarUDF::new_from_impl(Hide { name: "pii_pseudonym", key: Some(key.clone()), signature: utf8() }),
-            None => ScalarUDF::new_from_impl(Hide { name: "pii_mask", key: None, signature: utf8() }),
+        let (name, shown) = match (self.role, &self.key) {
+            (Role::Admin, _) => ("pii_decrypt", Shown::Clear),
+            (_, Some(key)) => ("pii_pseudonym", Shown::Pseudonym(key.clone())),
+            (_, None) => ("pii_mask", Shown::Masked),
         };
+        let udf = ScalarUDF::new_from_impl(Hide { name, shown, at_rest_key: self.at_rest_key.clone(), signature: utf8() });
         Arc::new(ProtectedTable {
             inner: provider,
             schema: Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone())),
@@ -146,12 +182,30 @@ pub fn pseudonym(key: &[u8], value: &str) -> String {
     format!("pii_{hex}")
 }
 
-/// The masking or pseudonym function over text (NULL stays NULL).
-#[derive(Debug, PartialEq, Eq, Hash)]
+/// What a role is shown of a protected value.
+#[derive(PartialEq, Eq, Hash)]
+enum Shown {
+    Clear,
+    Masked,
+    /// Keyed by the pseudonym key.
+    Pseudonym(Arc<Vec<u8>>),
+}
+
+/// The masking or pseudonym function over text, after decryption when the
+/// lake stores PII encrypted (NULL stays NULL).
+#[derive(PartialEq, Eq, Hash)]
 struct Hide {
     name: &'static str,
-    key: Option<Arc<Vec<u8>>>,
+    shown: Shown,
+    at_rest_key: Option<Arc<[u8; 32]>>,
     signature: Signature,
+}
+
+/// Never shows a key.
+impl std::fmt::Debug for Hide {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name)
+    }
 }
 
 impl ScalarUDFImpl for Hide {
@@ -175,9 +229,16 @@ impl ScalarUDFImpl for Hide {
         let hidden: StringArray = values
             .iter()
             .map(|v| {
-                v.map(|text| match &self.key {
-                    Some(key) => pseudonym(key, text),
-                    None => mask(text),
+                let clear = match &self.at_rest_key {
+                    // A value that does not open under the key shows as NULL,
+                    // never as its ciphertext.
+                    Some(key) => at_rest::decrypt(key, v?)?,
+                    None => v?.to_string(),
+                };
+                Some(match &self.shown {
+                    Shown::Clear => clear,
+                    Shown::Masked => mask(&clear),
+                    Shown::Pseudonym(key) => pseudonym(key, &clear),
                 })
             })
             .collect();

@@ -122,7 +122,9 @@ impl<'a> SessionBuilder<'a> {
     }
 
     pub async fn build(self) -> Result<LakeSession> {
-        let ctx = catalog::new_session_for(self.memory_limit, self.protection.clone());
+        // Over a lake with PII encrypted at rest every session decrypts.
+        let protection = Protection::over_lake(self.protection.clone(), self.lake.at_rest());
+        let ctx = catalog::new_session_for(self.memory_limit, protection);
         let tables = self.register_delta_tables(&ctx).await?;
         if let Some(config) = self.reference {
             register_reference_tables(&ctx, config)?;

@@ -26,6 +26,7 @@ use indicatif::ProgressBar;
 
 use crate::error::{Error, Result};
 use crate::lake::{catalog, Lake, Layer, PartitionWrite, Rows, TableName};
+use crate::lineage::openlineage::{Events, JobRun};
 use crate::quality::{self, Expectation, OnFail};
 use checked::RuleSplit;
 pub use profile::{ModelProfile, OperatorTimes};
@@ -190,6 +191,7 @@ pub async fn run_layer(
     layer: Layer,
     date: NaiveDate,
     progress: &ProgressBar,
+    events: &Events,
 ) -> Result<Vec<ModelOutcome>> {
     let layer_models = models.layer(layer);
     progress.set_length(layer_models.len() as u64);
@@ -204,9 +206,21 @@ pub async fn run_layer(
                 started[index] = true;
                 progress.set_message(model.table_name().to_string());
                 running.push(async move {
-                    let outcome = materialise(ctx, lake, model, date).await?;
+                    let run = lineage_run(ctx, events, model, date).await;
+                    let outcome = match materialise(ctx, lake, model, date).await {
+                        Ok(outcome) => outcome,
+                        Err(err) => {
+                            if let Some(run) = &run {
+                                events.fail(run, &crate::error::one_line(&err.to_string()));
+                            }
+                            return Err(err);
+                        }
+                    };
                     // Later models of the layer may read this one: show them the new version.
                     catalog::open_and_register(ctx, lake, &outcome.table).await?;
+                    if let Some(run) = &run {
+                        lineage_complete(ctx, lake, events, run, &outcome).await;
+                    }
                     Ok::<_, Error>((index, outcome))
                 });
             }
@@ -217,6 +231,36 @@ pub async fn run_layer(
         progress.inc(1);
     }
     Ok(outcomes.into_iter().flatten().collect())
+}
+
+/// The OpenLineage run of `model`, started (`None` when no events are sent):
+/// its inputs are the tables its plan reads.
+async fn lineage_run(ctx: &SessionContext, events: &Events, model: &Model, date: NaiveDate) -> Option<JobRun> {
+    if !events.enabled() {
+        return None;
+    }
+    let table = model.table_name();
+    let sql = render(model, date).ok()?;
+    let read = crate::lineage::columns::tables_read(ctx, &table.to_string(), &sql).await.unwrap_or_default();
+    let inputs = read.iter().map(|name| events.lake_dataset(name)).collect();
+    let run = events.run(&table, inputs, Some(sql));
+    events.start(&run);
+    Some(run)
+}
+
+/// `COMPLETE` for a model's run: the table written (schema and column
+/// lineage) and its quarantine table when rows went there.
+async fn lineage_complete(ctx: &SessionContext, lake: &Lake, events: &Events, run: &JobRun, outcome: &ModelOutcome) {
+    let name = outcome.table.to_string();
+    let columns = match &run.sql {
+        Some(sql) => crate::lineage::columns::column_lineage(ctx, &name, sql).await.ok(),
+        None => None,
+    };
+    let mut outputs = vec![events.written(lake, &outcome.table, columns).await];
+    if outcome.quarantined > 0 {
+        outputs.push(events.written(lake, &outcome.table.with_suffix(QUARANTINE_SUFFIX), None).await);
+    }
+    events.complete(run, &outputs);
 }
 
 /// For each model, the earlier models of `models` whose table it names.

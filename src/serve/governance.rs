@@ -1,7 +1,8 @@
-//! The catalog and profile routes of the HTTP API: `GET /api/catalog?q=`
-//! (tables and columns, types, descriptions, rows, Delta version) and
-//! `GET /api/profiles?table=` (the latest and the previous column profile
-//! of a table, from `gold.table_profiles`).
+//! The catalog, lineage and profile routes of the HTTP API: `GET
+//! /api/catalog?q=` (tables and columns, types, descriptions, rows, Delta
+//! version), `GET /api/lineage` (the table graph and the columns' lineage,
+//! derived from the models' plans) and `GET /api/profiles?table=` (the latest
+//! and the previous column profile of a table, from `gold.table_profiles`).
 
 use std::sync::Arc;
 
@@ -33,6 +34,14 @@ pub async fn catalog(State(state): State<Arc<AppState>>, Query(query): Query<Cat
         .collect();
     let entries = glossary::entries(&state.ctx, &glossary, &tables, query.q.as_deref()).await;
     Ok(axum::Json(json!({ "tables": entries })).into_response())
+}
+
+/// `GET /api/lineage`: `{edges: [{from, to}], columns: {table: {fields:
+/// [{name, inputs: [{table, column}]}], indirect: [...]}}}`.
+pub async fn lineage(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let models = crate::models::ModelSet::load(state.models_dir.as_deref())?;
+    let graph = crate::lineage::graph(&state.ctx, &models, state.date).await?;
+    Ok(axum::Json(graph).into_response())
 }
 
 #[derive(serde::Deserialize)]

@@ -11,6 +11,7 @@
 //! * `sql`       — `POST /api/sql`: limit, timeout, JSON / CSV / Arrow IPC
 //! * `metrics`   — Prometheus text
 //! * `pg`        — the PostgreSQL wire endpoint (datafusion-postgres)
+//! * `pg_comments` — the glossary as PostgreSQL comments (`\d+` in psql)
 //! * `bench`     — the load generator behind `scripts/bench-serve.sh`
 //! * `tls`       — the HTTPS listener (`[tls]`; the PostgreSQL endpoint
 //!   negotiates TLS itself, see `pg`)
@@ -25,6 +26,7 @@ mod governance;
 mod http;
 mod metrics;
 mod pg;
+mod pg_comments;
 mod readonly;
 mod response;
 mod sql;
@@ -159,7 +161,7 @@ pub async fn start(config: &Config, lake: Lake, live: LiveHandle, options: Serve
     let mut pg_addr = None;
     if let Some(listener) = pg_listener {
         pg_addr = Some(local_addr(&listener)?);
-        let handlers = pg::handlers(&state, config.tls.require_tls)?;
+        let handlers = pg::handlers(&state, config.tls.require_tls).await?;
         let tls = pg_tls.map(tokio_rustls::TlsAcceptor::from);
         tasks.push(tokio::spawn(pg::accept_loop(listener, handlers, tls, signal.clone())));
     }

@@ -58,10 +58,12 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
+use super::pg_comments::Comments;
 use super::readonly::{is_read_only_query, is_session_statement, keyword, refusal};
 use super::state::AppState;
 use crate::config::{Identity, Role, Tokens};
 use crate::error::{Error, Result};
+use crate::glossary::Glossary;
 
 /// Everything a connection needs.
 pub struct PgHandlers {
@@ -72,9 +74,14 @@ pub struct PgHandlers {
 
 /// Builds the handlers over the shared session (adds `pg_catalog` to it);
 /// `require_tls` refuses unencrypted clients.
-pub fn handlers(state: &Arc<AppState>, require_tls: bool) -> Result<Arc<PgHandlers>> {
-    let service = |ctx: &Arc<SessionContext>| -> Result<Arc<DfSessionService>> {
+pub async fn handlers(state: &Arc<AppState>, require_tls: bool) -> Result<Arc<PgHandlers>> {
+    let mut described = Vec::new();
+    let mut service = |ctx: &Arc<SessionContext>| -> Result<Arc<DfSessionService>> {
         setup_pg_catalog(ctx, "datafusion", EmptyContextProvider).map_err(|e| Error::other("PostgreSQL catalog emulation", e))?;
+        // Each session's catalog numbers its tables itself: comments per session.
+        let comments = Arc::new(Comments::default());
+        comments.register(ctx);
+        described.push((ctx.clone(), comments));
         let hooks: Vec<Arc<dyn QueryHook>> = vec![
             Arc::new(ReadOnlyHook),
             Arc::new(CursorStatementHook),
@@ -88,6 +95,12 @@ pub fn handlers(state: &Arc<AppState>, require_tls: bool) -> Result<Arc<PgHandle
     for (role, ctx) in &state.role_sessions {
         roles.push((*role, service(ctx)?));
     }
+    // The first comments before the first client, then kept current.
+    let glossary = Glossary::load(state.models_dir.as_deref())?;
+    for (ctx, comments) in &described {
+        comments.refresh(ctx, &glossary).await;
+    }
+    tokio::spawn(keep_comments_current(described, glossary, state.shutdown.subscribe()));
     let parser = Arc::new(RoleParser {
         admin: admin.query_parser(),
         roles: roles.iter().map(|(role, service)| (*role, service.query_parser())).collect(),
@@ -116,6 +129,29 @@ pub fn handlers(state: &Arc<AppState>, require_tls: bool) -> Result<Arc<PgHandle
         startup: Arc::new(startup),
         cancel: Arc::new(DefaultCancelHandler::new(connections)),
     }))
+}
+
+/// How often the comments follow tables that appeared in the lake.
+const COMMENTS_REFRESH: Duration = Duration::from_secs(10);
+
+/// Refreshes each session's comments every `COMMENTS_REFRESH` until shutdown.
+async fn keep_comments_current(
+    sessions: Vec<(Arc<SessionContext>, Arc<Comments>)>,
+    glossary: Glossary,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(COMMENTS_REFRESH) => {}
+            _ = shutdown.changed() => return,
+        }
+        if *shutdown.borrow() {
+            return;
+        }
+        for (ctx, comments) in &sessions {
+            comments.refresh(ctx, &glossary).await;
+        }
+    }
 }
 
 /// Accepts connections until shutdown; each runs on its own task (TLS

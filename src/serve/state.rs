@@ -95,6 +95,9 @@ pub struct AppState {
     pub lake: Lake,
     pub live: LiveHandle,
     pub options: ServeOptions,
+    /// The models (`--models`) and date the lineage is derived for.
+    pub models_dir: Option<std::path::PathBuf>,
+    pub date: chrono::NaiveDate,
     /// The tokens the server accepts (`[[auth.tokens]]` and `token`); none: open.
     pub tokens: Tokens,
     pub started_at: Instant,
@@ -158,6 +161,8 @@ impl AppState {
             lake,
             live,
             options,
+            models_dir: config.models_dir.clone(),
+            date: config.date,
             tokens,
             started_at: Instant::now(),
             sql_slots,

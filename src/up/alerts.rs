@@ -4,19 +4,17 @@
 //! The body has a `text` field (what Slack and Teams incoming webhooks show)
 //! and structured fields (`event`, `pipeline`, `stage`, `error`, `run_id`,
 //! `table`, `lake`, `at`) for other receivers. Alerts are queued and
-//! delivered by a task of their own, each retried a few times with a pause
-//! between tries, so that the pipeline never waits for a webhook; a delivery
-//! that keeps failing is logged and dropped. The webhook URL is a secret
-//! (Slack puts its token in the path): messages name its host only.
-
-use std::time::Duration;
+//! delivered by a task of their own (`webhook`), each retried a few times
+//! with a pause between tries, so that the pipeline never waits for a
+//! webhook; a delivery that keeps failing is logged and dropped. The webhook
+//! URL is a secret (Slack puts its token in the path): messages name its
+//! host only.
 
 use chrono::{DateTime, Utc};
-use object_store::client::{HttpClient, HttpConnector, HttpRequestBody, ReqwestConnector};
-use object_store::ClientOptions;
-use tokio::sync::mpsc;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
+pub use crate::webhook::DeliveryPolicy;
+use crate::webhook::Webhook;
 
 /// Why an alert is sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -48,52 +46,23 @@ pub struct Alert {
     pub at: DateTime<Utc>,
 }
 
-/// How deliveries are tried.
-#[derive(Debug, Clone, Copy)]
-pub struct DeliveryPolicy {
-    pub attempts: u32,
-    /// Pause after the first failed try, doubled after each.
-    pub first_pause: Duration,
-    /// Longest a single POST may take.
-    pub timeout: Duration,
-}
-
-impl Default for DeliveryPolicy {
-    fn default() -> Self {
-        DeliveryPolicy { attempts: 4, first_pause: Duration::from_secs(2), timeout: Duration::from_secs(10) }
-    }
-}
-
-/// Most alerts waiting for delivery; more are dropped (and logged).
-const QUEUE: usize = 256;
-
-/// Queues alerts for the delivery task. Cheap to clone. Without a webhook
-/// configured, alerts are only logged.
+/// Queues alerts for the delivery task (`webhook`). Cheap to clone.
+/// Without a webhook configured, alerts are only logged.
 #[derive(Clone)]
 pub struct Alerter {
-    queue: Option<mpsc::Sender<Alert>>,
+    webhook: Option<Webhook>,
 }
 
 impl Alerter {
     /// Alerts that are only logged.
     pub fn log_only() -> Alerter {
-        Alerter { queue: None }
+        Alerter { webhook: None }
     }
 
     /// Starts the delivery task for `webhook` (http or https URL).
     pub fn start(webhook: &str, policy: DeliveryPolicy) -> Result<Alerter> {
-        let url = url::Url::parse(webhook)
-            .ok()
-            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
-            .ok_or_else(|| Error::Config("alerts.webhook is not an http(s) URL: give the full URL the receiver gave you".into()))?;
-        let options = ClientOptions::new()
-            .with_allow_http(url.scheme() == "http")
-            .with_connect_timeout(Duration::from_secs(5))
-            .with_timeout(policy.timeout);
-        let client = ReqwestConnector::default().connect(&options).map_err(|e| Error::other("webhook HTTP client", e))?;
-        let (sender, receiver) = mpsc::channel(QUEUE);
-        tokio::spawn(deliver_all(client, url, policy, receiver));
-        Ok(Alerter { queue: Some(sender) })
+        let (webhook, _delivery) = Webhook::start(webhook, "alerts.webhook", "alert", policy)?;
+        Ok(Alerter { webhook: Some(webhook) })
     }
 
     /// Queues `alert` (never waits). It is logged in every case.
@@ -102,63 +71,22 @@ impl Alerter {
             AlertEvent::Failure | AlertEvent::FreshnessBreach => tracing::warn!("alert: {}", alert.text),
             _ => tracing::info!("alert: {}", alert.text),
         }
-        if let Some(queue) = &self.queue {
-            if queue.try_send(alert).is_err() {
-                tracing::warn!("alert dropped: {QUEUE} alerts already wait for delivery");
+        if let Some(webhook) = &self.webhook {
+            match serde_json::to_string(&alert) {
+                Ok(body) => webhook.send(body),
+                Err(err) => tracing::warn!("alert not sent: cannot encode it ({err})"),
             }
         }
-    }
-}
-
-/// Delivers queued alerts one after the other until every sender is gone.
-async fn deliver_all(client: HttpClient, url: url::Url, policy: DeliveryPolicy, mut queue: mpsc::Receiver<Alert>) {
-    let host = url.host_str().unwrap_or("the webhook").to_string();
-    while let Some(alert) = queue.recv().await {
-        let body = match serde_json::to_string(&alert) {
-            Ok(body) => body,
-            Err(err) => {
-                tracing::warn!("alert not sent: cannot encode it ({err})");
-                continue;
-            }
-        };
-        let mut pause = policy.first_pause;
-        for attempt in 1..=policy.attempts.max(1) {
-            match post(&client, &url, body.clone()).await {
-                Ok(()) => break,
-                Err(reason) if attempt == policy.attempts.max(1) => {
-                    tracing::warn!("alert not delivered to {host} after {attempt} tries: {reason}");
-                }
-                Err(reason) => {
-                    tracing::debug!("alert delivery to {host} failed ({reason}); retrying in {pause:?}");
-                    tokio::time::sleep(pause).await;
-                    pause *= 2;
-                }
-            }
-        }
-    }
-}
-
-/// One POST; the reason of a failure never shows the URL.
-async fn post(client: &HttpClient, url: &url::Url, body: String) -> std::result::Result<(), String> {
-    let request = http::Request::builder()
-        .method(http::Method::POST)
-        .uri(url.as_str())
-        .header("content-type", "application/json")
-        .body(HttpRequestBody::from(body))
-        .map_err(|_| "the request could not be built".to_string())?;
-    let response = client.execute(request).await.map_err(|e| format!("{:?} error", e.kind()))?;
-    let status = response.status();
-    if status.is_success() {
-        Ok(())
-    } else {
-        Err(format!("HTTP {}", status.as_u16()))
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::sync::mpsc;
 
     fn alert(text: &str) -> Alert {
         Alert {

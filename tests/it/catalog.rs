@@ -108,3 +108,62 @@ async fn the_cli_the_sql_api_and_the_postgres_endpoint_list_the_same_tables() {
     let live = csv_rows(&medallion_sql(&lake.url(), "SELECT pays, total_ventes_live, nb_transactions FROM live.sales_by_country ORDER BY pays"));
     assert_eq!(live, [["Germany", "99.5", "2"], ["USA", "10.25", "1"]]);
 }
+
+/// The descriptions of `models/<layer>/<table>.docs.toml`, read here with a
+/// TOML parser: (table description, column → description).
+fn docs_file(layer: &str, table: &str) -> (String, std::collections::BTreeMap<String, String>) {
+    let text = std::fs::read_to_string(repo_path(&format!("models/{layer}/{table}.docs.toml"))).unwrap();
+    let docs: toml::Table = text.parse().unwrap();
+    let columns = docs["columns"]
+        .as_table()
+        .unwrap()
+        .iter()
+        .map(|(name, text)| (name.clone(), text.as_str().unwrap().to_string()))
+        .collect();
+    (docs["description"].as_str().unwrap().to_string(), columns)
+}
+
+/// The glossary as PostgreSQL comments: `obj_description` and
+/// `col_description` over the endpoint's pg_catalog, and psql's `\d+`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_shows_the_glossary_as_table_and_column_comments() {
+    let (_db, _lake, config) = northwind_lake("it_catalog_comments").await;
+    let server = serve::start(&config, Lake::new(&config).unwrap(), LiveHandle::new(), test_options()).await.unwrap();
+    let pg = server.pg_addr().unwrap();
+    let (table_text, columns) = docs_file("gold", "kpi_revenue");
+    assert!(columns.len() >= 5);
+
+    let client = pg_endpoint_client(pg).await;
+    let table_row = client
+        .query_one(
+            "SELECT obj_description(c.oid, 'pg_class') FROM pg_catalog.pg_class c \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'gold' AND c.relname = 'kpi_revenue'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(table_row.get::<_, Option<String>>(0).as_deref(), Some(table_text.as_str()));
+    let rows = client
+        .query(
+            "SELECT a.attname, col_description(a.attrelid, a.attnum) FROM pg_catalog.pg_attribute a \
+             JOIN pg_catalog.pg_class c ON c.oid = a.attrelid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = 'gold' AND c.relname = 'kpi_revenue' AND a.attnum > 0",
+            &[],
+        )
+        .await
+        .unwrap();
+    let described: std::collections::BTreeMap<String, String> =
+        rows.iter().filter_map(|r| Some((r.get::<_, String>(0), r.get::<_, Option<String>>(1)?))).collect();
+    assert_eq!(described, columns);
+
+    // psql's own \d+ query shows a column's description.
+    let output = Command::new("psql")
+        .args(["-h", "127.0.0.1", "-p", &pg.port().to_string(), "-U", "anyone", "-d", "lake", "-X", "-c", "\\d+ gold.kpi_revenue"])
+        .env("PGCONNECT_TIMEOUT", "10")
+        .output()
+        .expect("psql is installed with PostgreSQL by scripts/pg.sh");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "psql failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(text.contains(&columns["total_revenue"]), "\\d+ shows no description: {text}");
+    server.shutdown().await;
+}

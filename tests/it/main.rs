@@ -2,10 +2,12 @@
 //! services on 127.0.0.1 started by scripts/test.sh; a missing service is a
 //! loud failure, never a skip.
 
+mod at_rest;
 mod batch;
 mod catalog;
 mod cli;
 mod governance;
+mod lineage;
 mod roles;
 mod serve;
 mod stream;

@@ -1,7 +1,9 @@
 //! Shared test plumbing: a fresh PostgreSQL database per test, a temporary
-//! lake, and helpers to read query results as plain Rust values.
+//! lake, helpers to read query results as plain Rust values, and a receiver
+//! of JSON POSTs.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use datafusion::arrow::array::{Array, RecordBatch};
 use datafusion::arrow::compute::cast;
@@ -11,6 +13,8 @@ use medallion::lake::session::SessionBuilder;
 use medallion::lake::Lake;
 use medallion::pipeline::{self, BatchSource};
 use medallion::progress::Progress;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_postgres::NoTls;
 
 /// A file of this repository. Read from the environment at run time (cargo
@@ -379,4 +383,44 @@ pub async fn table_history(config: &Config, layer: &str, table: &str) -> Vec<(i6
         commits.push((version, partition, operation));
     }
     commits
+}
+
+/// An HTTP receiver of JSON POSTs (alerts, OpenLineage events) at `path`:
+/// its URL, and every JSON body it got.
+pub async fn json_receiver(path: &str) -> (String, Arc<Mutex<Vec<Value>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}{path}", listener.local_addr().unwrap());
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let store = received.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut raw = Vec::new();
+                let mut buffer = [0u8; 8192];
+                loop {
+                    let Ok(n) = stream.read(&mut buffer).await else { return };
+                    if n == 0 {
+                        return;
+                    }
+                    raw.extend_from_slice(&buffer[..n]);
+                    let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
+                    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+                        .unwrap_or(0);
+                    if raw.len() >= split + 4 + length {
+                        let body = &raw[split + 4..split + 4 + length];
+                        if let Ok(json) = serde_json::from_slice(body) {
+                            store.lock().unwrap().push(json);
+                        }
+                        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").await;
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (url, received)
 }

@@ -13,7 +13,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::batch::PG_LINES;
@@ -222,45 +221,6 @@ impl PgProxy {
     }
 }
 
-/// An HTTP receiver of alert POSTs: every JSON body it got.
-async fn alert_receiver() -> (String, Arc<Mutex<Vec<Value>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    let received = Arc::new(Mutex::new(Vec::new()));
-    let store = received.clone();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let store = store.clone();
-            tokio::spawn(async move {
-                let mut raw = Vec::new();
-                let mut buffer = [0u8; 8192];
-                loop {
-                    let Ok(n) = stream.read(&mut buffer).await else { return };
-                    if n == 0 {
-                        return;
-                    }
-                    raw.extend_from_slice(&buffer[..n]);
-                    let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
-                    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
-                    let length: usize = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
-                        .unwrap_or(0);
-                    if raw.len() >= split + 4 + length {
-                        let body = &raw[split + 4..split + 4 + length];
-                        if let Ok(json) = serde_json::from_slice(body) {
-                            store.lock().unwrap().push(json);
-                        }
-                        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").await;
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    (url, received)
-}
-
 fn alerts_of(received: &Mutex<Vec<Value>>, event: &str) -> Vec<Value> {
     received.lock().unwrap().iter().filter(|a| a["event"] == event).cloned().collect()
 }
@@ -286,7 +246,7 @@ async fn a_failing_schedule_is_retried_alerted_and_recovers_and_a_stale_table_is
     let proxy = PgProxy::start(target).await;
     let through_proxy = db.replacen(&format!("{host}:{}", target.port()), &proxy.addr.to_string(), 1);
     assert_ne!(through_proxy, db, "the URL now names the proxy");
-    let (webhook, received) = alert_receiver().await;
+    let (webhook, received) = json_receiver("/hook").await;
 
     // A table that stays stale: written once before `up` starts.
     let lake = TestLake::new();

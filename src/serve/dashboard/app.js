@@ -262,6 +262,51 @@ async function loadCatalog() {
     || '<p class="empty">No table matches.</p>';
 }
 
+// ---- lineage ------------------------------------------------------------------
+const LINEAGE_LAYERS = ["postgres", "ref", "bronze", "silver", "gold", "live", "serving"];
+let lineage = null;
+async function loadLineage() {
+  lineage = await api("/api/lineage");
+  const names = [...new Set(lineage.edges.flatMap((e) => [e.from, e.to]))];
+  const layerOf = (n) => n.split(".")[0];
+  // One column per layer present, live beside serving's inputs.
+  const columns = LINEAGE_LAYERS.map((l) => names.filter((n) => layerOf(n) === l).sort()).filter((c) => c.length);
+  const box = { w: 178, h: 24, gapX: 62, gapY: 10, pad: 8 };
+  const pos = {};
+  columns.forEach((col, i) => col.forEach((n, j) => { pos[n] = { x: box.pad + i * (box.w + box.gapX), y: box.pad + j * (box.h + box.gapY) }; }));
+  const width = box.pad * 2 + columns.length * box.w + (columns.length - 1) * box.gapX;
+  const height = box.pad * 2 + Math.max(...columns.map((c) => c.length)) * (box.h + box.gapY);
+  const svg = $("lineage-graph");
+  svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
+  svg.setAttribute("width", width);
+  svg.setAttribute("height", height);
+  const edges = lineage.edges.map((e) => {
+    const a = pos[e.from], b = pos[e.to];
+    const x1 = a.x + box.w, y1 = a.y + box.h / 2, x2 = b.x, y2 = b.y + box.h / 2, mid = (x1 + x2) / 2;
+    return `<path class="edge" data-from="${esc(e.from)}" data-to="${esc(e.to)}" d="M${x1},${y1} C${mid},${y1} ${mid},${y2} ${x2},${y2}"/>`;
+  }).join("");
+  const nodes = names.map((n) => {
+    const p = pos[n], clickable = lineage.columns[n] ? " clickable" : "";
+    return `<g class="node layer-${esc(layerOf(n))}${clickable}" data-name="${esc(n)}"><rect x="${p.x}" y="${p.y}" width="${box.w}" height="${box.h}" rx="5"/>
+      <text x="${p.x + 8}" y="${p.y + 16}">${esc(n)}</text></g>`;
+  }).join("");
+  svg.innerHTML = edges + nodes;
+  $("lineage-count").textContent = `${names.length} tables · ${lineage.edges.length} edges`;
+  for (const g of svg.querySelectorAll("g.node")) g.addEventListener("click", () => showColumns(g.dataset.name));
+}
+
+function showColumns(table) {
+  for (const path of $("lineage-graph").querySelectorAll("path.edge")) {
+    path.classList.toggle("lit", path.dataset.to === table || path.dataset.from === table);
+  }
+  const cols = lineage.columns[table];
+  if (!cols) { $("lineage-columns").innerHTML = `<p class="empty">${esc(table)}: no column lineage (a copy of its source or a view).</p>`; return; }
+  const ref = (c) => `<code>${esc(c.table)}.${esc(c.column)}</code>`;
+  const rows = cols.fields.map((f) => `<tr><td><code>${esc(f.name)}</code></td><td>${f.inputs.length ? f.inputs.map(ref).join(", ") : '<span class="empty">constant / count</span>'}</td></tr>`).join("");
+  $("lineage-columns").innerHTML = `<h3>${esc(table)}</h3><table class="data"><thead><tr><th>Column</th><th>Computed from</th></tr></thead><tbody>${rows}</tbody></table>
+    <p class="hint">Rows filtered, joined, grouped or ordered by: ${cols.indirect.map(ref).join(", ") || "nothing"}</p>`;
+}
+
 // Drift thresholds: null rate in points, distinct count and mean relative.
 const DRIFT = { nullPoints: 5, distinct: 0.2, mean: 0.1 };
 const pct = (x) => (100 * x).toFixed(1);
@@ -306,7 +351,7 @@ async function loadProfile() {
 }
 
 async function refreshAll() {
-  const results = await Promise.allSettled([loadKpis(), loadCustomers(), loadRuns(), loadTables(), loadCombined(), loadCatalog(), loadProfileTables()]);
+  const results = await Promise.allSettled([loadKpis(), loadCustomers(), loadRuns(), loadTables(), loadCombined(), loadCatalog(), loadLineage(), loadProfileTables()]);
   const failed = results.find((r) => r.status === "rejected");
   showError(failed ? failed.reason.message : "");
 }
