@@ -6,6 +6,7 @@ mod batch;
 mod catalog;
 mod cli;
 mod governance;
+mod kafka_sasl;
 mod roles;
 mod serve;
 mod stream;
