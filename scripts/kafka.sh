@@ -12,15 +12,22 @@
 #   status         exit 0 and say so when running, exit 1 otherwise.
 #   create-topic   create topic NAME with PARTITIONS partitions (replication 1)
 #                  unless it exists; fails if it exists with another count.
-#   env            print `export ...` lines for a client.
+#   env            print `export ...` lines for a client: the plain listener
+#                  (KAFKA_BOOTSTRAP_SERVERS) and the SASL one
+#                  (MEDALLION_KAFKA_SASL_BOOTSTRAP, _MECHANISM, _USERNAME, _PASSWORD).
 #
-# Broker: PLAINTEXT://127.0.0.1:${KAFKA_PORT:-29092}, controller on
-# 127.0.0.1:${KAFKA_CONTROLLER_PORT:-29093}, no authentication. Topics are
-# auto-created on first use too (1 partition). Kafka version: ${KAFKA_VERSION:-4.1.1}
-# (org.apache.kafka:kafka_2.13 + kafka-tools, run on the machine's Java 17).
+# Broker: PLAINTEXT://127.0.0.1:${KAFKA_PORT:-29092} without authentication,
+# SASL_PLAINTEXT://127.0.0.1:${KAFKA_SASL_PORT:-29094} with SCRAM-SHA-256 for
+# the user `medallion` (its password generated once, in sasl-password),
+# controller on 127.0.0.1:${KAFKA_CONTROLLER_PORT:-29093}. A broker already
+# running with another configuration (other ports, no SASL listener) is
+# restarted. Topics are auto-created on first use too (1 partition). Kafka
+# version: ${KAFKA_VERSION:-4.1.1} (org.apache.kafka:kafka_2.13 + kafka-tools,
+# run on the machine's Java 17).
 #
 # State: ${MEDALLION_SERVICES_DIR:-$HOME/.cache/medallion-services}/kafka
-# (libs-<version>/ jars, data/ log dirs, server.properties, logs/, kafka.pid).
+# (libs-<version>/ jars, data/ log dirs, server.properties, logs/, kafka.pid,
+# sasl-password, and sasl-user-created once the user exists in data/).
 set -euo pipefail
 readonly SERVICE=kafka
 # shellcheck source-path=SCRIPTDIR source=lib/service.sh
@@ -29,6 +36,12 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib/service.sh"
 readonly EXTRA_COMMANDS="create-topic NAME PARTITIONS"
 readonly PORT="${KAFKA_PORT:-29092}"
 readonly CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-29093}"
+readonly SASL_PORT="${KAFKA_SASL_PORT:-29094}"
+readonly SASL_MECHANISM=SCRAM-SHA-256
+readonly SASL_USER=medallion
+readonly SASL_PASSWORD_FILE="$STATE/sasl-password"
+# Present once the SASL user exists in the broker's metadata (data/).
+readonly SASL_USER_MARK="$STATE/sasl-user-created"
 readonly VERSION="${KAFKA_VERSION:-4.1.1}"
 readonly LOG4J_VERSION=2.24.3
 readonly DEFAULT_TOPIC=ventes-temps-reel
@@ -39,6 +52,7 @@ readonly PIDFILE="$STATE/kafka.pid"
 readonly CONFIG="$STATE/server.properties"
 readonly START_TIMEOUT=90
 readonly BOOTSTRAP="$HOST:$PORT"
+readonly SASL_BOOTSTRAP="$HOST:$SASL_PORT"
 
 ensure_java() {
     command -v java >/dev/null 2>&1 || apt_install openjdk-17-jre-headless
@@ -98,17 +112,21 @@ rootLogger.appenderRef.err.ref = ERR
 EOF
 }
 
-# Rewritten on every start so port changes are picked up.
-write_server_config() {
-    cat >"$CONFIG" <<EOF
+# The broker's configuration for the current ports. The SASL listener
+# authenticates SCRAM-SHA-256 users kept in the cluster's metadata (no
+# credentials in this file).
+server_config() {
+    cat <<EOF
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@$HOST:$CONTROLLER_PORT
-listeners=PLAINTEXT://$HOST:$PORT,CONTROLLER://$HOST:$CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://$HOST:$PORT
+listeners=PLAINTEXT://$HOST:$PORT,SASL_PLAINTEXT://$HOST:$SASL_PORT,CONTROLLER://$HOST:$CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://$HOST:$PORT,SASL_PLAINTEXT://$HOST:$SASL_PORT
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT
+sasl.enabled.mechanisms=$SASL_MECHANISM
+listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 log.dirs=$DATA
 num.partitions=1
 default.replication.factor=1
@@ -124,6 +142,21 @@ log.retention.hours=24
 EOF
 }
 
+# Rewritten on every start so port changes are picked up.
+write_server_config() { server_config >"$CONFIG"; }
+
+# The SASL user's password: generated once (letters and digits), readable
+# by its owner only.
+sasl_password() {
+    if [[ ! -s "$SASL_PASSWORD_FILE" ]]; then
+        mkdir -p "$STATE"
+        local random
+        random="$(head -c 48 /dev/urandom | base64 | tr -dc 'A-Za-z0-9')"
+        (umask 077 && printf '%s\n' "${random:0:24}" >"$SASL_PASSWORD_FILE")
+    fi
+    cat "$SASL_PASSWORD_FILE"
+}
+
 # Run a Kafka main class with the cached jars and a small heap.
 kjava() {
     local heap="$1" log4j="$2"
@@ -137,9 +170,23 @@ format_storage() {
     local cluster_id
     cluster_id="$(kjava 128m "$STATE/log4j2-tools.properties" kafka.tools.StorageTool random-uuid)" \
         || die "kafka-storage random-uuid failed"
+    rm -f "$SASL_USER_MARK"
     kjava 128m "$STATE/log4j2-tools.properties" kafka.tools.StorageTool format \
-        -t "$cluster_id" -c "$CONFIG" >"$LOGS/format.log" 2>&1 \
+        -t "$cluster_id" -c "$CONFIG" \
+        --add-scram "$SASL_MECHANISM=[name=$SASL_USER,password=$(sasl_password)]" >"$LOGS/format.log" 2>&1 \
         || die "kafka-storage format failed, see $LOGS/format.log"
+    touch "$SASL_USER_MARK"
+}
+
+# Storage formatted before the SASL listener existed has no SASL user:
+# create it once, through the running broker.
+ensure_sasl_user() {
+    [[ -f "$SASL_USER_MARK" ]] && return
+    kjava 128m "$STATE/log4j2-tools.properties" kafka.admin.ConfigCommand --bootstrap-server "$BOOTSTRAP" \
+        --alter --entity-type users --entity-name "$SASL_USER" \
+        --add-config "$SASL_MECHANISM=[password=$(sasl_password)]" >"$LOGS/sasl-user.log" 2>&1 \
+        || die "cannot create the SASL user $SASL_USER, see $LOGS/sasl-user.log"
+    touch "$SASL_USER_MARK"
 }
 
 # True when process $1 is a kafka.Kafka JVM.
@@ -148,7 +195,7 @@ is_broker() { tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -q 'kafka\.Kafk
 is_running() { pid_file_process_is is_broker; }
 
 launch() {
-    refuse_taken_ports "$PORT" "$CONTROLLER_PORT"
+    refuse_taken_ports "$PORT" "$SASL_PORT" "$CONTROLLER_PORT"
     start_detached "$LOGS/kafka.out" java -Xms256m -Xmx512m -XX:+UseG1GC -Djava.awt.headless=true \
         "-Dlog4j2.configurationFile=$STATE/log4j2-broker.properties" \
         -cp "$LIBS/*" kafka.Kafka "$CONFIG"
@@ -199,8 +246,10 @@ default_topic_created() { (create_topic "$DEFAULT_TOPIC" 1) 2>/dev/null; }
 
 cmd_start() {
     mkdir -p "$STATE" "$DATA" "$LOGS"
-    # A broker left running on other ports (KAFKA_PORT changed): restart it.
-    if is_running && ! grep -qx "listeners=PLAINTEXT://$HOST:$PORT,CONTROLLER://$HOST:$CONTROLLER_PORT" "$CONFIG"; then
+    # A broker left running with another configuration (a port changed, or
+    # started by an older kafka.sh, without the SASL listener): restart it.
+    if is_running && [[ "$(server_config)" != "$(cat "$CONFIG" 2>/dev/null)" ]]; then
+        echo "kafka.sh: restarting the broker with the current configuration" >&2
         cmd_stop >/dev/null
     fi
     if ! is_running; then
@@ -213,7 +262,8 @@ cmd_start() {
         wait_until 0.5 answering port_open "$PORT"
     fi
     wait_until 1 ready default_topic_created
-    echo "kafka ready on $BOOTSTRAP"
+    ensure_sasl_user
+    echo "kafka ready on $BOOTSTRAP (SASL_PLAINTEXT $SASL_MECHANISM on $SASL_BOOTSTRAP)"
 }
 
 cmd_stop() { stop_pid_file_server 30; }
@@ -228,6 +278,10 @@ cmd_create_topic() {
 cmd_env() {
     echo "export KAFKA_BOOTSTRAP_SERVERS=$BOOTSTRAP"
     echo "export MEDALLION_KAFKA_BROKERS=$BOOTSTRAP"
+    echo "export MEDALLION_KAFKA_SASL_BOOTSTRAP=$SASL_BOOTSTRAP"
+    echo "export MEDALLION_KAFKA_SASL_MECHANISM=$SASL_MECHANISM"
+    echo "export MEDALLION_KAFKA_SASL_USERNAME=$SASL_USER"
+    echo "export MEDALLION_KAFKA_SASL_PASSWORD=$(sasl_password)"
 }
 
 if [[ "${1:-}" == create-topic ]]; then

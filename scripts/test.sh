@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs medallion's whole test suite (unit + integration) against real services
 # on 127.0.0.1, which this script installs where missing and starts itself:
-#   PostgreSQL (scripts/pg.sh), Apache Kafka (scripts/kafka.sh),
+#   PostgreSQL (scripts/pg.sh), Apache Kafka with a SASL listener (scripts/kafka.sh),
 #   an S3 server, medallion-s3 (scripts/s3.sh); the S3 fault tests start their own
 #   private instances through the same script, on other ports;
 #   Debian's chromium for the dashboard test, and Python's jsonschema for the
@@ -39,9 +39,15 @@ eval "$(scripts/pg.sh env)"
 eval "$(scripts/kafka.sh env)"
 export MEDALLION_TEST_DATABASE_URL="$MEDALLION_PG_URL"
 export MEDALLION_TEST_KAFKA="$KAFKA_BOOTSTRAP_SERVERS"
+# The broker's SASL_PLAINTEXT listener (SCRAM-SHA-256) and its user.
+export MEDALLION_TEST_KAFKA_SASL="$MEDALLION_KAFKA_SASL_BOOTSTRAP"
+export MEDALLION_TEST_KAFKA_SASL_MECHANISM="$MEDALLION_KAFKA_SASL_MECHANISM"
+export MEDALLION_TEST_KAFKA_SASL_USERNAME="$MEDALLION_KAFKA_SASL_USERNAME"
+export MEDALLION_TEST_KAFKA_SASL_PASSWORD="$MEDALLION_KAFKA_SASL_PASSWORD"
 # Jars for the second, throw-away broker of the broker-restart test.
 export MEDALLION_TEST_KAFKA_LIBS="${MEDALLION_SERVICES_DIR:-$HOME/.cache/medallion-services}/kafka/libs-${KAFKA_VERSION:-4.1.1}"
-unset KAFKA_BOOTSTRAP_SERVERS
+unset KAFKA_BOOTSTRAP_SERVERS MEDALLION_KAFKA_SASL_PASSWORD KAFKA_SECURITY_PROTOCOL KAFKA_SASL_MECHANISM \
+    KAFKA_SASL_USERNAME KAFKA_SASL_PASSWORD KAFKA_SSL_CA_LOCATION
 # The S3 server for the tests, under test-only names: the AWS_* variables
 # stay unset so that no other test talks to S3 by accident.
 eval "$(scripts/s3.sh env)"

@@ -82,6 +82,12 @@ pub enum Error {
     #[error("expectation {rule} of model {model} failed for {rows} row(s) and is declared on_fail = \"fail\": fix the source data or relax the rule in {model}.expectations.toml")]
     ExpectationFailed { model: String, rule: String, rows: u64 },
 
+    /// A Kafka broker refused the client: bad credentials, a failed TLS
+    /// handshake, a denied ACL. Never transient: librdkafka would retry
+    /// forever, medallion stops at once (see `kafka`).
+    #[error("Kafka at {brokers} refused the connection: {reason}")]
+    KafkaRefused { brokers: String, reason: String },
+
     /// A user query failed.
     #[error("query failed: {0}")]
     Query(String),

@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 
 use crate::config::Config;
 use crate::error::{one_line, Error, Result};
+use crate::kafka::Connection;
 use crate::lake::Lake;
 use crate::live::LiveHandle;
 use crate::progress::Progress;
@@ -30,7 +31,8 @@ pub fn stream_source(config: &Config) -> Result<StreamSource> {
                 .into(),
         )
     })?;
-    Ok(StreamSource::Kafka(KafkaSource::new(brokers, &config.stream.topic, &config.stream.group)?))
+    let connection = Connection::new(&config.kafka, brokers);
+    Ok(StreamSource::Kafka(KafkaSource::connect(&connection, &config.stream.topic, &config.stream.group)?))
 }
 
 /// How often a continuous stream waiting for its source tries again.
@@ -41,7 +43,8 @@ const SOURCE_RETRY: Duration = Duration::from_secs(5);
 /// that is not there yet, with a warning line at each try (every
 /// `SOURCE_RETRY`); a stream that consumes what is there and stops fails at
 /// once instead. `None` when `stop` is set while waiting. A configuration
-/// error (no brokers at all) is returned at once either way.
+/// error (no brokers at all) and a broker's refusal (bad credentials) are
+/// returned at once either way: waiting would not change them.
 pub async fn wait_for_source(config: &Config, stop: &AtomicBool) -> Result<Option<StreamSource>> {
     let started = Instant::now();
     let mut waited = false;
@@ -54,6 +57,7 @@ pub async fn wait_for_source(config: &Config, stop: &AtomicBool) -> Result<Optio
                 }
                 return Ok(Some(source));
             }
+            Err(err @ Error::KafkaRefused { .. }) => return Err(err),
             Err(err) if config.stream.interval.is_some() => err,
             Err(err) => return Err(err),
         };

@@ -6,6 +6,7 @@
 //! * `models`   — silver and gold as SQL files, materialised as Delta tables
 //! * `quality`  — expectations declared next to models
 //! * `lake`     — Delta tables under one lake URL, DataFusion catalog
+//! * `kafka`    — Kafka clients: librdkafka settings (SASL, TLS), brokers' refusals
 //! * `pipeline` — the DAG: ingest → refine → aggregate, with retries
 //! * `runs`     — run history in `gold.pipeline_runs`
 //! * `glossary` — descriptions of every table and column (`<model>.docs.toml`), the catalog
@@ -25,6 +26,7 @@ pub mod devtools;
 pub mod error;
 pub mod glossary;
 pub mod jobs;
+pub mod kafka;
 pub mod lake;
 pub mod lineage;
 pub mod live;

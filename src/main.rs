@@ -52,7 +52,7 @@ medallion sql \"SELECT * FROM gold.kpi_revenue\"\n\n\
 With your own database:\n  \
 DATABASE_URL=postgres://user:pass@host/northwind medallion run --lake file:///data/lake",
     after_help = "Configuration: every setting is taken from its flag, else its environment variable \
-(MEDALLION_LAKE, DATABASE_URL, KAFKA_BOOTSTRAP_SERVERS, AWS_*…), else medallion.toml in the working \
+(MEDALLION_LAKE, DATABASE_URL, KAFKA_BOOTSTRAP_SERVERS, KAFKA_SASL_*, AWS_*…), else medallion.toml in the working \
 directory (or --config FILE), else its default. `medallion <command> --help` lists a command's options."
 )]
 struct Cli {
@@ -101,12 +101,17 @@ enum Command {
         medallion stream --interval 1s              # until Ctrl-C\n  \
         medallion stream --source file:///data/events\n\n\
         Every option can also be set under [stream] in medallion.toml, with the flag's name \
-        (max_batch = 10000, interval = \"1s\").")]
+        (max_batch = 10000, interval = \"1s\").\n\n\
+        Kafka with SASL or TLS: KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_MECHANISM, KAFKA_SASL_USERNAME, \
+        KAFKA_SASL_PASSWORD, KAFKA_SSL_CA_LOCATION (or [kafka] in medallion.toml; any librdkafka property \
+        under [kafka.properties]). Credentials the broker refuses stop the stream at once, in one line.")]
     Stream(StreamArgs),
     /// Publish realistic sales events (to Kafka, or to a folder for `stream --source`)
     #[command(after_help = "Examples:\n  \
         medallion produce --count 100000 --rate 5000 --bad-ratio 0.05\n  \
-        medallion produce --to-dir /data/events --count 2000")]
+        medallion produce --to-dir /data/events --count 2000\n  \
+        KAFKA_SASL_PASSWORD=... medallion produce --security-protocol SASL_SSL --sasl-mechanism SCRAM-SHA-512 --sasl-username app\n\n\
+        Kafka security comes from the same settings as `medallion stream` ([kafka] in medallion.toml, KAFKA_* variables).")]
     Produce(ProduceArgs),
     /// Serve the dashboard, the HTTP API and the PostgreSQL wire endpoint over the lake
     #[command(after_help = "Examples:\n  \
@@ -241,6 +246,26 @@ struct DatabaseArg {
     /// Source database, e.g. postgres://user:password@127.0.0.1:5432/northwind [env: DATABASE_URL]
     #[arg(long, value_name = "URL")]
     database_url: Option<String>,
+}
+
+/// How the Kafka clients of `stream` and `produce` authenticate and encrypt
+/// (`[kafka]`). The passwords have no flag: a flag shows in the process
+/// list and the shell's history.
+#[derive(Args)]
+#[command(next_help_heading = "Kafka security")]
+struct KafkaArgs {
+    /// PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL [env: KAFKA_SECURITY_PROTOCOL] [default: PLAINTEXT]
+    #[arg(long, value_name = "PROTOCOL")]
+    security_protocol: Option<String>,
+    /// PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (the password: KAFKA_SASL_PASSWORD or sasl_password under [kafka]) [env: KAFKA_SASL_MECHANISM]
+    #[arg(long, value_name = "MECHANISM")]
+    sasl_mechanism: Option<String>,
+    /// SASL user name [env: KAFKA_SASL_USERNAME]
+    #[arg(long, value_name = "USER")]
+    sasl_username: Option<String>,
+    /// CA certificates (PEM) the brokers' certificates must chain to, for SSL and SASL_SSL [env: KAFKA_SSL_CA_LOCATION] [default: the system's]
+    #[arg(long, value_name = "FILE")]
+    ssl_ca_location: Option<String>,
 }
 
 /// The options of `serve` (and of `demo`, which serves at the end).
@@ -519,6 +544,8 @@ struct StreamArgs {
     /// Benchmark reference: read to the end offsets and discard (no decoding, no lake)
     #[arg(long, hide = true)]
     discard: bool,
+    #[command(flatten)]
+    kafka: KafkaArgs,
 }
 
 #[derive(Args)]
@@ -544,6 +571,8 @@ struct ProduceArgs {
     /// Write one JSON-lines file into this folder instead of sending to Kafka
     #[arg(long, value_name = "DIR")]
     to_dir: Option<PathBuf>,
+    #[command(flatten)]
+    kafka: KafkaArgs,
 }
 
 #[derive(Args)]
@@ -630,9 +659,20 @@ impl ApplyFlags for ServeArgs {
     }
 }
 
+impl ApplyFlags for KafkaArgs {
+    fn apply(&self, overrides: &mut Overrides) {
+        let kafka = &mut overrides.kafka;
+        kafka.security_protocol = self.security_protocol.clone();
+        kafka.sasl_mechanism = self.sasl_mechanism.clone();
+        kafka.sasl_username = self.sasl_username.clone();
+        kafka.ssl_ca_location = self.ssl_ca_location.clone();
+    }
+}
+
 impl ApplyFlags for StreamArgs {
     fn apply(&self, overrides: &mut Overrides) {
         self.lake.apply(overrides);
+        self.kafka.apply(overrides);
         let stream = &mut overrides.stream;
         stream.brokers = self.brokers.clone();
         stream.topic = self.topic.clone();
@@ -647,6 +687,7 @@ impl ApplyFlags for StreamArgs {
 
 impl ApplyFlags for ProduceArgs {
     fn apply(&self, overrides: &mut Overrides) {
+        self.kafka.apply(overrides);
         overrides.stream.brokers = self.brokers.clone();
         overrides.stream.topic = self.topic.clone();
     }
@@ -905,7 +946,8 @@ async fn produce_events(config: &Config, args: &ProduceArgs, progress: &Progress
                  or write files with --to-dir",
             )?;
             let bar = progress.bar("producing", args.count, "events");
-            let summary = produce::to_kafka(brokers, &config.stream.topic, &options, &bar).await?;
+            let connection = medallion::kafka::Connection::new(&config.kafka, brokers);
+            let summary = produce::to_kafka(&connection, &config.stream.topic, &options, &bar).await?;
             bar.finish_and_clear();
             summary
         }

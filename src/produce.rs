@@ -6,15 +6,21 @@
 //! wrong type, a negative amount and a duplicated event id, so the stream's
 //! dead-letter path can be watched. The sequence is seeded; only the
 //! timestamps (the time of sending) differ between runs.
+//!
+//! The producer comes from `kafka::Connection` (brokers, SASL, TLS); before
+//! the first event it asks for the topic's metadata, so a broker that
+//! refuses it (bad credentials) is one `Error::KafkaRefused` line at once,
+//! not a delivery timeout half a minute later.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::{Array, Float32Array, Int16Array, StringArray};
-use rdkafka::config::ClientConfig;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
 use crate::error::{one_line, Error, Result};
+use crate::kafka::{self, Connection, Diagnostics, KafkaContext};
 use crate::rng::Rng;
 use crate::source::dump::Dump;
 
@@ -155,15 +161,22 @@ async fn pace(started: Instant, sent: u64, rate: Option<f64>) {
     }
 }
 
+/// The producer's settings besides brokers and security.
+const PRODUCER_TUNING: [(&str, &str); 3] = [("linger.ms", "5"), ("compression.type", "lz4"), ("message.timeout.ms", "30000")];
+
+/// Longest the producer waits for the brokers to answer before the first event.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Publishes to a Kafka topic, keyed by client.
-pub async fn to_kafka(brokers: &str, topic: &str, options: &ProduceOptions, progress: &indicatif::ProgressBar) -> Result<ProduceSummary> {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("linger.ms", "5")
-        .set("compression.type", "lz4")
-        .set("message.timeout.ms", "30000")
-        .create()
-        .map_err(|e| Error::Config(format!("invalid Kafka settings: {}", one_line(&e.to_string()))))?;
+pub async fn to_kafka(
+    connection: &Connection,
+    topic: &str,
+    options: &ProduceOptions,
+    progress: &indicatif::ProgressBar,
+) -> Result<ProduceSummary> {
+    let brokers = connection.brokers();
+    let (producer, diagnostics) = connection.producer(&PRODUCER_TUNING)?;
+    connect(connection, &producer, &diagnostics, topic).await?;
     let mut generator = EventGenerator::new(options.bad_ratio, options.seed)?;
     let mut summary = ProduceSummary::default();
     let started = Instant::now();
@@ -178,17 +191,38 @@ pub async fn to_kafka(brokers: &str, topic: &str, options: &ProduceOptions, prog
         tally(&mut summary, &event);
         if in_flight.len() >= 10_000 {
             for delivery in in_flight.drain(..) {
-                delivered(brokers, topic, delivery).await?;
+                delivered(brokers, topic, delivery).await.map_err(|e| refused_or(connection, &diagnostics, e))?;
             }
             progress.set_position(summary.sent);
         }
     }
     for delivery in in_flight {
-        delivered(brokers, topic, delivery).await?;
+        delivered(brokers, topic, delivery).await.map_err(|e| refused_or(connection, &diagnostics, e))?;
     }
     progress.set_position(summary.sent);
     summary.elapsed = started.elapsed();
     Ok(summary)
+}
+
+/// Waits until the brokers answer a metadata request for `topic`; a
+/// refusal (bad credentials, a failed TLS handshake) fails at once.
+async fn connect(connection: &Connection, producer: &FutureProducer<KafkaContext>, diagnostics: &Arc<Diagnostics>, topic: &str) -> Result<()> {
+    let (producer, diagnostics, check, topic_name) = (producer.clone(), diagnostics.clone(), connection.clone(), topic.to_string());
+    let answered = tokio::task::spawn_blocking(move || {
+        kafka::metadata(
+            CONNECT_TIMEOUT,
+            |wait| producer.client().fetch_metadata(Some(&topic_name), wait),
+            || diagnostics.refusal().map(|refusal| check.refused(&refusal)),
+        )
+    })
+    .await
+    .map_err(|e| Error::other("Kafka producer", e))??;
+    answered.map(|_| ()).map_err(|e| kafka_error(connection.brokers(), topic, e))
+}
+
+/// The broker's refusal when it reported one, else `err`.
+fn refused_or(connection: &Connection, diagnostics: &Diagnostics, err: Error) -> Error {
+    diagnostics.refusal().map(|refusal| connection.refused(&refusal)).unwrap_or(err)
 }
 
 async fn delivered(brokers: &str, topic: &str, delivery: rdkafka::producer::DeliveryFuture) -> Result<()> {

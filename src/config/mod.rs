@@ -10,8 +10,8 @@
 //!
 //! The library's option types are built from it (`Config::stream_options`,
 //! `Config::serve_options`), and it knows its secrets (database password,
-//! AWS secret key, serving token): `Secrets::scrub` removes them from any
-//! message before it is printed or stored.
+//! AWS secret key, serving token, Kafka passwords): `Secrets::scrub` removes
+//! them from any message before it is printed or stored.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -25,12 +25,14 @@ use crate::error::{Error, Result};
 use crate::serve::ServeOptions;
 
 mod auth;
+mod kafka;
 mod pii;
 mod lineage;
 mod profile;
 mod tls;
 mod up;
 pub use auth::{AuthConfig, Identity, Role, Tokens};
+pub use kafka::{KafkaConfig, KafkaFlags, KafkaTls, SaslCredentials, SaslMechanism, SecurityProtocol};
 pub use pii::{PiiConfig, DEFAULT_PII_COLUMNS};
 pub use lineage::LineageConfig;
 pub use profile::ProfileConfig;
@@ -65,6 +67,8 @@ pub struct Overrides {
     /// `--create-buckets`: create missing S3 buckets.
     pub create_buckets: Option<bool>,
     pub stream: StreamFlags,
+    /// The Kafka security flags of `stream` and `produce`.
+    pub kafka: KafkaFlags,
     pub serve: ServeFlags,
 }
 
@@ -312,6 +316,8 @@ struct FileConfig {
     s3: S3File,
     #[serde(default)]
     stream: StreamFile,
+    #[serde(default)]
+    kafka: kafka::KafkaFile,
     #[serde(default)]
     serve: ServeFile,
     #[serde(default)]
@@ -695,6 +701,9 @@ pub struct Config {
     /// `[pii]`: protected columns and the pseudonym key (`MEDALLION_PII_KEY`).
     pub pii: PiiConfig,
     pub stream: StreamConfig,
+    /// `[kafka]`: security protocol, SASL credentials, TLS files and other
+    /// librdkafka properties of the Kafka clients.
+    pub kafka: KafkaConfig,
     pub serve: ServeConfig,
     /// `medallion up`: `[up]`, `[alerts]`, `[freshness]`, `[maintenance]`.
     pub up: UpConfig,
@@ -760,6 +769,7 @@ impl Config {
             auth: AuthConfig::resolve(file.auth, &sources.file_name)?,
             pii: PiiConfig::resolve(file.pii, sources)?,
             stream,
+            kafka: KafkaConfig::resolve(flags.kafka, file.kafka, sources)?,
             serve: ServeConfig::resolve(flags.serve, file.serve, sources)?,
             up,
             profile: ProfileConfig::resolve(file.profile, sources)?,
@@ -816,6 +826,7 @@ impl Config {
         if let Some(url) = &self.lineage.url {
             secrets.push(url.clone());
         }
+        secrets.extend(self.kafka.secrets());
         // Too short to replace without mangling the message (and to be a real secret).
         secrets.retain(|s| s.len() >= 3);
         Secrets(secrets)
@@ -823,7 +834,8 @@ impl Config {
 }
 
 /// The secret values of a configuration: the database password, the AWS
-/// secret key, the serving token, the alert webhook.
+/// secret key, the serving token, the alert webhook, the PII key, the Kafka
+/// passwords.
 #[derive(Clone, Default)]
 pub struct Secrets(Vec<String>);
 
@@ -1092,6 +1104,30 @@ mod tests {
         let path = test.flags.config_file.clone().unwrap();
         let config = load(Overrides::default(), &[("MEDALLION_CONFIG", path.to_str().unwrap())]).unwrap();
         assert_eq!(config.stream.topic, "from-config-env");
+    }
+
+    #[test]
+    fn kafka_security_comes_from_flags_environment_and_file_and_its_passwords_are_secrets() {
+        let test = file(
+            "[stream]\nbrokers = \"b:9094\"\n[kafka]\nsecurity_protocol = \"SASL_SSL\"\nsasl_mechanism = \"SCRAM-SHA-512\"\n\
+             sasl_username = \"app\"\nssl_ca_location = \"/etc/ca.pem\"\n[kafka.properties]\n\"client.rack\" = \"eu-1\"\n",
+        );
+        let mut flags = test.flags.clone();
+        flags.kafka.sasl_username = Some("from-flag".into());
+        let config = load(flags, &[("KAFKA_SASL_PASSWORD", "kafka-Secret-pw")]).unwrap();
+        assert_eq!(config.kafka.security_protocol, SecurityProtocol::SaslSsl);
+        let sasl = config.kafka.sasl.clone().unwrap();
+        assert_eq!((sasl.mechanism, sasl.username.as_str()), (SaslMechanism::ScramSha512, "from-flag"));
+        assert_eq!(config.kafka.tls.ca_location, Some(PathBuf::from("/etc/ca.pem")));
+        assert_eq!(config.kafka.properties["client.rack"], "eu-1");
+        assert_eq!(config.secrets().scrub("login with kafka-Secret-pw failed"), "login with *** failed");
+        assert!(!format!("{config:?}").contains("kafka-Secret-pw"));
+
+        // Without the password: one line naming what to set.
+        let err = load(test.flags.clone(), &[]).unwrap_err().to_string();
+        assert!(err.contains("KAFKA_SASL_PASSWORD") && err.lines().count() == 1, "{err}");
+        let err = load(file("[kafka]\nsasl_user = \"x\"\n").flags, &[]).unwrap_err().to_string();
+        assert!(err.contains("unknown field") && err.contains("sasl_username"), "{err}");
     }
 
     fn up_config(toml: &str) -> Result<Config> {

@@ -4,50 +4,75 @@
 //! (not the consumer group's offsets), which is what makes the stream
 //! exactly-once; the group id is still used so tools can see the consumer.
 //! Polling runs on a blocking thread; payloads are copied out in batches.
+//!
+//! The consumer comes from `kafka::Connection` (brokers, SASL, TLS). A broker
+//! that refuses it (bad credentials, a TLS handshake that fails, a denied
+//! ACL) ends the stream with `Error::KafkaRefused`: librdkafka reports the
+//! refusal as an error event on the consumer's queue and would reconnect
+//! forever. Before partitions are assigned the queue holds nothing else, so
+//! the first metadata request reads it between short waits (a wrong
+//! password fails in about a second); afterwards `poll` sees such events.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::message::{Positions, RawMessage};
 use crate::error::{one_line, Error, Result};
+use crate::kafka::{self, Connection, Diagnostics, KafkaContext, Refusal};
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The consumer's settings besides brokers and security.
+const CONSUMER_TUNING: [(&str, &str); 8] = [
+    ("enable.auto.commit", "false"),
+    ("enable.auto.offset.store", "false"),
+    ("auto.offset.reset", "earliest"),
+    ("enable.partition.eof", "false"),
+    ("fetch.wait.max.ms", "100"),
+    ("queued.max.messages.kbytes", "262144"),
+    // Once the local queue is full, fetch again 10 ms later, not the
+    // default 1 s: with 1 s a catch-up read idles most of the time.
+    ("fetch.queue.backoff.ms", "10"),
+    ("client.id", "medallion"),
+];
 
 /// Clones share one consumer.
 #[derive(Clone)]
 pub struct KafkaSource {
-    consumer: Arc<BaseConsumer>,
-    brokers: String,
+    consumer: Arc<BaseConsumer<KafkaContext>>,
+    diagnostics: Arc<Diagnostics>,
+    /// Set once partitions are assigned: from then on the consumer's queue
+    /// holds messages, and only `poll` reads it.
+    assigned: Arc<AtomicBool>,
+    connection: Connection,
     topic: String,
 }
 
 impl KafkaSource {
+    /// A source on `brokers` without authentication or encryption.
     pub fn new(brokers: &str, topic: &str, group: &str) -> Result<KafkaSource> {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
-            .set("group.id", group)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("enable.partition.eof", "false")
-            .set("fetch.wait.max.ms", "100")
-            .set("queued.max.messages.kbytes", "262144")
-            // Once the local queue is full, fetch again 10 ms later, not the
-            // default 1 s: with 1 s a catch-up read idles most of the time.
-            .set("fetch.queue.backoff.ms", "10")
-            .set("client.id", "medallion")
-            .create()
-            .map_err(|e| Error::Config(format!("invalid Kafka settings: {}", one_line(&e.to_string()))))?;
-        Ok(KafkaSource { consumer: Arc::new(consumer), brokers: brokers.to_string(), topic: topic.to_string() })
+        KafkaSource::connect(&Connection::plaintext(brokers), topic, group)
+    }
+
+    /// A source on the brokers of `connection`, with its security.
+    pub fn connect(connection: &Connection, topic: &str, group: &str) -> Result<KafkaSource> {
+        let (consumer, diagnostics) = connection.consumer(group, &CONSUMER_TUNING)?;
+        Ok(KafkaSource {
+            consumer: Arc::new(consumer),
+            diagnostics,
+            assigned: Arc::new(AtomicBool::new(false)),
+            connection: connection.clone(),
+            topic: topic.to_string(),
+        })
     }
 
     pub fn describe(&self) -> String {
-        format!("kafka://{}/{}", self.brokers, self.topic)
+        format!("kafka://{}/{}", self.connection.brokers(), self.topic)
     }
 
     fn key(&self, partition: i32) -> String {
@@ -65,24 +90,39 @@ impl KafkaSource {
 
     fn unreachable(&self, err: impl std::fmt::Display) -> Error {
         Error::Other {
-            context: format!("Kafka at {} (topic {})", self.brokers, self.topic),
+            context: format!("Kafka at {} (topic {})", self.connection.brokers(), self.topic),
             reason: format!("{} — check KAFKA_BOOTSTRAP_SERVERS and that the topic exists", one_line(&err.to_string())),
         }
     }
 
-    async fn blocking<T: Send + 'static>(
-        &self,
-        work: impl FnOnce(&BaseConsumer) -> T + Send + 'static,
-    ) -> Result<T> {
-        let consumer = self.consumer.clone();
-        tokio::task::spawn_blocking(move || work(&consumer)).await.map_err(|e| Error::other("Kafka consumer", e))
+    async fn blocking<T: Send + 'static>(&self, work: impl FnOnce(&KafkaSource) -> T + Send + 'static) -> Result<T> {
+        let source = self.clone();
+        tokio::task::spawn_blocking(move || work(&source)).await.map_err(|e| Error::other("Kafka consumer", e))
+    }
+
+    /// The refusal librdkafka reported, if any. Before partitions are
+    /// assigned, its error events are read off the consumer's queue here.
+    fn refusal(&self) -> Option<Error> {
+        if !self.assigned.load(Ordering::SeqCst) {
+            while let Some(polled) = self.consumer.poll(Duration::ZERO) {
+                if let Err(err) = polled {
+                    self.diagnostics.note(&err, None);
+                }
+            }
+        }
+        self.diagnostics.refusal().map(|refusal| self.connection.refused(&refusal))
     }
 
     async fn partitions(&self) -> Result<Vec<i32>> {
-        let topic = self.topic.clone();
         let metadata = self
-            .blocking(move |c| c.fetch_metadata(Some(&topic), METADATA_TIMEOUT))
-            .await?
+            .blocking(|source| {
+                kafka::metadata(
+                    METADATA_TIMEOUT,
+                    |wait| source.consumer.fetch_metadata(Some(&source.topic), wait),
+                    || source.refusal(),
+                )
+            })
+            .await??
             .map_err(|e| self.unreachable(e))?;
         let partitions: Vec<i32> = metadata
             .topics()
@@ -110,6 +150,7 @@ impl KafkaSource {
             assignment.add_partition_offset(&self.topic, partition, offset).map_err(|e| self.unreachable(e))?;
         }
         self.consumer.assign(&assignment).map_err(|e| self.unreachable(e))?;
+        self.assigned.store(true, Ordering::SeqCst);
         Ok(())
     }
 
@@ -117,10 +158,10 @@ impl KafkaSource {
         let partitions = self.partitions().await?;
         let topic = self.topic.clone();
         let marks = self
-            .blocking(move |c| {
+            .blocking(move |source| {
                 partitions
                     .iter()
-                    .map(|p| c.fetch_watermarks(&topic, *p, METADATA_TIMEOUT).map(|(_, high)| (*p, high)))
+                    .map(|p| source.consumer.fetch_watermarks(&topic, *p, METADATA_TIMEOUT).map(|(_, high)| (*p, high)))
                     .collect::<Result<Vec<_>, _>>()
             })
             .await?
@@ -133,7 +174,8 @@ impl KafkaSource {
     pub async fn poll(&self, max: usize, wait: Duration, linger: Duration) -> Result<Vec<RawMessage>> {
         let topic: Arc<str> = self.topic.as_str().into();
         let polled = self
-            .blocking(move |consumer| {
+            .blocking(move |source| {
+                let consumer = &source.consumer;
                 let mut deadline = Instant::now() + wait;
                 let mut out = Vec::new();
                 // One shared key string per partition.
@@ -173,6 +215,9 @@ impl KafkaSource {
                             })
                         }
                         Some(Err(err)) => {
+                            if source.diagnostics.note(&err, None) {
+                                return Err(source.diagnostics.refusal());
+                            }
                             // Transport errors (a broker restarting) are retried by
                             // librdkafka itself; report and keep going.
                             tracing::warn!("Kafka: {}", one_line(&err.to_string()));
@@ -183,9 +228,12 @@ impl KafkaSource {
                         None => continue,
                     }
                 }
-                out
+                Ok(out)
             })
             .await?;
-        Ok(polled)
+        polled.map_err(|refusal: Option<Refusal>| match refusal {
+            Some(refusal) => self.connection.refused(&refusal),
+            None => self.unreachable("the broker refused the client"),
+        })
     }
 }

@@ -8,6 +8,7 @@ mod catalog;
 mod cli;
 mod governance;
 mod lineage;
+mod kafka_sasl;
 mod roles;
 mod serve;
 mod stream;

@@ -49,8 +49,8 @@ async fn create_topic_on(brokers: &str, name: &str, partitions: i32) {
 
 /// One message the test sends, and what the stream must make of it.
 pub(crate) struct Sent {
-    key: String,
-    payload: String,
+    pub(crate) key: String,
+    pub(crate) payload: String,
     /// Some((country as standardised, amount)) when the event is valid and new.
     pub(crate) counts_as: Option<(String, f64)>,
 }
@@ -304,12 +304,18 @@ async fn a_folder_of_files_is_consumed_once_per_file() {
 struct OwnBroker {
     state: tempfile::TempDir,
     port: u16,
+    sasl_port: u16,
     controller_port: u16,
 }
 
 impl OwnBroker {
     fn new() -> OwnBroker {
-        OwnBroker { state: tempfile::tempdir().unwrap(), port: unused_service_port(), controller_port: unused_service_port() }
+        OwnBroker {
+            state: tempfile::tempdir().unwrap(),
+            port: unused_service_port(),
+            sasl_port: unused_service_port(),
+            controller_port: unused_service_port(),
+        }
     }
 
     fn brokers(&self) -> String {
@@ -328,6 +334,7 @@ impl OwnBroker {
                 .arg(command)
                 .env("MEDALLION_SERVICES_DIR", self.state.path())
                 .env("KAFKA_PORT", self.port.to_string())
+                .env("KAFKA_SASL_PORT", self.sasl_port.to_string())
                 .env("KAFKA_CONTROLLER_PORT", self.controller_port.to_string())
                 .env("KAFKA_LIBS", &libs)
                 .output()
