@@ -24,11 +24,13 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 use crate::serve::ServeOptions;
 
+mod audit;
 mod auth;
 mod pii;
 mod profile;
 mod tls;
 mod up;
+pub use audit::AuditConfig;
 pub use auth::{AuthConfig, Identity, Role, Tokens};
 pub use pii::{PiiConfig, DEFAULT_PII_COLUMNS};
 pub use profile::ProfileConfig;
@@ -62,6 +64,8 @@ pub struct Overrides {
     pub memory_limit_mb: Option<String>,
     /// `--create-buckets`: create missing S3 buckets.
     pub create_buckets: Option<bool>,
+    /// `--no-audit` gives `Some(false)`: no query is logged to `audit.queries`.
+    pub audit: Option<bool>,
     pub stream: StreamFlags,
     pub serve: ServeFlags,
 }
@@ -322,6 +326,8 @@ struct FileConfig {
     profile: profile::ProfileFile,
     #[serde(default)]
     tls: tls::TlsFile,
+    #[serde(default)]
+    audit: audit::AuditFile,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -698,6 +704,8 @@ pub struct Config {
     pub profile: ProfileConfig,
     /// `[tls]`: HTTPS and PostgreSQL-over-TLS of the serving layer.
     pub tls: TlsConfig,
+    /// `[audit]`: the query log `audit.queries` (see `crate::audit`).
+    pub audit: AuditConfig,
     /// Why this command runs, recorded with its stages: by hand unless a
     /// schedule of `medallion up` set it on its copy of the configuration.
     pub trigger: crate::tables::RunTrigger,
@@ -758,6 +766,7 @@ impl Config {
             up,
             profile: ProfileConfig::resolve(file.profile, sources)?,
             tls: TlsConfig::resolve(file.tls, sources)?,
+            audit: AuditConfig::resolve(flags.audit, file.audit, sources)?,
             trigger: crate::tables::RunTrigger::manual(),
         })
     }
@@ -1008,6 +1017,24 @@ mod tests {
         let mut flags = test.flags.clone();
         flags.stream.available_now = true;
         assert!(matches!(load(flags, &[]).unwrap().stream_options().trigger, Trigger::AvailableNow));
+    }
+
+    #[test]
+    fn the_audit_section_is_taken_from_flag_then_environment_then_file_then_default() {
+        let defaults = load(file("").flags, &[]).unwrap().audit;
+        assert_eq!(defaults, AuditConfig { enabled: true, flush_interval: Duration::from_secs(1) });
+        let with_file = file("[audit]\nenabled = false\nflush_interval = \"250ms\"\n");
+        let audit = load(with_file.flags.clone(), &[]).unwrap().audit;
+        assert_eq!((audit.enabled, audit.flush_interval), (false, Duration::from_millis(250)));
+        let env = [("MEDALLION_AUDIT", "true"), ("MEDALLION_AUDIT_FLUSH_INTERVAL", "2s")];
+        let audit = load(with_file.flags.clone(), &env).unwrap().audit;
+        assert_eq!((audit.enabled, audit.flush_interval), (true, Duration::from_secs(2)));
+        let no_audit = Overrides { audit: Some(false), ..with_file.flags.clone() };
+        assert!(!load(no_audit, &env).unwrap().audit.enabled, "--no-audit beats MEDALLION_AUDIT");
+        let err = load(file("").flags, &[("MEDALLION_AUDIT_FLUSH_INTERVAL", "0s")]).unwrap_err().to_string();
+        assert!(err.contains("MEDALLION_AUDIT_FLUSH_INTERVAL") && err.contains("above zero"), "{err}");
+        let err = load(file("[audit]\nenable = true\n").flags, &[]).unwrap_err().to_string();
+        assert!(err.contains("unknown field"), "{err}");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! services on 127.0.0.1 started by scripts/test.sh; a missing service is a
 //! loud failure, never a skip.
 
+mod audit;
 mod batch;
 mod catalog;
 mod cli;
