@@ -7,14 +7,18 @@
 #   * GET /api/kpis           — KPIs (cached per Delta version of the gold tables)
 #   * a PG-wire query         — SELECT over gold.kpi_revenue through pgwire
 # and prints requests/s and p50/p99 latency of each, plus p99 kpis / p99 health.
+# With --governance it measures instead what roles and the audit log cost:
+# /api/sql and the PostgreSQL wire with a PII query, for an admin and a reader
+# (masked), the audit log off and on, and the p99 each adds to the admin's.
 #
-# Usage: scripts/bench-serve.sh [CLIENTS] [SECONDS]     (default: 64 10)
+# Usage: scripts/bench-serve.sh [CLIENTS] [SECONDS] [--governance]   (default: 64 10)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/medallion-target}"
 clients="${1:-64}"
 seconds="${2:-10}"
+mode="${3:-}"
 
 scripts/toolchain.sh
 cargo build --locked --bin medallion
@@ -25,4 +29,4 @@ unset MEDALLION_TOKEN
 
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB; build: $(basename "$(dirname "$medallion")") profile"
 "$medallion" demo --no-serve --quiet --lake "file://$work/lake" >/dev/null
-"$medallion" bench-serve --quiet --lake "file://$work/lake" --clients "$clients" --seconds "$seconds"
+"$medallion" bench-serve --quiet --lake "file://$work/lake" --clients "$clients" --seconds "$seconds" $mode

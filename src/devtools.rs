@@ -1,11 +1,12 @@
 //! Developer tools behind hidden commands: the reference measurements of the
 //! benchmarks in `scripts/` (`stream --discard` for bench-stream.sh,
-//! `bench-serve` for bench-serve.sh). The CLI prints what they return.
+//! `bench-serve` for bench-serve.sh, `bench-serve --governance` for the cost
+//! of roles and of the audit log). The CLI prints what they return.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::config::Config;
+use crate::config::{tokens::token_hash, AuthConfig, Config, Role};
 use crate::error::{Error, Result};
 use crate::lake::Lake;
 use crate::live::LiveHandle;
@@ -84,4 +85,83 @@ pub async fn bench_serve(config: &Config, clients: usize, seconds: u64) -> Resul
     ];
     server.shutdown().await;
     Ok(ServeBench { runs })
+}
+
+/// One configuration of the governance bench: who queries, and whether the
+/// audit log records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Governance {
+    /// The role of the token the clients send (reader: PII masked).
+    pub role: Role,
+    pub audit: bool,
+}
+
+impl std::fmt::Display for Governance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}, audit {}", self.role, if self.audit { "on" } else { "off" })
+    }
+}
+
+/// The configurations, in order: the reference (an admin, no audit), the
+/// audit log alone, masking alone, both.
+pub const GOVERNANCE: [Governance; 4] = [
+    Governance { role: Role::Admin, audit: false },
+    Governance { role: Role::Admin, audit: true },
+    Governance { role: Role::Reader, audit: false },
+    Governance { role: Role::Reader, audit: true },
+];
+
+/// The query of the governance bench: every customer with three PII
+/// columns (masked for a reader).
+pub const GOVERNANCE_QUERY: &str = "SELECT customer_id, contact_name, address, phone FROM bronze.customers";
+
+/// What the governance bench measured: per configuration, `/api/sql` and
+/// the PostgreSQL wire.
+pub struct GovernanceBench {
+    pub runs: Vec<(Governance, LoadReport, LoadReport)>,
+}
+
+impl GovernanceBench {
+    /// p99 of `governance` over the reference's, for HTTP and PostgreSQL,
+    /// in percent added.
+    pub fn added_p99(&self, governance: Governance) -> Option<(f64, f64)> {
+        let (_, http0, pg0) = self.runs.first()?;
+        let (_, http, pg) = self.runs.iter().find(|(g, _, _)| *g == governance)?;
+        let added = |now: &LoadReport, then: &LoadReport| 100.0 * (now.p99.as_secs_f64() / then.p99.as_secs_f64().max(1e-9) - 1.0);
+        Some((added(http, http0), added(pg, pg0)))
+    }
+}
+
+/// Serves the lake once per `GOVERNANCE` configuration (tokens for an admin
+/// and a reader configured every time, the audit log on or off) and loads
+/// `/api/sql` and the PostgreSQL wire with `GOVERNANCE_QUERY` from `clients`
+/// clients for `seconds` each, server and clients in one process.
+pub async fn bench_governance(config: &Config, clients: usize, seconds: u64) -> Result<GovernanceBench> {
+    const ADMIN: &str = "bench-admin-token-0123456789";
+    const READER: &str = "bench-reader-token-0123456789";
+    let duration = Duration::from_secs(seconds.max(1));
+    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+    let mut runs = Vec::new();
+    for governance in GOVERNANCE {
+        let mut config = config.clone();
+        config.token = None;
+        config.auth = AuthConfig::default()
+            .with_token("bench-admin", Role::Admin, &token_hash(ADMIN))?
+            .with_token("bench-reader", Role::Reader, &token_hash(READER))?;
+        config.audit.enabled = governance.audit;
+        let token = Some(if governance.role == Role::Admin { ADMIN } else { READER });
+        let lake = Lake::new(&config)?;
+        let options = ServeOptions { http_addr: loopback, pg_addr: Some(loopback), follow_lake_live: false, ..Default::default() };
+        let server = serve::start(&config, lake, LiveHandle::new(), options).await?;
+        let pg = server
+            .pg_addr()
+            .ok_or_else(|| Error::Config("the PostgreSQL endpoint of the serving bench did not start".into()))?;
+        // Warm up: plans, connections, the audit table's first commit.
+        bench::http_sql(server.http_addr(), GOVERNANCE_QUERY, token, 1, Duration::from_millis(300)).await?;
+        let http = bench::http_sql(server.http_addr(), GOVERNANCE_QUERY, token, clients, duration).await?;
+        let pg = bench::pg_query(pg, GOVERNANCE_QUERY, token, clients, duration).await?;
+        server.shutdown().await;
+        runs.push((governance, http, pg));
+    }
+    Ok(GovernanceBench { runs })
 }

@@ -243,6 +243,24 @@ fn engine_tables() -> Vec<(String, TableDocs)> {
                 ],
             ),
         ),
+        (
+            tables::AUDIT_QUERIES.to_string(),
+            docs(
+                "The audit log: every query of /api/sql, time travel, the PostgreSQL endpoint and medallion sql, and every failed login (admins only).",
+                &[
+                    ("query_time", "When the query arrived (the failed login happened)."),
+                    ("token_name", "The name of the token that sent it (cli:<user> for medallion sql); empty for a failed login."),
+                    ("role", "The token's role: reader, analyst or admin."),
+                    ("endpoint", "http (/api/sql), time_travel (/api/sql with as_of), pg (PostgreSQL wire) or cli (medallion sql)."),
+                    ("statement", "The statement as the client sent it; empty for a failed login."),
+                    ("rows_returned", "Rows the client got; empty when it got no result."),
+                    ("duration_ms", "From arrival to the last row sent, in milliseconds."),
+                    ("outcome", "ok, error, refused (not read-only, not for this role, no free slot, failed login) or timeout."),
+                    ("error", "The one-line error the client got."),
+                    ("query_date", "The day of query_time (the partition)."),
+                ],
+            ),
+        ),
     ]
 }
 

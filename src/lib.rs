@@ -9,6 +9,7 @@
 //! * `kafka`    — Kafka clients: librdkafka settings (SASL, TLS), brokers' refusals
 //! * `pipeline` — the DAG: ingest → refine → aggregate, with retries
 //! * `runs`     — run history in `gold.pipeline_runs`
+//! * `audit`    — every query of every endpoint in `audit.queries` (admins only)
 //! * `glossary` — descriptions of every table and column (`<model>.docs.toml`), the catalog
 //! * `lineage`  — the table graph, derived from the models' logical plans
 //! * `profiles` — column statistics of each table in `gold.table_profiles`
@@ -19,6 +20,7 @@
 //! * `tls`      — TLS provider, PEM certificates and keys (serving layer, PostgreSQL source)
 //! * `report`   — queries the gold layer for summaries
 
+pub mod audit;
 pub mod bronze;
 pub mod config;
 pub mod demo;

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
+use medallion::audit;
 use medallion::config::{Config, Overrides, Secrets};
 use medallion::demo::{self, DemoReport};
 use medallion::devtools;
@@ -292,6 +293,16 @@ struct ServeArgs {
     /// Queries /api/sql and the PostgreSQL endpoint each run at once; more wait for a slot [env: MEDALLION_MAX_CONCURRENT_QUERIES] [default: twice the cores]
     #[arg(long, value_name = "N")]
     max_concurrent_queries: Option<String>,
+    #[command(flatten)]
+    audit: AuditArg,
+}
+
+/// `--no-audit`, for the commands that run queries.
+#[derive(Args)]
+struct AuditArg {
+    /// Do not record queries in the audit log audit.queries [env: MEDALLION_AUDIT=false] [default: recorded]
+    #[arg(long)]
+    no_audit: bool,
 }
 
 // ------------------------------------------------ arguments per command ----
@@ -395,6 +406,8 @@ struct SqlArgs {
     role: medallion::config::Role,
     #[command(flatten)]
     lake: LakeArg,
+    #[command(flatten)]
+    audit: AuditArg,
 }
 
 fn parse_role(text: &str) -> std::result::Result<medallion::config::Role, String> {
@@ -593,6 +606,10 @@ struct BenchServeArgs {
     /// Seconds per scenario
     #[arg(long, default_value_t = 10)]
     seconds: u64,
+    /// Measure the cost of roles (PII masking) and of the audit log instead: /api/sql and the PostgreSQL wire
+    /// for an admin and a reader, audit off and on
+    #[arg(long)]
+    governance: bool,
 }
 
 #[derive(Args)]
@@ -656,6 +673,13 @@ impl ApplyFlags for ServeArgs {
         serve.sql_timeout = self.sql_timeout.clone();
         serve.pg_statement_timeout = self.pg_statement_timeout.clone();
         serve.max_concurrent_queries = self.max_concurrent_queries.clone();
+        self.audit.apply(overrides);
+    }
+}
+
+impl ApplyFlags for AuditArg {
+    fn apply(&self, overrides: &mut Overrides) {
+        overrides.audit = self.no_audit.then_some(false);
     }
 }
 
@@ -701,7 +725,7 @@ impl Command {
             Command::Run(a) => vec![&a.lake, &a.date, &a.models, &a.database],
             Command::Ingest(a) => vec![&a.lake, &a.date, &a.database],
             Command::Refine(a) | Command::Aggregate(a) => vec![&a.lake, &a.date, &a.models],
-            Command::Sql(a) => vec![&a.lake],
+            Command::Sql(a) => vec![&a.lake, &a.audit],
             Command::Explain(a) => vec![&a.lake, &a.date, &a.models],
             Command::Up(a) => vec![&a.lake, &a.models, &a.database, &a.serve],
             Command::Status(a) => vec![&a.lake],
@@ -797,6 +821,24 @@ async fn execute(command: Command, config: Config, progress: Progress) -> Result
             println!("medallion serve: {}", lake.location().describe());
             serve::run(&config, lake, LiveHandle::new(), config.serve_options()).await?;
         }
+        Command::BenchServe(args) if args.governance => {
+            println!(
+                "governance bench: {} concurrent clients, {} s per scenario, server and clients in one process\nquery: {}",
+                args.clients,
+                args.seconds,
+                devtools::GOVERNANCE_QUERY
+            );
+            let bench = devtools::bench_governance(&config, args.clients, args.seconds).await?;
+            for (governance, http, pg) in &bench.runs {
+                println!("{governance}\n  {http}\n  {pg}");
+            }
+            println!("added p99 against admin, audit off:");
+            for governance in devtools::GOVERNANCE.into_iter().skip(1) {
+                if let Some((http, pg)) = bench.added_p99(governance) {
+                    println!("  {:<22} /api/sql {http:+6.1} %   PostgreSQL wire {pg:+6.1} %", governance.to_string());
+                }
+            }
+        }
         Command::BenchServe(args) => {
             println!(
                 "serving bench: {} concurrent clients, {} s per scenario, server and clients in one process",
@@ -838,20 +880,26 @@ async fn execute(command: Command, config: Config, progress: Progress) -> Result
         }
         Command::Sql(args) => {
             let lake = Lake::new(&config)?;
-            let ctx =
-                medallion::lake::session::SessionBuilder::full(&lake, &config).for_role(args.role, &config.pii).build().await?.ctx;
-            if let Some(as_of) = &args.as_of {
-                let as_of = history::AsOf::parse(as_of)?;
-                for (table, version) in history::point_query_as_of(&ctx, &lake, &args.query, as_of).await? {
-                    eprintln!("{table} as of {as_of}: version {version}");
+            let query = audit::Query::timed(&audit::cli_identity(args.role), audit::Endpoint::Cli, &args.query);
+            let result = sql(&config, &lake, &args).await;
+            if config.audit.enabled {
+                let record = match &result {
+                    Ok(rows) => query.record(audit::Outcome::Ok, Some(*rows as u64), None),
+                    Err((outcome, err)) => query.record(*outcome, None, Some(format!("{err:#}"))),
+                };
+                let secrets = config.secrets();
+                let written = audit::append(&lake, &secrets, record.into_iter().collect()).await;
+                // A query that failed has said why in its one line (often the lake itself): the log's failure is secondary.
+                if let Err(err) = written {
+                    let line = secrets.scrub(&err.to_string());
+                    if result.is_ok() {
+                        tracing::warn!("the query's audit record was not written: {line}");
+                    } else {
+                        tracing::debug!("the query's audit record was not written: {line}");
+                    }
                 }
             }
-            let frame = ctx.sql(&args.query).await.map_err(medallion::Error::from)?;
-            let batches = frame.collect().await.map_err(medallion::Error::from)?;
-            print!("{}", output::render(&batches, args.format)?);
-            if args.format == Format::Table {
-                println!();
-            }
+            result.map_err(|(_, err)| err)?;
         }
         Command::Stream(args) if args.discard => {
             jobs::keep_freed_memory_for_reuse();
@@ -892,6 +940,34 @@ async fn execute(command: Command, config: Config, progress: Progress) -> Result
         Command::Token { command } => token::run(&command)?,
     }
     Ok(())
+}
+
+/// `medallion sql`: runs the query in a session of `--role` and prints the
+/// result; returns the rows printed, or how the query failed (for the audit log).
+async fn sql(config: &Config, lake: &Lake, args: &SqlArgs) -> std::result::Result<usize, (audit::Outcome, anyhow::Error)> {
+    let failed = |err: anyhow::Error| (audit::Outcome::Error, err);
+    let ctx = medallion::lake::session::SessionBuilder::full(lake, config)
+        .for_role(args.role, &config.pii)
+        .build()
+        .await
+        .map_err(|e| failed(e.into()))?
+        .ctx;
+    if let Some(line) = audit::refusal_of_sql(args.role, &ctx.state(), &args.query) {
+        return Err((audit::Outcome::Refused, anyhow::anyhow!(line)));
+    }
+    if let Some(as_of) = &args.as_of {
+        let as_of = history::AsOf::parse(as_of).map_err(|e| failed(e.into()))?;
+        for (table, version) in history::point_query_as_of(&ctx, lake, &args.query, as_of).await.map_err(|e| failed(e.into()))? {
+            eprintln!("{table} as of {as_of}: version {version}");
+        }
+    }
+    let frame = ctx.sql(&args.query).await.map_err(|e| failed(medallion::Error::from(e).into()))?;
+    let batches = frame.collect().await.map_err(|e| failed(medallion::Error::from(e).into()))?;
+    print!("{}", output::render(&batches, args.format).map_err(|e| failed(e.into()))?);
+    if args.format == Format::Table {
+        println!();
+    }
+    Ok(batches.iter().map(|b| b.num_rows()).sum())
 }
 
 /// `medallion up`: every part until Ctrl-C or SIGTERM, then a summary.

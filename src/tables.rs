@@ -53,6 +53,9 @@ pub const LIVE_SALES: TableName = TableName::new(Layer::Live, "sales_by_country"
 pub const SERVING_SALES_BY_COUNTRY: TableName = TableName::new(Layer::Serving, "sales_by_country");
 /// Column statistics of each table's newest snapshot (see `profiles`).
 pub const TABLE_PROFILES: TableName = TableName::new(Layer::Gold, "table_profiles");
+/// Every query on every endpoint and every failed login (see `audit`);
+/// admins only.
+pub const AUDIT_QUERIES: TableName = TableName::new(Layer::Audit, "queries");
 /// Country spellings → standard names, from configuration.
 pub const COUNTRY_MAP: TableName = TableName::new(Layer::Ref, "country_map");
 

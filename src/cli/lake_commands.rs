@@ -27,7 +27,7 @@ async fn tables(lake: &Lake, named: Option<&str>) -> Result<Vec<(String, String)
             vec![(layer.to_string(), table.to_string())]
         }
         None => lake
-            .every_table()
+            .every_table_and_audit()
             .await?
             .into_iter()
             .map(|name: TableName| (name.layer.as_str().to_string(), name.table().to_string()))

@@ -24,6 +24,7 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 use crate::serve::ServeOptions;
 
+mod audit;
 mod auth;
 mod kafka;
 mod pii;
@@ -31,6 +32,7 @@ mod lineage;
 mod profile;
 mod tls;
 mod up;
+pub use audit::AuditConfig;
 pub use auth::{AuthConfig, Identity, Role, Tokens};
 pub use kafka::{KafkaConfig, KafkaFlags, KafkaTls, SaslCredentials, SaslMechanism, SecurityProtocol};
 pub use pii::{PiiConfig, DEFAULT_PII_COLUMNS};
@@ -66,6 +68,8 @@ pub struct Overrides {
     pub memory_limit_mb: Option<String>,
     /// `--create-buckets`: create missing S3 buckets.
     pub create_buckets: Option<bool>,
+    /// `--no-audit` gives `Some(false)`: no query is logged to `audit.queries`.
+    pub audit: Option<bool>,
     pub stream: StreamFlags,
     /// The Kafka security flags of `stream` and `produce`.
     pub kafka: KafkaFlags,
@@ -332,6 +336,8 @@ struct FileConfig {
     profile: profile::ProfileFile,
     #[serde(default)]
     tls: tls::TlsFile,
+    #[serde(default)]
+    audit: audit::AuditFile,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -713,6 +719,8 @@ pub struct Config {
     pub lineage: LineageConfig,
     /// `[tls]`: HTTPS and PostgreSQL-over-TLS of the serving layer.
     pub tls: TlsConfig,
+    /// `[audit]`: the query log `audit.queries` (see `crate::audit`).
+    pub audit: AuditConfig,
     /// Why this command runs, recorded with its stages: by hand unless a
     /// schedule of `medallion up` set it on its copy of the configuration.
     pub trigger: crate::tables::RunTrigger,
@@ -775,6 +783,7 @@ impl Config {
             profile: ProfileConfig::resolve(file.profile, sources)?,
             lineage: LineageConfig::resolve(file.lineage, sources)?,
             tls: TlsConfig::resolve(file.tls, sources)?,
+            audit: AuditConfig::resolve(flags.audit, file.audit, sources)?,
             trigger: crate::tables::RunTrigger::manual(),
         })
     }
@@ -1030,6 +1039,24 @@ mod tests {
         let mut flags = test.flags.clone();
         flags.stream.available_now = true;
         assert!(matches!(load(flags, &[]).unwrap().stream_options().trigger, Trigger::AvailableNow));
+    }
+
+    #[test]
+    fn the_audit_section_is_taken_from_flag_then_environment_then_file_then_default() {
+        let defaults = load(file("").flags, &[]).unwrap().audit;
+        assert_eq!(defaults, AuditConfig { enabled: true, flush_interval: Duration::from_secs(1) });
+        let with_file = file("[audit]\nenabled = false\nflush_interval = \"250ms\"\n");
+        let audit = load(with_file.flags.clone(), &[]).unwrap().audit;
+        assert_eq!((audit.enabled, audit.flush_interval), (false, Duration::from_millis(250)));
+        let env = [("MEDALLION_AUDIT", "true"), ("MEDALLION_AUDIT_FLUSH_INTERVAL", "2s")];
+        let audit = load(with_file.flags.clone(), &env).unwrap().audit;
+        assert_eq!((audit.enabled, audit.flush_interval), (true, Duration::from_secs(2)));
+        let no_audit = Overrides { audit: Some(false), ..with_file.flags.clone() };
+        assert!(!load(no_audit, &env).unwrap().audit.enabled, "--no-audit beats MEDALLION_AUDIT");
+        let err = load(file("").flags, &[("MEDALLION_AUDIT_FLUSH_INTERVAL", "0s")]).unwrap_err().to_string();
+        assert!(err.contains("MEDALLION_AUDIT_FLUSH_INTERVAL") && err.contains("above zero"), "{err}");
+        let err = load(file("[audit]\nenable = true\n").flags, &[]).unwrap_err().to_string();
+        assert!(err.contains("unknown field"), "{err}");
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! * `file:///data/lake`      → `file:///data/lake/<layer>/<table>`
 //! * `s3://` (no bucket)      → `s3://<bucket of layer>/<table>` — one bucket per
 //!   layer (`bronze`, `silver`, `gold` by default, renamable in config), the
-//!   seed's MinIO layout
+//!   seed's MinIO layout; the audit log goes to `s3://<gold bucket>/_audit/<table>`
+//!   unless `[s3.buckets] audit` names a bucket
 //! * `s3://bucket/prefix`     → `s3://bucket/prefix/<layer>/<table>`
 //!
 //! Nothing here touches storage: it only computes URLs.
@@ -13,6 +14,12 @@ use std::collections::BTreeMap;
 use url::Url;
 
 use crate::error::{Error, Result};
+
+/// The audit log's layer (`Layer::Audit`).
+const AUDIT_LAYER: &str = "audit";
+/// Where the audit log lives in the gold bucket when no `audit` bucket is
+/// configured (a folder no gold table can be named: it has no `_delta_log`).
+const AUDIT_FOLDER: &str = "_audit";
 
 /// The parsed lake URL.
 #[derive(Debug, Clone)]
@@ -74,10 +81,15 @@ impl LakeLocation {
     pub fn layer_url(&self, layer: &str) -> Url {
         match self {
             LakeLocation::Rooted(root) => root.join(&format!("{layer}/")).expect("layer names are URL-safe"),
-            LakeLocation::BucketPerLayer { buckets } => {
-                let bucket = buckets.get(layer).map(String::as_str).unwrap_or(layer);
-                Url::parse(&format!("s3://{bucket}/")).expect("bucket names are URL-safe")
-            }
+            LakeLocation::BucketPerLayer { buckets } => match buckets.get(layer) {
+                Some(bucket) => Url::parse(&format!("s3://{bucket}/")).expect("bucket names are URL-safe"),
+                // The audit log needs no bucket of its own unless one is named.
+                None if layer == AUDIT_LAYER => {
+                    let gold = buckets.get("gold").map(String::as_str).unwrap_or("gold");
+                    Url::parse(&format!("s3://{gold}/{AUDIT_FOLDER}/")).expect("bucket names are URL-safe")
+                }
+                None => Url::parse(&format!("s3://{layer}/")).expect("bucket names are URL-safe"),
+            },
         }
     }
 
@@ -138,6 +150,11 @@ mod tests {
         assert_eq!(lake.table_url("silver", "sales_master").as_str(), "s3://silver/sales_master");
         assert_eq!(lake.table_url("gold", "kpi_revenue").as_str(), "s3://analytics/kpi_revenue");
         assert!(lake.is_s3());
+        // The audit log: in the gold bucket unless it has a bucket of its own.
+        assert_eq!(lake.table_url("audit", "queries").as_str(), "s3://analytics/_audit/queries");
+        buckets.insert("audit".into(), "compliance".into());
+        let lake = LakeLocation::parse("s3://", &buckets).unwrap();
+        assert_eq!(lake.table_url("audit", "queries").as_str(), "s3://compliance/queries");
     }
 
     #[test]

@@ -300,6 +300,17 @@ impl Lake {
         Ok(every)
     }
 
+    /// `every_table` and the audit log's tables (`Layer::IN_LAKE`): what
+    /// upkeep (`status`, `optimize`, `vacuum`) goes through. Never for a
+    /// session: the audit log is for admins only (see `session`).
+    pub async fn every_table_and_audit(&self) -> Result<Vec<TableName>> {
+        let mut every = self.every_table().await?;
+        for table in self.list_tables(Layer::Audit.as_str()).await? {
+            every.push(TableName::owned(Layer::Audit, table));
+        }
+        Ok(every)
+    }
+
     /// Names of the Delta tables in a layer (folders holding a `_delta_log`).
     pub async fn list_tables(&self, layer: &str) -> Result<Vec<String>> {
         let store = self.layer_store(layer)?;

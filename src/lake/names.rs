@@ -2,8 +2,10 @@
 //! `TableName` (`layer.table`, as SQL and messages show it).
 //!
 //! The three stored layers (`bronze`, `silver`, `gold`) hold Delta tables;
-//! `ref`, `live` and `serving` exist only in sessions (tables built from
-//! configuration, the stream's in-memory state, views).
+//! `audit` holds Delta tables too but stands outside the medallion (the
+//! query log, readable by admins only: see `crate::audit`); `ref`, `live`
+//! and `serving` exist only in sessions (tables built from configuration,
+//! the stream's in-memory state, views).
 
 use std::borrow::Cow;
 use std::fmt;
@@ -25,14 +27,23 @@ pub enum Layer {
     Live,
     /// Views combining batch and live data (`serving.sales_by_country`).
     Serving,
+    /// The audit log (`audit.queries`): stored in the lake beside the
+    /// medallion, never part of it, registered in admin sessions only.
+    Audit,
 }
 
 impl Layer {
     /// The layers stored as Delta tables in the lake, top to bottom.
     pub const STORED: [Layer; 3] = [Layer::Bronze, Layer::Silver, Layer::Gold];
 
-    /// Every schema a session has.
-    pub const ALL: [Layer; 6] = [Layer::Bronze, Layer::Silver, Layer::Gold, Layer::Ref, Layer::Live, Layer::Serving];
+    /// Every layer with Delta tables in the lake: the medallion and the
+    /// audit log.
+    pub const IN_LAKE: [Layer; 4] = [Layer::Bronze, Layer::Silver, Layer::Gold, Layer::Audit];
+
+    /// Every schema a session has (the `audit` schema stays empty outside
+    /// admin sessions).
+    pub const ALL: [Layer; 7] =
+        [Layer::Bronze, Layer::Silver, Layer::Gold, Layer::Ref, Layer::Live, Layer::Serving, Layer::Audit];
 
     /// The schema name, which is also the layer's folder (or default bucket).
     pub const fn as_str(self) -> &'static str {
@@ -43,6 +54,7 @@ impl Layer {
             Layer::Ref => "ref",
             Layer::Live => "live",
             Layer::Serving => "serving",
+            Layer::Audit => "audit",
         }
     }
 }
@@ -60,7 +72,7 @@ impl FromStr for Layer {
         Layer::ALL
             .into_iter()
             .find(|layer| layer.as_str() == name)
-            .ok_or_else(|| Error::Config(format!("unknown layer '{name}': use one of bronze, silver, gold, ref, live, serving")))
+            .ok_or_else(|| Error::Config(format!("unknown layer '{name}': use one of bronze, silver, gold, ref, live, serving, audit")))
     }
 }
 

@@ -15,7 +15,9 @@
 //! ```
 //!
 //! `.for_role(role, &config.pii)` hides PII columns from readers and analysts
-//! (`pii`). Delta tables are always registered with the session's settings (see
+//! (`pii`). The audit log (`audit.queries`) joins the lake's tables in an
+//! admin's session only: a session built for a reader or analyst has an empty
+//! `audit` schema (see `crate::audit`). Delta tables are always registered with the session's settings (see
 //! `catalog::register_delta`). Every schema is a `catalog::SwapSchema`, so a
 //! server can swap newer table versions in while queries run.
 
@@ -28,7 +30,7 @@ use datafusion::prelude::SessionContext;
 use deltalake::DeltaTable;
 
 use super::pii::Protection;
-use super::{catalog, views, Lake, TableName};
+use super::{catalog, views, Lake, Layer, TableName};
 use crate::config::{Config, PiiConfig, Role};
 use crate::error::Result;
 use crate::live::{LiveHandle, LiveSnapshot};
@@ -142,8 +144,14 @@ impl<'a> SessionBuilder<'a> {
 
     async fn register_delta_tables(&self, ctx: &SessionContext) -> Result<Vec<(TableName, DeltaTable)>> {
         let names = match &self.only {
-            Some(names) => names.clone(),
-            None => self.lake.every_table().await?,
+            Some(names) => names.iter().filter(|name| self.may_read(name)).cloned().collect(),
+            None => {
+                let mut every = self.lake.every_table().await?;
+                if self.may_read(&tables::AUDIT_QUERIES) {
+                    every.push(tables::AUDIT_QUERIES);
+                }
+                every
+            }
         };
         let mut registered = Vec::new();
         for name in names {
@@ -152,6 +160,14 @@ impl<'a> SessionBuilder<'a> {
             }
         }
         Ok(registered)
+    }
+}
+
+impl SessionBuilder<'_> {
+    /// Whether the session's role may see `name`: the audit layer is for
+    /// admins (sessions built with no protection) only.
+    fn may_read(&self, name: &TableName) -> bool {
+        name.layer != Layer::Audit || self.protection.is_none()
     }
 }
 
@@ -192,7 +208,6 @@ async fn persisted_live(ctx: &SessionContext) -> LiveHandle {
 mod tests {
     use super::*;
     use crate::config::Overrides;
-    use crate::lake::Layer;
     use crate::live::CountryTotals;
 
     fn lake_in(dir: &std::path::Path) -> (Config, Lake) {
@@ -243,5 +258,25 @@ mod tests {
 
         let narrow = SessionBuilder::new(&lake).only(&[TableName::new(Layer::Bronze, "t")]).build().await.unwrap();
         assert_eq!(names_in(&narrow.ctx, "'bronze', 'gold', 'live', 'ref', 'serving'").await, ["bronze.t"]);
+    }
+
+    #[tokio::test]
+    async fn the_audit_log_is_in_admin_sessions_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let (config, lake) = lake_in(dir.path());
+        lake.overwrite("audit", "queries", crate::audit::schema(), Vec::new()).await.unwrap();
+        lake.overwrite("bronze", "t", crate::audit::schema(), Vec::new()).await.unwrap();
+        for role in [Role::Admin, Role::Analyst, Role::Reader] {
+            let session = SessionBuilder::full(&lake, &config).for_role(role, &config.pii).build().await.unwrap();
+            let names = names_in(&session.ctx, "'audit', 'bronze'").await;
+            let only = SessionBuilder::new(&lake).only(&[tables::AUDIT_QUERIES]).for_role(role, &config.pii).build().await.unwrap();
+            if role == Role::Admin {
+                assert_eq!(names, ["audit.queries", "bronze.t"]);
+                assert_eq!(only.tables.len(), 1);
+            } else {
+                assert_eq!(names, ["bronze.t"], "{role}");
+                assert!(only.tables.is_empty(), "{role}");
+            }
+        }
     }
 }

@@ -276,10 +276,11 @@ pub async fn checkpoint(lake: &Lake, layer: &str, table: &str) -> Result<Checkpo
 
 /// Splits `layer.table` (as users write it) and checks the layer.
 pub fn split_table_name(qualified: &str) -> Result<(&str, &str)> {
+    let in_lake = |layer: &str| LAYERS.contains(&layer) || layer == super::Layer::Audit.as_str();
     match qualified.split_once('.') {
-        Some((layer, table)) if LAYERS.contains(&layer) && !table.is_empty() && !table.contains('.') => Ok((layer, table)),
+        Some((layer, table)) if in_lake(layer) && !table.is_empty() && !table.contains('.') => Ok((layer, table)),
         _ => Err(Error::Config(format!(
-            "'{qualified}' is not a lake table: write <layer>.<table> with a layer among {}, e.g. bronze.sales_events",
+            "'{qualified}' is not a lake table: write <layer>.<table> with a layer among {}, audit, e.g. bronze.sales_events",
             LAYERS.join(", ")
         ))),
     }

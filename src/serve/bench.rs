@@ -72,6 +72,24 @@ impl std::fmt::Display for LoadReport {
 pub async fn http_get(addr: SocketAddr, path: &str, token: Option<&str>, clients: usize, duration: Duration) -> Result<LoadReport> {
     let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
     let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}\r\n").into_bytes();
+    http_load(addr, request, &format!("HTTP GET {path}"), clients, duration).await
+}
+
+/// `clients` connections repeating `POST /api/sql` of `sql` for `duration`.
+pub async fn http_sql(addr: SocketAddr, sql: &str, token: Option<&str>, clients: usize, duration: Duration) -> Result<LoadReport> {
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let body = serde_json::json!({ "sql": sql }).to_string();
+    let request = format!(
+        "POST /api/sql HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes();
+    http_load(addr, request, &format!("HTTP /api/sql {}", sql.chars().take(30).collect::<String>()), clients, duration).await
+}
+
+/// `clients` keep-alive connections sending `request` for `duration`; a
+/// 200 answer counts.
+async fn http_load(addr: SocketAddr, request: Vec<u8>, name: &str, clients: usize, duration: Duration) -> Result<LoadReport> {
     let deadline = Instant::now() + duration;
     let started = Instant::now();
     let mut workers = Vec::new();
@@ -109,7 +127,7 @@ pub async fn http_get(addr: SocketAddr, path: &str, token: Option<&str>, clients
             (latencies, errors)
         }));
     }
-    collect(&format!("HTTP GET {path}"), clients, workers, started).await
+    collect(name, clients, workers, started).await
 }
 
 /// One request on a keep-alive connection; returns the status.

@@ -13,6 +13,7 @@ use serde_json::json;
 
 use super::response::ApiError;
 use super::state::AppState;
+use crate::config::Identity;
 use crate::glossary::{self, Glossary, TableState};
 use crate::lake::TableName;
 use crate::profiles;
@@ -24,10 +25,14 @@ pub struct CatalogQuery {
 }
 
 /// `GET /api/catalog?q=`: every table (or those matching `q`).
-pub async fn catalog(State(state): State<Arc<AppState>>, Query(query): Query<CatalogQuery>) -> Result<Response, ApiError> {
+pub async fn catalog(
+    State(state): State<Arc<AppState>>,
+    axum::Extension(identity): axum::Extension<Identity>,
+    Query(query): Query<CatalogQuery>,
+) -> Result<Response, ApiError> {
     let glossary = Glossary::builtin()?;
     let tables: Vec<TableState> = state
-        .catalog()
+        .catalog_for(identity.role)
         .await
         .into_iter()
         .map(|info| TableState { name: TableName::owned(info.layer, info.table), rows: info.rows, version: info.version })

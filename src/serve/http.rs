@@ -18,10 +18,12 @@
 //! | `GET /metrics` | Prometheus text |
 //! | `POST /api/sql` | read-only SQL (see `sql`) |
 //! | `GET /api/me` | the caller's token name and role |
+//! | `GET /api/audit?token=&role=&endpoint=&outcome=&limit=` | the newest records of the audit log (admins only) |
 //!
 //! The auth middleware resolves the bearer token to the caller's `Identity`
 //! (token name and role, see `config::auth`) and puts it into the request's
-//! extensions for the handlers.
+//! extensions for the handlers. A token that matches none is a failed login,
+//! recorded in the audit log (the path, never the token).
 //!
 //! Errors are JSON `{"error": "..."}`: one line, never a stack trace.
 
@@ -42,7 +44,8 @@ use serde_json::{json, Map, Value};
 use super::response::ApiError;
 use super::state::AppState;
 use super::{metrics, sql};
-use crate::config::Identity;
+use crate::audit::{self, AuditFilter, Endpoint};
+use crate::config::{Identity, Role};
 use crate::error::Error;
 use crate::lake::TableName;
 use crate::live::LiveSnapshot;
@@ -70,6 +73,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/freshness", get(freshness))
         .route("/api/sql", post(sql::handle))
         .route("/api/me", get(me))
+        .route("/api/audit", get(audit_records))
         .route("/metrics", get(metrics::handle))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
@@ -90,12 +94,19 @@ fn asset(body: &'static str, content_type: &'static str) -> Response {
 /// `Identity` (token name and role) into the request's extensions. An open
 /// server (no token configured) treats every caller as an anonymous admin.
 async fn require_token(State(state): State<Arc<AppState>>, mut request: Request, next: Next) -> Response {
+    let presented = bearer(request.headers());
     let identity = if state.tokens.is_open() {
         Some(Identity::anonymous())
     } else {
-        bearer(request.headers()).and_then(|given| state.tokens.identify(given))
+        presented.and_then(|given| state.tokens.identify(given))
     };
     let Some(identity) = identity else {
+        // A token that matches none is a failed login; no token at all is a
+        // page opened before logging in, not recorded.
+        if presented.is_some() {
+            let what = format!("login failed on {} {}: the bearer token matches no configured token", request.method(), request.uri().path());
+            state.audit.failed_login(Endpoint::Http, what);
+        }
         let mut response = ApiError::new(
             StatusCode::UNAUTHORIZED,
             "missing or wrong token: send the header `Authorization: Bearer <token>` (MEDALLION_TOKEN or one of [[auth.tokens]])",
@@ -248,8 +259,30 @@ async fn combined(State(state): State<Arc<AppState>>) -> Result<Response, ApiErr
     Ok(axum::Json(json!({ "countries": countries })).into_response())
 }
 
-async fn tables(State(state): State<Arc<AppState>>) -> Response {
-    axum::Json(json!({ "tables": state.catalog().await })).into_response()
+async fn tables(State(state): State<Arc<AppState>>, axum::Extension(identity): axum::Extension<Identity>) -> Response {
+    axum::Json(json!({ "tables": state.catalog_for(identity.role).await })).into_response()
+}
+
+/// `GET /api/audit`: the newest records of `audit.queries` (filters
+/// `token`, `role`, `endpoint`, `outcome`; `limit`, 100 by default), what the
+/// writer holds included; admins only.
+async fn audit_records(
+    State(state): State<Arc<AppState>>,
+    axum::Extension(identity): axum::Extension<Identity>,
+    Query(filter): Query<AuditFilter>,
+) -> Result<Response, ApiError> {
+    if identity.role != Role::Admin {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("/api/audit is the audit log, readable by admin tokens only; this token's role is {}", identity.role),
+        ));
+    }
+    if !state.audit.is_enabled() {
+        return Ok(axum::Json(json!({ "enabled": false, "records": [] })).into_response());
+    }
+    state.audit.flush().await;
+    let records = output::json_rows(&audit::recent(&state.lake, &filter).await?)?;
+    Ok(axum::Json(json!({ "enabled": true, "records": records, "counts": state.audit.counts() })).into_response())
 }
 
 #[derive(serde::Deserialize)]

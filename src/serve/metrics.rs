@@ -4,7 +4,8 @@
 //! processed, the last duration / rows / quarantined rows of each stage, runs
 //! per status. Stream figures come from the live state: events/s, events,
 //! rejects, batches committed, lag per partition. Table figures come from
-//! the Delta logs: rows and version of every table.
+//! the Delta logs: rows and version of every table. The audit log reports
+//! the records it wrote and dropped.
 
 use std::fmt::Write;
 use std::sync::Arc;
@@ -19,7 +20,7 @@ use super::response::{text_response, ApiError};
 use super::state::AppState;
 use crate::error::Error;
 use crate::output::json_rows;
-use crate::tables::{LIVE_SALES, PIPELINE_RUNS, SALES_EVENTS_REJECTED};
+use crate::tables::{AUDIT_QUERIES, LIVE_SALES, PIPELINE_RUNS, SALES_EVENTS_REJECTED};
 
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -27,6 +28,7 @@ pub async fn handle(State(state): State<Arc<AppState>>) -> Result<Response, ApiE
     let batch = state.cached("metrics-runs", &[PIPELINE_RUNS], || run_metrics(&state)).await?;
     let mut out = String::from_utf8_lossy(&batch).into_owned();
     live_metrics(&state, &mut out);
+    audit_metrics(&state, &mut out);
     table_metrics(&state, &mut out).await;
     if let Some(service) = state.service.get() {
         out.push_str(&service.metrics());
@@ -112,6 +114,19 @@ fn live_metrics(state: &AppState, out: &mut String) {
     for country in &live.countries {
         let _ = writeln!(out, "medallion_live_revenue{{country=\"{}\"}} {}", label(&country.pays), country.total_ventes_live);
     }
+}
+
+fn audit_metrics(state: &AppState, out: &mut String) {
+    if !state.audit.is_enabled() {
+        return;
+    }
+    let counts = state.audit.counts();
+    family(out, "medallion_audit_records_written_total", "counter", &format!("Query records appended to {AUDIT_QUERIES}."));
+    let _ = writeln!(out, "medallion_audit_records_written_total {}", counts.written);
+    family(out, "medallion_audit_records_dropped_total", "counter", "Query records lost: the writer was behind (channel full) or appends kept failing.");
+    let _ = writeln!(out, "medallion_audit_records_dropped_total {}", counts.dropped);
+    family(out, "medallion_audit_append_failures_total", "counter", "Appends of the audit log that failed (their records are retried).");
+    let _ = writeln!(out, "medallion_audit_append_failures_total {}", counts.failed_appends);
 }
 
 async fn table_metrics(state: &AppState, out: &mut String) {

@@ -112,12 +112,14 @@ impl Server {
         &self.state
     }
 
-    /// Stops accepting, lets open HTTP requests finish, and waits for the tasks.
+    /// Stops accepting, lets open HTTP requests finish, waits for the
+    /// tasks, then writes what the audit log still holds.
     pub async fn shutdown(self) {
         let _ = self.state.shutdown.send(true);
         for task in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
         }
+        self.state.audit.close().await;
     }
 }
 
@@ -136,7 +138,8 @@ pub async fn start(config: &Config, lake: Lake, live: LiveHandle, options: Serve
         ),
         None => (None, None),
     };
-    let state = AppState::new(config, lake, live, options.clone()).await?;
+    let audit = crate::audit::AuditLog::start(config, &lake);
+    let state = AppState::new(config, lake, live, options.clone(), audit).await?;
     let signal = state.shutdown.subscribe();
     let mut tasks = Vec::new();
     tasks.push(tokio::spawn(state::refresh_loop(state.clone(), signal.clone())));

@@ -14,10 +14,14 @@
 //! where we say (port 0 in tests) and stops on shutdown. With `[tls]` the
 //! endpoint accepts SSLRequest (`sslmode=require`) and direct TLS; with
 //! `require_tls` the startup of an unencrypted connection is refused with a
-//! FATAL error.
+//! FATAL error. Every statement is recorded in the audit log (`crate::audit`,
+//! endpoint `pg`) once its last row is sent, and so is every failed login; a
+//! reader's or analyst's statement that names the audit log is refused
+//! (SQLSTATE 42501) by a hook of their services.
 
 use std::fmt::Debug;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use datafusion::common::ParamValues;
@@ -61,6 +65,7 @@ use tokio::time::Instant;
 use super::pg_comments::Comments;
 use super::readonly::{is_read_only_query, is_session_statement, keyword, refusal};
 use super::state::AppState;
+use crate::audit::{self, AuditLog, Endpoint, Outcome};
 use crate::config::{Identity, Role, Tokens};
 use crate::error::{Error, Result};
 use crate::glossary::Glossary;
@@ -76,24 +81,25 @@ pub struct PgHandlers {
 /// `require_tls` refuses unencrypted clients.
 pub async fn handlers(state: &Arc<AppState>, require_tls: bool) -> Result<Arc<PgHandlers>> {
     let mut described = Vec::new();
-    let mut service = |ctx: &Arc<SessionContext>| -> Result<Arc<DfSessionService>> {
+    let mut service = |ctx: &Arc<SessionContext>, role: Role| -> Result<Arc<DfSessionService>> {
         setup_pg_catalog(ctx, "datafusion", EmptyContextProvider).map_err(|e| Error::other("PostgreSQL catalog emulation", e))?;
         // Each session's catalog numbers its tables itself: comments per session.
         let comments = Arc::new(Comments::default());
         comments.register(ctx);
         described.push((ctx.clone(), comments));
-        let hooks: Vec<Arc<dyn QueryHook>> = vec![
-            Arc::new(ReadOnlyHook),
-            Arc::new(CursorStatementHook),
-            Arc::new(SetShowHook),
-            Arc::new(TransactionStatementHook),
-        ];
+        let mut hooks: Vec<Arc<dyn QueryHook>> = vec![Arc::new(ReadOnlyHook)];
+        if role != Role::Admin {
+            hooks.push(Arc::new(AuditAccessHook { role }));
+        }
+        hooks.push(Arc::new(CursorStatementHook));
+        hooks.push(Arc::new(SetShowHook));
+        hooks.push(Arc::new(TransactionStatementHook));
         Ok(Arc::new(DfSessionService::new_with_hooks(ctx.clone(), hooks)))
     };
-    let admin = service(&state.ctx)?;
+    let admin = service(&state.ctx, Role::Admin)?;
     let mut roles = Vec::new();
     for (role, ctx) in &state.role_sessions {
-        roles.push((*role, service(ctx)?));
+        roles.push((*role, service(ctx, *role)?));
     }
     // The first comments before the first client, then kept current.
     let glossary = Glossary::load(state.models_dir.as_deref())?;
@@ -104,11 +110,13 @@ pub async fn handlers(state: &Arc<AppState>, require_tls: bool) -> Result<Arc<Pg
     let parser = Arc::new(RoleParser {
         admin: admin.query_parser(),
         roles: roles.iter().map(|(role, service)| (*role, service.query_parser())).collect(),
+        audit: state.audit.clone(),
     });
     let service = Arc::new(Limited {
         admin,
         roles,
         parser,
+        audit: state.audit.clone(),
         timeout: state.options.pg_statement_timeout,
         slots: Arc::new(Semaphore::new(state.options.max_concurrent_queries.max(1))),
         max: state.options.max_concurrent_queries.max(1),
@@ -119,6 +127,7 @@ pub async fn handlers(state: &Arc<AppState>, require_tls: bool) -> Result<Arc<Pg
     } else {
         Startup::Token(TokenStartup {
             tokens: state.tokens.clone(),
+            audit: state.audit.clone(),
             inner: CleartextPasswordAuthStartupHandler::new(PresentedSource, DefaultServerParameterProvider::default())
                 .with_connection_manager(connections.clone()),
         })
@@ -242,6 +251,7 @@ impl AuthSource for PresentedSource {
 /// tokens, its name and role go into the connection's metadata.
 struct TokenStartup {
     tokens: Tokens,
+    audit: AuditLog,
     inner: CleartextPasswordAuthStartupHandler<PresentedSource, DefaultServerParameterProvider>,
 }
 
@@ -312,6 +322,10 @@ impl TokenStartup {
         let password = family.into_password()?;
         let Some(identity) = self.tokens.identify(&password.password) else {
             let user = client.metadata().get("user").cloned().unwrap_or_default();
+            self.audit.failed_login(
+                Endpoint::Pg,
+                format!("login failed for user '{user}' from {}: the password matches no configured token", client.socket_addr().ip()),
+            );
             return Err(PgWireError::InvalidPassword(user));
         };
         remember(client, &identity);
@@ -395,6 +409,118 @@ impl QueryHook for ReadOnlyHook {
     }
 }
 
+/// Refuses a reader's or analyst's statement that names the audit log, in
+/// one line (SQLSTATE 42501), instead of the planner's "table not found".
+struct AuditAccessHook {
+    role: Role,
+}
+
+impl AuditAccessHook {
+    fn verdict(&self, statement: &Statement) -> Option<PgWireError> {
+        audit::refusal_of_statement(self.role, statement).map(|message| user_error("42501", message)) // insufficient_privilege
+    }
+}
+
+#[async_trait]
+impl QueryHook for AuditAccessHook {
+    async fn handle_simple_query(
+        &self,
+        statement: &Statement,
+        _ctx: &SessionContext,
+        _client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        self.verdict(statement).map(Err)
+    }
+
+    async fn handle_extended_parse_query(
+        &self,
+        statement: &Statement,
+        _ctx: &SessionContext,
+        _client: &(dyn ClientInfo + Send + Sync),
+    ) -> Option<PgWireResult<LogicalPlan>> {
+        self.verdict(statement).map(Err)
+    }
+
+    async fn handle_extended_query(
+        &self,
+        statement: &Statement,
+        _plan: &LogicalPlan,
+        _params: &ParamValues,
+        _ctx: &SessionContext,
+        _client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        self.verdict(statement).map(Err)
+    }
+}
+
+/// How an audit record names the end of a statement that failed with `error`.
+fn outcome_of(error: &PgWireError) -> (Outcome, String) {
+    match error {
+        PgWireError::UserError(info) => outcome_of_info(info),
+        other => (Outcome::Error, other.to_string()),
+    }
+}
+
+fn outcome_of_info(info: &ErrorInfo) -> (Outcome, String) {
+    let outcome = match info.code.as_str() {
+        "57014" => Outcome::Timeout,
+        // read_only_sql_transaction, insufficient_privilege, insufficient_resources
+        "25006" | "42501" | "53000" => Outcome::Refused,
+        _ => Outcome::Error,
+    };
+    (outcome, info.message.clone())
+}
+
+/// One statement's audit record, filled in while its rows stream: recorded
+/// when the last holder lets go (every row stream sent or dropped), so the
+/// duration and the row count cover the whole answer.
+struct Pending {
+    query: Mutex<Option<audit::Query>>,
+    rows: AtomicU64,
+    failure: Mutex<Option<(Outcome, String)>>,
+}
+
+impl Pending {
+    fn new(query: audit::Query) -> Arc<Pending> {
+        Arc::new(Pending { query: Mutex::new(Some(query)), rows: AtomicU64::new(0), failure: Mutex::new(None) })
+    }
+
+    fn fail(&self, error: &PgWireError) {
+        self.note(outcome_of(error));
+    }
+
+    /// Keeps the first failure.
+    fn note(&self, outcome: (Outcome, String)) {
+        let mut failure = self.failure.lock().expect("audit lock");
+        if failure.is_none() {
+            *failure = Some(outcome);
+        }
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        let Some(query) = self.query.lock().expect("audit lock").take() else { return };
+        match self.failure.lock().expect("audit lock").take() {
+            Some((outcome, message)) => query.failed(outcome, message),
+            None => query.ok(self.rows.load(Ordering::Relaxed)),
+        }
+    }
+}
+
+/// `rows`, counted into `pending` (and its first error noted).
+fn audited(rows: SendableRowStream, pending: Arc<Pending>) -> SendableRowStream {
+    Box::pin(rows.map(move |row| {
+        match &row {
+            Ok(_) => {
+                pending.rows.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(error) => pending.fail(error),
+        }
+        row
+    }))
+}
+
 /// The query handlers of `DfSessionService` within the endpoint's limits.
 ///
 /// Every statement gets a deadline: the configured `pg_statement_timeout`,
@@ -410,6 +536,7 @@ pub struct Limited {
     /// One per restricted role, over that role's session (PII hidden).
     roles: Vec<(Role, Arc<DfSessionService>)>,
     parser: Arc<RoleParser>,
+    audit: AuditLog,
     timeout: Duration,
     slots: Arc<Semaphore>,
     max: usize,
@@ -446,17 +573,32 @@ impl Limited {
         }
     }
 
-    /// `response` with its rows cut at the deadline; the slot is held until
-    /// the rows are sent.
-    fn bound(response: Response, deadline: Instant, timeout: Duration, permit: &Arc<OwnedSemaphorePermit>) -> Response {
+    /// `response` with its rows cut at the deadline and counted for the
+    /// audit log; the slot is held until the rows are sent.
+    fn bound(
+        response: Response,
+        deadline: Instant,
+        timeout: Duration,
+        permit: &Arc<OwnedSemaphorePermit>,
+        pending: &Arc<Pending>,
+    ) -> Response {
         match response {
             Response::Query(mut query) => {
                 let rows = std::mem::replace(&mut query.data_rows, Box::pin(futures::stream::empty()));
-                query.data_rows = bounded(rows, deadline, timeout, permit.clone());
+                query.data_rows = audited(bounded(rows, deadline, timeout, permit.clone()), pending.clone());
                 Response::Query(query)
+            }
+            Response::Error(info) => {
+                pending.note(outcome_of_info(&info));
+                Response::Error(info)
             }
             other => other,
         }
+    }
+
+    /// Starts the audit record of `statement` for the connection's token.
+    fn audit<C: ClientInfo + ?Sized>(&self, client: &C, statement: &str) -> Arc<Pending> {
+        Pending::new(self.audit.query(&identity_of(client), Endpoint::Pg, statement))
     }
 }
 
@@ -498,11 +640,19 @@ impl SimpleQueryHandler for Limited {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let (deadline, timeout, permit) = self.admit(client).await?;
-        let responses = tokio::time::timeout_at(deadline, SimpleQueryHandler::do_query(self.service_for(client), client, query))
-            .await
-            .map_err(|_| timed_out(timeout))??;
-        Ok(responses.into_iter().map(|r| Limited::bound(r, deadline, timeout, &permit)).collect())
+        let pending = self.audit(client, query);
+        let answered = async {
+            let (deadline, timeout, permit) = self.admit(client).await?;
+            let responses = tokio::time::timeout_at(deadline, SimpleQueryHandler::do_query(self.service_for(client), client, query))
+                .await
+                .map_err(|_| timed_out(timeout))??;
+            Ok::<_, PgWireError>(responses.into_iter().map(|r| Limited::bound(r, deadline, timeout, &permit, &pending)).collect::<Vec<_>>())
+        }
+        .await;
+        if let Err(error) = &answered {
+            pending.fail(error);
+        }
+        answered
     }
 }
 
@@ -522,19 +672,31 @@ impl ExtendedQueryHandler for Limited {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let (deadline, timeout, permit) = self.admit(client).await?;
-        let response =
-            tokio::time::timeout_at(deadline, ExtendedQueryHandler::do_query(self.service_for(client), client, portal, max_rows))
-                .await
-                .map_err(|_| timed_out(timeout))??;
-        Ok(Limited::bound(response, deadline, timeout, &permit))
+        let pending = self.audit(client, &portal.statement.statement.0);
+        let answered = async {
+            let (deadline, timeout, permit) = self.admit(client).await?;
+            let response =
+                tokio::time::timeout_at(deadline, ExtendedQueryHandler::do_query(self.service_for(client), client, portal, max_rows))
+                    .await
+                    .map_err(|_| timed_out(timeout))??;
+            Ok::<_, PgWireError>(Limited::bound(response, deadline, timeout, &permit, &pending))
+        }
+        .await;
+        if let Err(error) = &answered {
+            pending.fail(error);
+        }
+        answered
     }
 }
 
-/// Plans a prepared statement in the session of the connection's role.
+/// Plans a prepared statement in the session of the connection's role,
+/// keeping its text as the client sent it (for the audit log); a statement
+/// that fails here (refused, unknown table) never executes, so it is
+/// recorded here.
 pub struct RoleParser {
     admin: Arc<Parser>,
     roles: Vec<(Role, Arc<Parser>)>,
+    audit: AuditLog,
 }
 
 impl RoleParser {
@@ -552,7 +714,15 @@ impl QueryParser for RoleParser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
-        self.parser_for(client).parse_sql(client, sql, types).await
+        let audit = self.audit.query(&identity_of(client), Endpoint::Pg, sql);
+        match self.parser_for(client).parse_sql(client, sql, types).await {
+            Ok(parsed) => Ok(parsed.map(|(_, planned)| (sql.to_string(), planned))),
+            Err(error) => {
+                let (outcome, message) = outcome_of(&error);
+                audit.failed(outcome, message);
+                Err(error)
+            }
+        }
     }
 
     fn get_parameter_types(&self, statement: &Self::Statement) -> PgWireResult<Vec<Type>> {

@@ -21,6 +21,15 @@ impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
         ApiError { status, message: crate::error::one_line(&message.into()) }
     }
+
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The one line the client gets.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
 }
 
 impl From<Error> for ApiError {

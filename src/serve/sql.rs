@@ -11,7 +11,10 @@
 //! its timeout), then is refused with 503. `"as_of": "12"` or
 //! `"as_of": "2026-11-30T21:00:00Z"` reads the query's lake tables as they
 //! were, in a session of its own. The query runs in the session of the
-//! token's role (PII hidden from readers and analysts, see `lake::pii`).
+//! token's role (PII hidden from readers and analysts, see `lake::pii`);
+//! a reader or analyst who names the audit log is refused with 403. Every
+//! query is recorded in the audit log (`crate::audit`): endpoint `http`, or
+//! `time_travel` with `as_of`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,6 +32,7 @@ use serde_json::json;
 use super::readonly::check_read_only;
 use super::response::{text_response, ApiError};
 use super::state::AppState;
+use crate::audit::{self, Endpoint, Outcome};
 use crate::config::{Identity, Role};
 use crate::error::Error;
 use crate::lake::history::{point_query_as_of, AsOf};
@@ -64,8 +68,43 @@ pub async fn handle(
     let request: SqlRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError::new(StatusCode::BAD_REQUEST, format!("the body must be JSON like {{\"sql\": \"SELECT 1\"}}: {e}"))
     })?;
-    check_read_only(&request.sql).map_err(|message| ApiError::new(StatusCode::BAD_REQUEST, message))?;
-    let answer = negotiate(&headers)?;
+    let endpoint = if request.as_of.is_some() { Endpoint::TimeTravel } else { Endpoint::Http };
+    let audit = state.audit.query(&identity, endpoint, &request.sql);
+    match answer(&state, &identity, &headers, &request).await {
+        Ok((response, rows)) => {
+            audit.ok(rows);
+            Ok(response)
+        }
+        Err(Failed(outcome, err)) => {
+            audit.failed(outcome, err.message());
+            Err(err)
+        }
+    }
+}
+
+/// Why a query was not answered, as the audit log records it, and what the
+/// client gets.
+struct Failed(Outcome, ApiError);
+
+impl From<ApiError> for Failed {
+    fn from(err: ApiError) -> Failed {
+        Failed(Outcome::Error, err)
+    }
+}
+
+impl From<Error> for Failed {
+    fn from(err: Error) -> Failed {
+        Failed(Outcome::Error, err.into())
+    }
+}
+
+/// Runs the request's query for `identity`; the response and the rows it holds.
+async fn answer(state: &AppState, identity: &Identity, headers: &HeaderMap, request: &SqlRequest) -> Result<(Response, u64), Failed> {
+    check_read_only(&request.sql).map_err(|message| Failed(Outcome::Refused, ApiError::new(StatusCode::BAD_REQUEST, message)))?;
+    if let Some(message) = audit::refusal_of_sql(identity.role, &state.session_for(identity.role).state(), &request.sql) {
+        return Err(Failed(Outcome::Refused, ApiError::new(StatusCode::FORBIDDEN, message)));
+    }
+    let answer = negotiate(headers)?;
     let max_rows = state.options.sql_row_limit;
     let limit = request.limit.unwrap_or(max_rows).min(max_rows);
     let max_time = state.options.sql_timeout;
@@ -77,18 +116,21 @@ pub async fn handle(
     let _slot = match tokio::time::timeout_at(deadline, state.sql_slots.clone().acquire_owned()).await {
         Ok(Ok(slot)) => slot,
         _ => {
-            return Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!(
-                    "the server is already running its {} SQL queries (max_concurrent_queries) and none finished within {} ms: try again later",
-                    state.options.max_concurrent_queries.max(1),
-                    timeout.as_millis()
+            return Err(Failed(
+                Outcome::Refused,
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "the server is already running its {} SQL queries (max_concurrent_queries) and none finished within {} ms: try again later",
+                        state.options.max_concurrent_queries.max(1),
+                        timeout.as_millis()
+                    ),
                 ),
             ))
         }
     };
     let time_travel = match &request.as_of {
-        Some(as_of) => Some(session_as_of(&state, identity.role, &request.sql, as_of).await?),
+        Some(as_of) => Some(session_as_of(state, identity.role, &request.sql, as_of).await?),
         None => None,
     };
     let ctx = time_travel.as_ref().unwrap_or(state.session_for(identity.role));
@@ -103,13 +145,17 @@ pub async fn handle(
     let (schema, batches) = match tokio::time::timeout_at(deadline, work).await {
         Ok(result) => result.map_err(Error::from)?,
         Err(_) => {
-            return Err(ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                format!("the query ran longer than {} ms and was stopped: add filters or a LIMIT", timeout.as_millis()),
+            return Err(Failed(
+                Outcome::Timeout,
+                ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!("the query ran longer than {} ms and was stopped: add filters or a LIMIT", timeout.as_millis()),
+                ),
             ))
         }
     };
     let (batches, truncated) = cut(batches, limit);
+    let row_count: usize = batches.iter().map(|b| b.num_rows()).sum();
     let elapsed_ms = started.elapsed().as_millis() as u64;
     let mut response = match answer {
         Answer::Json => {
@@ -131,7 +177,7 @@ pub async fn handle(
     };
     let flag = if truncated { "true" } else { "false" };
     response.headers_mut().insert("x-medallion-truncated", HeaderValue::from_static(flag));
-    Ok(response)
+    Ok((response, row_count as u64))
 }
 
 /// A session of its own for a time-travel query: the lake tables `sql`

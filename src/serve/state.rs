@@ -11,7 +11,8 @@
 //! Each restricted role of a configured token (reader, analyst) has a session
 //! of its own, built `for_role` (PII hidden, see `lake::pii`) and kept current
 //! the same way; `session_for` picks it.
-//! When no stream runs in this process, the same task follows
+//! The audit log (`audit.queries`) is followed the same way, in the admin's
+//! session only. When no stream runs in this process, the same task follows
 //! `gold.live_sales_by_country` and publishes it to the `LiveHandle`.
 
 use std::collections::{BTreeMap, HashMap};
@@ -26,6 +27,7 @@ use deltalake::DeltaTable;
 use tokio::sync::{watch, Mutex, RwLock};
 
 use super::ServeOptions;
+use crate::audit::AuditLog;
 use crate::config::{Config, PiiConfig, Role, Tokens};
 use crate::error::Result;
 use crate::lake::session::SessionBuilder;
@@ -103,6 +105,8 @@ pub struct AppState {
     pub started_at: Instant,
     /// The `max_concurrent_queries` slots of `POST /api/sql`.
     pub sql_slots: Arc<tokio::sync::Semaphore>,
+    /// Where every endpoint records its queries (`crate::audit`).
+    pub audit: AuditLog,
     /// Set to true to stop every task and close open event streams.
     pub shutdown: watch::Sender<bool>,
     /// What the process around the server reports (`medallion up`), once set.
@@ -136,7 +140,7 @@ struct Follower {
 
 impl AppState {
     /// A session with every table of the lake, the live tables and the views.
-    pub async fn new(config: &Config, lake: Lake, live: LiveHandle, options: ServeOptions) -> Result<Arc<AppState>> {
+    pub async fn new(config: &Config, lake: Lake, live: LiveHandle, options: ServeOptions, audit: AuditLog) -> Result<Arc<AppState>> {
         let session = SessionBuilder::full(&lake, config).with_live(live.clone()).build().await?;
         let mut tables = BTreeMap::new();
         for (name, delta) in session.tables {
@@ -166,6 +170,7 @@ impl AppState {
             tokens,
             started_at: Instant::now(),
             sql_slots,
+            audit,
             shutdown: watch::channel(false).0,
             service: std::sync::OnceLock::new(),
             tables: Mutex::new(tables),
@@ -185,7 +190,7 @@ impl AppState {
     pub async fn refresh(&self) -> Result<bool> {
         let mut tables = self.tables.lock().await;
         let mut changed = Vec::new();
-        for layer in Layer::STORED {
+        for layer in Layer::IN_LAKE {
             for table in self.lake.list_tables(layer.as_str()).await? {
                 let name = TableName::owned(layer, table);
                 let key = name.to_string();
@@ -208,8 +213,11 @@ impl AppState {
             }
             if tracked.delta.version().map(|v| v as i64) != before {
                 catalog::register_delta(&self.ctx, &tracked.name, &tracked.delta).await?;
-                for (_, ctx) in &self.role_sessions {
-                    catalog::register_delta(ctx, &tracked.name, &tracked.delta).await?;
+                // The audit log is the admin's alone.
+                if tracked.name.layer != Layer::Audit {
+                    for (_, ctx) in &self.role_sessions {
+                        catalog::register_delta(ctx, &tracked.name, &tracked.delta).await?;
+                    }
                 }
                 tracked.describe();
                 if !changed.contains(&tracked.name) {
@@ -221,9 +229,12 @@ impl AppState {
         if changed.is_empty() {
             return Ok(false);
         }
-        views::register(&self.ctx).await;
-        for (_, ctx) in &self.role_sessions {
-            views::register(ctx).await;
+        // The views read the medallion, never the audit log, which moves at every flush.
+        if changed.iter().any(|name| name.layer != Layer::Audit) {
+            views::register(&self.ctx).await;
+            for (_, ctx) in &self.role_sessions {
+                views::register(ctx).await;
+            }
         }
         self.rebuild_catalog().await;
         if self.options.follow_lake_live && changed.contains(&LIVE_SALES_BY_COUNTRY) {
@@ -258,6 +269,15 @@ impl AppState {
         for info in infos.iter_mut().filter(|i| i.kind == "live") {
             info.rows = Some(live.countries.len() as u64);
             info.last_commit = live.updated_at;
+        }
+        infos
+    }
+
+    /// `catalog` as `role` may see it: the audit log only for admins.
+    pub async fn catalog_for(&self, role: Role) -> Vec<TableInfo> {
+        let mut infos = self.catalog().await;
+        if role != Role::Admin {
+            infos.retain(|info| info.layer != Layer::Audit);
         }
         infos
     }

@@ -239,7 +239,8 @@ pub async fn run(
         });
         started.parts.push(part);
     }
-    let upkeep_on = config.up.stream
+    // The stream's tables and the audit log (one commit per flush while the server is queried) gather small files.
+    let upkeep_on = (config.up.stream || (config.up.serve && config.audit.enabled))
         && (config.up.maintenance.optimize_every.is_some() || config.up.maintenance.vacuum_every.is_some());
     if upkeep_on {
         let (config, lake, upkeep) = (config.clone(), lake.clone(), status.upkeep.clone());
@@ -294,13 +295,19 @@ async fn stream_part(config: &Config, lake: &Lake, live: &LiveHandle, shutdown: 
     result
 }
 
-/// The streaming tables `up` compacts: many small appends.
-const COMPACTED: [TableName; 2] = [tables::SALES_EVENTS, tables::SALES_EVENTS_REJECTED];
+/// The tables `up` compacts: many small appends (the stream's, and the
+/// audit log's, one per flush).
+const COMPACTED: [TableName; 3] = [tables::SALES_EVENTS, tables::SALES_EVENTS_REJECTED, tables::AUDIT_QUERIES];
 
-/// The tables `up` vacuums: the streaming tables and the gold live tables
+/// The tables `up` vacuums: the compacted tables and the gold live tables
 /// the stream rewrites every second.
-const VACUUMED: [TableName; 4] =
-    [tables::SALES_EVENTS, tables::SALES_EVENTS_REJECTED, tables::LIVE_SALES_BY_COUNTRY, tables::SALES_BY_COUNTRY_MINUTE];
+const VACUUMED: [TableName; 5] = [
+    tables::SALES_EVENTS,
+    tables::SALES_EVENTS_REJECTED,
+    tables::AUDIT_QUERIES,
+    tables::LIVE_SALES_BY_COUNTRY,
+    tables::SALES_BY_COUNTRY_MINUTE,
+];
 
 /// The upkeep part: on its cadence, compaction and a checkpoint of the
 /// streaming tables, and a vacuum. Optimize commits change no data and
@@ -511,7 +518,7 @@ impl LakeJobs {
             Job::Optimize | Job::Vacuum => {
                 let started_at = Utc::now();
                 let clock = Instant::now();
-                let every = lake.every_table().await.map_err(failed_in(job.as_str()))?;
+                let every = lake.every_table_and_audit().await.map_err(failed_in(job.as_str()))?;
                 let outcome = if job == Job::Optimize {
                     let target = config.up.maintenance.target_file_bytes;
                     optimize_tables(lake, &every, target, true).await

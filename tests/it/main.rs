@@ -3,6 +3,7 @@
 //! loud failure, never a skip.
 
 mod at_rest;
+mod audit;
 mod batch;
 mod catalog;
 mod cli;
