@@ -146,9 +146,9 @@ async fn a_scripted_session_leaves_exactly_its_queries_in_the_audit_log_which_on
     let missing = "SELECT missing_column FROM bronze.orders";
     reader.simple_query(missing).await.expect_err("no such column");
     expected.push(q("bi", "reader", "pg", missing, None, "error"));
-    let drop = "DROP TABLE bronze.orders";
-    assert_eq!(code(&reader.simple_query(drop).await.expect_err("read-only")), "25006");
-    expected.push(q("bi", "reader", "pg", drop, None, "refused"));
+    let drop_table = "DROP TABLE bronze.orders";
+    assert_eq!(code(&reader.simple_query(drop_table).await.expect_err("read-only")), "25006");
+    expected.push(q("bi", "reader", "pg", drop_table, None, "refused"));
     let analyst = pg_client(pg, ANALYST).await;
     let ids = "SELECT customer_id FROM bronze.customers";
     assert_eq!(analyst.query(ids, &[]).await.unwrap().len() as i64, customers);
@@ -175,7 +175,7 @@ async fn a_scripted_session_leaves_exactly_its_queries_in_the_audit_log_which_on
     let reply = http(addr, "GET", "/api/audit?token=bi&endpoint=pg&limit=2", &[("Authorization", &format!("Bearer {ADMIN}"))], "").await;
     let records = reply.json()["records"].as_array().unwrap().clone();
     assert_eq!(records.len(), 2);
-    assert_eq!(records[0]["statement"], drop, "newest first");
+    assert_eq!(records[0]["statement"], drop_table, "newest first");
     assert_eq!(records[1]["statement"], missing);
     // The catalog shows the audit log to admins only.
     let listed = |token: &'static str| async move {
