@@ -11,7 +11,7 @@
 //! * `sql`       — `POST /api/sql`: limit, timeout, JSON / CSV / Arrow IPC
 //! * `metrics`   — Prometheus text
 //! * `pg`        — the PostgreSQL wire endpoint (datafusion-postgres)
-//! * `pg_comments` — the glossary as PostgreSQL comments (`\d+` in psql)
+//! * `pg_comments` — the glossary as PostgreSQL comments (`obj_description`, `col_description`)
 //! * `bench`     — the load generator behind `scripts/bench-serve.sh`
 //! * `tls`       — the HTTPS listener (`[tls]`; the PostgreSQL endpoint
 //!   negotiates TLS itself, see `pg`)

@@ -22,10 +22,6 @@ impl ApiError {
         ApiError { status, message: crate::error::one_line(&message.into()) }
     }
 
-    pub fn status(&self) -> StatusCode {
-        self.status
-    }
-
     /// The one line the client gets.
     pub fn message(&self) -> &str {
         &self.message
