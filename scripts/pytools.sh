@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Prints the path of a python3 that has the `jsonschema` package, which the
-# OpenLineage test validates events with (tests/data/openlineage/validate.py):
+# OpenLineage test validates events with (cli/tests/data/openlineage/validate.py):
 # the system python3 when it has it, else a virtualenv made here under
 # ~/.cache/medallion-pytools (python3 and its venv module from apt when
 # missing, jsonschema from PyPI). Messages go to stderr; stdout is the path.

@@ -27,7 +27,7 @@ use crate::error::Result;
 use crate::lake::{Lake, TableName};
 use crate::webhook::{Delivery, DeliveryPolicy, Webhook};
 
-/// The spec version the events follow (the vendored schema in tests/data).
+/// The spec version the events follow (the vendored schema in cli/tests/data).
 const EVENT_SCHEMA: &str = "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/RunEvent";
 const SCHEMA_FACET: &str = "https://openlineage.io/spec/facets/1-2-0/SchemaDatasetFacet.json#/$defs/SchemaDatasetFacet";
 const COLUMN_LINEAGE_FACET: &str =

@@ -3,7 +3,7 @@
 //! START and one COMPLETE per table written: the six source tables' bronze
 //! copies (counted by hand) and one per model file in models/ (listed from
 //! the folder). Every event validates against the vendored OpenLineage JSON
-//! schemas (tests/data/openlineage, checked by Python's jsonschema, which is
+//! schemas (cli/tests/data/openlineage, checked by Python's jsonschema, which is
 //! first shown to reject a broken event). A model that fails sends FAIL with
 //! its error. `/api/lineage` serves the table graph and column lineage.
 
@@ -47,7 +47,7 @@ fn validate(file: &Path) -> (bool, String) {
     let python = std::env::var("MEDALLION_TEST_PYTHON")
         .expect("MEDALLION_TEST_PYTHON is not set: run the tests through scripts/test.sh (it provides Python's jsonschema)");
     let output = std::process::Command::new(python)
-        .arg(repo_path("tests/data/openlineage/validate.py"))
+        .arg(repo_path("cli/tests/data/openlineage/validate.py"))
         .arg(file)
         .output()
         .unwrap();

@@ -17,12 +17,13 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_postgres::NoTls;
 
-/// A file of this repository. Read from the environment at run time (cargo
-/// sets CARGO_MANIFEST_DIR when it runs tests), not baked in at compile time:
-/// clones sharing one target dir may reuse a test binary built in another.
+/// A file of this repository, relative to its root. Read from the environment
+/// at run time (cargo sets CARGO_MANIFEST_DIR, here `cli/`, when it runs
+/// tests), not baked in at compile time: clones sharing one target dir may
+/// reuse a test binary built in another.
 pub fn repo_path(relative: &str) -> PathBuf {
-    let root = std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
-    Path::new(&root).join(relative)
+    let package = std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
+    Path::new(&package).join("..").join(relative)
 }
 
 /// The vendored real Northwind dump.

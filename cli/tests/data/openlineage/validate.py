@@ -3,7 +3,7 @@ against the vendored OpenLineage JSON schemas in this folder: each event as a
 whole against OpenLineage.json, and each facet it carries against the schema
 of that facet. Prints one line per invalid event and exits 1 if any is.
 
-Used by tests/it/lineage.rs; needs the `jsonschema` package
+Used by cli/tests/it/lineage.rs; needs the `jsonschema` package
 (scripts/test.sh provides it)."""
 
 import json
