@@ -97,12 +97,27 @@ where
 /// Bronze: full snapshots of the source tables as the `date` partition
 /// (recorded in the run history as command `ingest`).
 pub async fn ingest(config: &Config, lake: &Lake, source: &BatchSource, progress: &Progress) -> Result<StageReport> {
+    with_lineage(config, lake, |events| async move {
+        let mut recorder = Recorder::new(config, lake, "ingest");
+        recorder.stage("ingest", ingest_stage(config, lake, source, progress, &events)).await
+    })
+    .await
+}
+
+/// Runs a batch command's `work` with the OpenLineage events `[lineage]`
+/// asks for, then waits for their delivery whether `work` succeeded or
+/// failed, and returns its outcome unchanged. `work` owns the events, so
+/// they are dropped (ending the queue) before the delivery is awaited. A
+/// `[lineage]` that cannot be set up fails before `work` starts.
+async fn with_lineage<T, Work, WorkFuture>(config: &Config, lake: &Lake, work: Work) -> Result<T>
+where
+    Work: FnOnce(Events) -> WorkFuture,
+    WorkFuture: Future<Output = Result<T>>,
+{
     let (events, delivery) = Events::from_config(config, lake)?;
-    let mut recorder = Recorder::new(config, lake, "ingest");
-    let report = recorder.stage("ingest", ingest_stage(config, lake, source, progress, &events)).await;
-    drop(events);
+    let outcome = work(events).await;
     delivery.finish().await;
-    report
+    outcome
 }
 
 async fn ingest_stage(
@@ -247,12 +262,11 @@ pub async fn run_models(
 ) -> Result<StageReport> {
     let layer: Layer = layer.parse()?;
     let stage = stage_of(layer);
-    let (events, delivery) = Events::from_config(config, lake)?;
-    let mut recorder = Recorder::new(config, lake, stage);
-    let report = recorder.stage(stage, models_stage(config, lake, models, layer, progress, &events)).await;
-    drop(events);
-    delivery.finish().await;
-    let report = report?;
+    let report = with_lineage(config, lake, |events| async move {
+        let mut recorder = Recorder::new(config, lake, stage);
+        recorder.stage(stage, models_stage(config, lake, models, layer, progress, &events)).await
+    })
+    .await?;
     profile_written(config, lake, std::slice::from_ref(&report)).await;
     Ok(report)
 }
@@ -336,11 +350,10 @@ fn check_inputs(ctx: &datafusion::prelude::SessionContext, layer: Layer, config:
 
 /// The whole DAG for one date (recorded as command `run`, one record per stage).
 pub async fn run(config: &Config, lake: &Lake, source: &BatchSource, progress: &Progress) -> Result<Vec<StageReport>> {
-    let (events, delivery) = Events::from_config(config, lake)?;
-    let reports = run_stages(config, lake, source, progress, &events).await;
-    drop(events);
-    delivery.finish().await;
-    let reports = reports?;
+    let reports = with_lineage(config, lake, |events| async move {
+        run_stages(config, lake, source, progress, &events).await
+    })
+    .await?;
     profile_written(config, lake, &reports).await;
     Ok(reports)
 }
