@@ -7,10 +7,7 @@
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use rdkafka::config::ClientConfig;
-use rdkafka::producer::{FutureProducer, FutureRecord};
-
-use crate::stream::{assert_exactly_once, create_topic, messages, Sent};
+use crate::stream::{assert_exactly_once, create_topic, messages, send_to, Sent};
 use crate::support::*;
 
 /// The SASL listener and its user, as scripts/test.sh exports them.
@@ -47,25 +44,16 @@ impl SaslBroker {
         pairs.iter().flat_map(|(flag, value)| [flag.to_string(), value.to_string()]).collect()
     }
 
-    /// `sent` through the SASL listener, with a producer set up here by
-    /// hand (not medallion's).
+    /// `sent` through the SASL listener, with the test's own producer (set
+    /// up by hand, not medallion's) given this user's SASL settings.
     async fn send(&self, topic: &str, sent: &[Sent]) {
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", &self.bootstrap)
-            .set("security.protocol", "SASL_PLAINTEXT")
-            .set("sasl.mechanism", &self.mechanism)
-            .set("sasl.username", &self.username)
-            .set("sasl.password", &self.password)
-            .set("linger.ms", "5")
-            .create()
-            .unwrap();
-        let mut pending = Vec::new();
-        for message in sent {
-            pending.push(producer.send_result(FutureRecord::to(topic).key(&message.key).payload(&message.payload)).unwrap());
-        }
-        for delivery in pending {
-            delivery.await.unwrap().unwrap();
-        }
+        let sasl_settings = [
+            ("security.protocol", "SASL_PLAINTEXT"),
+            ("sasl.mechanism", self.mechanism.as_str()),
+            ("sasl.username", self.username.as_str()),
+            ("sasl.password", self.password.as_str()),
+        ];
+        send_to(&self.bootstrap, &sasl_settings, topic, sent).await
     }
 }
 

@@ -93,16 +93,22 @@ pub(crate) fn messages(n: usize, tag: &str) -> Vec<Sent> {
     out
 }
 
+/// `sent` to `topic` of the test broker (its plaintext listener).
 pub(crate) async fn send(topic: &str, sent: &[Sent]) {
-    send_to(&brokers(), topic, sent).await
+    send_to(&brokers(), &[], topic, sent).await
 }
 
-async fn send_to(brokers: &str, topic: &str, sent: &[Sent]) {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("linger.ms", "5")
-        .create()
-        .unwrap();
+/// `sent` to `topic` of `brokers`, with a producer set up here by hand (not
+/// medallion's), given the librdkafka settings the listener needs besides
+/// the address (`security.protocol`, `sasl.*`; none for plaintext); waits
+/// until the broker acknowledged every message.
+pub(crate) async fn send_to(brokers: &str, client_settings: &[(&str, &str)], topic: &str, sent: &[Sent]) {
+    let mut client = ClientConfig::new();
+    client.set("bootstrap.servers", brokers);
+    for (key, value) in client_settings {
+        client.set(*key, *value);
+    }
+    let producer: FutureProducer = client.set("linger.ms", "5").create().unwrap();
     let mut pending = Vec::new();
     for message in sent {
         pending.push(producer.send_result(FutureRecord::to(topic).key(&message.key).payload(&message.payload)).unwrap());
@@ -362,7 +368,7 @@ async fn a_broker_restart_during_consumption_loses_nothing() {
     let topic = "it-stream-restart";
     create_topic_on(&brokers, topic, 3).await;
     let sent = messages(8_000, "r");
-    send_to(&brokers, topic, &sent[..4_000]).await;
+    send_to(&brokers, &[], topic, &sent[..4_000]).await;
     let lake = TestLake::new();
     let config = config(&lake.url(), None, "2026-11-25");
 
@@ -371,7 +377,7 @@ async fn a_broker_restart_during_consumption_loses_nothing() {
     broker.kafka_sh("stop");
     tokio::time::sleep(Duration::from_secs(2)).await;
     broker.kafka_sh("start");
-    send_to(&brokers, topic, &sent[4_000..]).await;
+    send_to(&brokers, &[], topic, &sent[4_000..]).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(child.try_wait().unwrap().is_none(), "the stream survived the broker restart");
     child.kill().unwrap();
