@@ -173,7 +173,7 @@ enum Command {
         medallion lineage --columns gold.kpi_revenue\n\n\
         Each batch run can also send OpenLineage events (START, COMPLETE, FAIL, with schema and\n\
         column lineage) to Marquez or any receiver: set [lineage] url or file in medallion.toml\n\
-        (or MEDALLION_LINEAGE_URL / MEDALLION_LINEAGE_FILE).")]
+        (or MEDALLION_LINEAGE_URL / MEDALLION_LINEAGE_FILE, or --lineage-url / --lineage-file of the batch commands).")]
     Lineage(LineageArgs),
     /// Access tokens of the serving layer, each with a name and a role (reader, analyst, admin)
     Token {
@@ -241,6 +241,27 @@ struct ModelsArg {
     memory_limit_mb: Option<String>,
 }
 
+/// `--encrypt-at-rest`, for the commands that write date partitions of the
+/// lake (bronze, silver, gold).
+#[derive(Args)]
+struct EncryptAtRestArg {
+    /// Store the PII columns ([pii] columns) AES-256-GCM encrypted with MEDALLION_PII_KEY; commands that read the lake decrypt only when this is on, so prefer [pii] encrypt_at_rest [env: MEDALLION_PII_ENCRYPT_AT_REST]
+    #[arg(long)]
+    encrypt_at_rest: bool,
+}
+
+/// `--lineage-url` and `--lineage-file`, for the commands that run batch
+/// stages and so send OpenLineage run events.
+#[derive(Args)]
+struct LineageEventsArgs {
+    /// Send each OpenLineage run event (START, COMPLETE, FAIL) to this receiver, e.g. http://marquez:5000/api/v1/lineage; never printed, but the process list shows flags: give a URL with a token in the environment [env: MEDALLION_LINEAGE_URL]
+    #[arg(long, value_name = "URL")]
+    lineage_url: Option<String>,
+    /// Append each OpenLineage run event to this file as one JSON line [env: MEDALLION_LINEAGE_FILE]
+    #[arg(long, value_name = "FILE")]
+    lineage_file: Option<String>,
+}
+
 /// `--database-url`, for the commands that use the source database.
 #[derive(Args)]
 struct DatabaseArg {
@@ -295,6 +316,9 @@ struct ServeArgs {
     max_concurrent_queries: Option<String>,
     #[command(flatten)]
     audit: AuditArg,
+    /// How often the server appends the queries it logged to audit.queries (one Delta commit each time), e.g. 500ms or 10s [env: MEDALLION_AUDIT_FLUSH_INTERVAL] [default: 1s]
+    #[arg(long, value_name = "DURATION")]
+    audit_flush_interval: Option<String>,
 }
 
 /// `--no-audit`, for the commands that run queries.
@@ -319,6 +343,10 @@ struct DemoArgs {
     #[command(flatten)]
     models: ModelsArg,
     #[command(flatten)]
+    encryption: EncryptAtRestArg,
+    #[command(flatten)]
+    lineage: LineageEventsArgs,
+    #[command(flatten)]
     serve: ServeArgs,
 }
 
@@ -334,6 +362,10 @@ struct RunArgs {
     models: ModelsArg,
     #[command(flatten)]
     database: DatabaseArg,
+    #[command(flatten)]
+    encryption: EncryptAtRestArg,
+    #[command(flatten)]
+    lineage: LineageEventsArgs,
     /// Read the source tables from a plain-SQL PostgreSQL dump instead of DATABASE_URL
     #[arg(long, value_name = "FILE")]
     from_dump: Option<PathBuf>,
@@ -349,6 +381,10 @@ struct IngestArgs {
     date: DateArg,
     #[command(flatten)]
     database: DatabaseArg,
+    #[command(flatten)]
+    encryption: EncryptAtRestArg,
+    #[command(flatten)]
+    lineage: LineageEventsArgs,
     /// Read the source tables from a plain-SQL PostgreSQL dump instead of DATABASE_URL
     #[arg(long, value_name = "FILE")]
     from_dump: Option<PathBuf>,
@@ -365,6 +401,10 @@ struct LayerArgs {
     date: DateArg,
     #[command(flatten)]
     models: ModelsArg,
+    #[command(flatten)]
+    encryption: EncryptAtRestArg,
+    #[command(flatten)]
+    lineage: LineageEventsArgs,
 }
 
 #[derive(Args)]
@@ -422,6 +462,10 @@ struct UpArgs {
     models: ModelsArg,
     #[command(flatten)]
     database: DatabaseArg,
+    #[command(flatten)]
+    encryption: EncryptAtRestArg,
+    #[command(flatten)]
+    lineage: LineageEventsArgs,
     #[command(flatten)]
     serve: ServeArgs,
 }
@@ -657,6 +701,19 @@ impl ApplyFlags for ModelsArg {
     }
 }
 
+impl ApplyFlags for EncryptAtRestArg {
+    fn apply(&self, overrides: &mut Overrides) {
+        overrides.encrypt_at_rest = self.encrypt_at_rest.then_some(true);
+    }
+}
+
+impl ApplyFlags for LineageEventsArgs {
+    fn apply(&self, overrides: &mut Overrides) {
+        overrides.lineage.url = self.lineage_url.clone();
+        overrides.lineage.file = self.lineage_file.clone();
+    }
+}
+
 impl ApplyFlags for DatabaseArg {
     fn apply(&self, overrides: &mut Overrides) {
         overrides.database_url = self.database_url.clone();
@@ -674,6 +731,7 @@ impl ApplyFlags for ServeArgs {
         serve.pg_statement_timeout = self.pg_statement_timeout.clone();
         serve.max_concurrent_queries = self.max_concurrent_queries.clone();
         self.audit.apply(overrides);
+        overrides.audit_flush_interval = self.audit_flush_interval.clone();
     }
 }
 
@@ -721,13 +779,13 @@ impl Command {
     /// The configuration's top layer: the flags this command was given.
     fn overrides(&self, config_file: Option<PathBuf>) -> Overrides {
         let groups: Vec<&dyn ApplyFlags> = match self {
-            Command::Demo(a) => vec![&a.lake, &a.date, &a.models, &a.serve],
-            Command::Run(a) => vec![&a.lake, &a.date, &a.models, &a.database],
-            Command::Ingest(a) => vec![&a.lake, &a.date, &a.database],
-            Command::Refine(a) | Command::Aggregate(a) => vec![&a.lake, &a.date, &a.models],
+            Command::Demo(a) => vec![&a.lake, &a.date, &a.models, &a.encryption, &a.lineage, &a.serve],
+            Command::Run(a) => vec![&a.lake, &a.date, &a.models, &a.database, &a.encryption, &a.lineage],
+            Command::Ingest(a) => vec![&a.lake, &a.date, &a.database, &a.encryption, &a.lineage],
+            Command::Refine(a) | Command::Aggregate(a) => vec![&a.lake, &a.date, &a.models, &a.encryption, &a.lineage],
             Command::Sql(a) => vec![&a.lake, &a.audit],
             Command::Explain(a) => vec![&a.lake, &a.date, &a.models],
-            Command::Up(a) => vec![&a.lake, &a.models, &a.database, &a.serve],
+            Command::Up(a) => vec![&a.lake, &a.models, &a.database, &a.encryption, &a.lineage, &a.serve],
             Command::Status(a) => vec![&a.lake],
             Command::Profile(a) => vec![&a.lake, &a.date],
             Command::Catalog(a) => vec![&a.lake, &a.models],

@@ -4,8 +4,8 @@
 //!
 //! ```toml
 //! [audit]
-//! enabled = true          # MEDALLION_AUDIT
-//! flush_interval = "1s"   # MEDALLION_AUDIT_FLUSH_INTERVAL: one Delta commit per interval at most
+//! enabled = true          # MEDALLION_AUDIT, --no-audit
+//! flush_interval = "1s"   # MEDALLION_AUDIT_FLUSH_INTERVAL, --audit-flush-interval: one Delta commit per interval at most
 //! ```
 
 use std::time::Duration;
@@ -16,8 +16,11 @@ use super::{bool_text, text, FileValue, Setting, Sources, BOOLEAN, POSITIVE_DURA
 use crate::error::Result;
 
 const AUDIT_ENABLED: Setting = Setting { key: "audit.enabled", flag: Some("--no-audit"), env: &["MEDALLION_AUDIT"] };
-const AUDIT_FLUSH_INTERVAL: Setting =
-    Setting { key: "audit.flush_interval", flag: None, env: &["MEDALLION_AUDIT_FLUSH_INTERVAL"] };
+const AUDIT_FLUSH_INTERVAL: Setting = Setting {
+    key: "audit.flush_interval",
+    flag: Some("--audit-flush-interval"),
+    env: &["MEDALLION_AUDIT_FLUSH_INTERVAL"],
+};
 
 /// `[audit]` as written in medallion.toml.
 #[derive(Debug, Default, Deserialize)]
@@ -43,15 +46,21 @@ impl Default for AuditConfig {
 }
 
 impl AuditConfig {
-    /// `no_audit_flag`: `--no-audit` was given (`Some(false)`).
-    pub(super) fn resolve(no_audit_flag: Option<bool>, file: AuditFile, sources: &Sources) -> Result<AuditConfig> {
+    /// `no_audit_flag`: `--no-audit` was given (`Some(false)`);
+    /// `flush_interval_flag`: `--audit-flush-interval` as typed.
+    pub(super) fn resolve(
+        no_audit_flag: Option<bool>,
+        flush_interval_flag: Option<String>,
+        file: AuditFile,
+        sources: &Sources,
+    ) -> Result<AuditConfig> {
         let defaults = AuditConfig::default();
         Ok(AuditConfig {
             enabled: sources
                 .parsed(&AUDIT_ENABLED, bool_text(no_audit_flag), text(file.enabled), BOOLEAN)?
                 .unwrap_or(defaults.enabled),
             flush_interval: sources
-                .parsed(&AUDIT_FLUSH_INTERVAL, None, text(file.flush_interval), POSITIVE_DURATION)?
+                .parsed(&AUDIT_FLUSH_INTERVAL, flush_interval_flag, text(file.flush_interval), POSITIVE_DURATION)?
                 .unwrap_or(defaults.flush_interval),
         })
     }

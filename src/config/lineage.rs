@@ -2,8 +2,8 @@
 //!
 //! ```toml
 //! [lineage]
-//! url = "http://marquez:5000/api/v1/lineage"   # MEDALLION_LINEAGE_URL: POST each event
-//! file = "lineage.jsonl"                       # MEDALLION_LINEAGE_FILE: append each event as a line
+//! url = "http://marquez:5000/api/v1/lineage"   # MEDALLION_LINEAGE_URL, --lineage-url: POST each event
+//! file = "lineage.jsonl"                       # MEDALLION_LINEAGE_FILE, --lineage-file: append each event as a line
 //! namespace = "medallion"                      # MEDALLION_LINEAGE_NAMESPACE: the jobs' namespace
 //! ```
 //!
@@ -17,8 +17,10 @@ use serde::Deserialize;
 use super::{Setting, Sources};
 use crate::error::Result;
 
-const LINEAGE_URL: Setting = Setting { key: "lineage.url", flag: None, env: &["MEDALLION_LINEAGE_URL"] };
-const LINEAGE_FILE: Setting = Setting { key: "lineage.file", flag: None, env: &["MEDALLION_LINEAGE_FILE"] };
+const LINEAGE_URL: Setting =
+    Setting { key: "lineage.url", flag: Some("--lineage-url"), env: &["MEDALLION_LINEAGE_URL"] };
+const LINEAGE_FILE: Setting =
+    Setting { key: "lineage.file", flag: Some("--lineage-file"), env: &["MEDALLION_LINEAGE_FILE"] };
 const LINEAGE_NAMESPACE: Setting =
     Setting { key: "lineage.namespace", flag: None, env: &["MEDALLION_LINEAGE_NAMESPACE"] };
 
@@ -35,6 +37,25 @@ pub(super) struct LineageFile {
     file: Option<String>,
     #[serde(default)]
     namespace: Option<String>,
+}
+
+/// The flags of the batch commands that set `[lineage]`, as typed.
+#[derive(Clone, Default)]
+pub struct LineageFlags {
+    /// `--lineage-url` (may hold a token: never printed).
+    pub url: Option<String>,
+    /// `--lineage-file`.
+    pub file: Option<String>,
+}
+
+/// Never shows the URL (it may carry a token).
+impl std::fmt::Debug for LineageFlags {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LineageFlags")
+            .field("url", &self.url.as_ref().map(|_| "set"))
+            .field("file", &self.file)
+            .finish()
+    }
 }
 
 /// The resolved `[lineage]`.
@@ -71,10 +92,10 @@ impl LineageConfig {
         self.url.is_some() || self.file.is_some()
     }
 
-    pub(super) fn resolve(file: LineageFile, sources: &Sources) -> Result<LineageConfig> {
+    pub(super) fn resolve(flags: LineageFlags, file: LineageFile, sources: &Sources) -> Result<LineageConfig> {
         Ok(LineageConfig {
-            url: sources.text(&LINEAGE_URL, None, file.url),
-            file: sources.text(&LINEAGE_FILE, None, file.file).map(PathBuf::from),
+            url: sources.text(&LINEAGE_URL, flags.url, file.url),
+            file: sources.text(&LINEAGE_FILE, flags.file, file.file).map(PathBuf::from),
             namespace: sources.text(&LINEAGE_NAMESPACE, None, file.namespace).unwrap_or_else(|| DEFAULT_NAMESPACE.to_string()),
         })
     }

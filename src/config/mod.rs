@@ -36,7 +36,7 @@ pub use audit::AuditConfig;
 pub use auth::{AuthConfig, Identity, Role, Tokens};
 pub use kafka::{KafkaConfig, KafkaFlags, KafkaTls, SaslCredentials, SaslMechanism, SecurityProtocol};
 pub use pii::{PiiConfig, DEFAULT_PII_COLUMNS};
-pub use lineage::LineageConfig;
+pub use lineage::{LineageConfig, LineageFlags};
 pub use profile::ProfileConfig;
 pub use tls::{TlsConfig, TlsIdentity};
 pub use up::{MaintenanceConfig, UpConfig};
@@ -70,6 +70,12 @@ pub struct Overrides {
     pub create_buckets: Option<bool>,
     /// `--no-audit` gives `Some(false)`: no query is logged to `audit.queries`.
     pub audit: Option<bool>,
+    /// `--audit-flush-interval`: how often the audit log's writer appends.
+    pub audit_flush_interval: Option<String>,
+    /// `--encrypt-at-rest` gives `Some(true)`: PII columns are stored encrypted.
+    pub encrypt_at_rest: Option<bool>,
+    /// `--lineage-url` and `--lineage-file` of the batch commands.
+    pub lineage: LineageFlags,
     pub stream: StreamFlags,
     /// The Kafka security flags of `stream` and `produce`.
     pub kafka: KafkaFlags,
@@ -775,15 +781,15 @@ impl Config {
             s3: S3Config::resolve(flags.create_buckets, file.s3, sources)?,
             token: sources.text(&TOKEN, None, file.token),
             auth: AuthConfig::resolve(file.auth, &sources.file_name)?,
-            pii: PiiConfig::resolve(file.pii, sources)?,
+            pii: PiiConfig::resolve(flags.encrypt_at_rest, file.pii, sources)?,
             stream,
             kafka: KafkaConfig::resolve(flags.kafka, file.kafka, sources)?,
             serve: ServeConfig::resolve(flags.serve, file.serve, sources)?,
             up,
             profile: ProfileConfig::resolve(file.profile, sources)?,
-            lineage: LineageConfig::resolve(file.lineage, sources)?,
+            lineage: LineageConfig::resolve(flags.lineage, file.lineage, sources)?,
             tls: TlsConfig::resolve(file.tls, sources)?,
-            audit: AuditConfig::resolve(flags.audit, file.audit, sources)?,
+            audit: AuditConfig::resolve(flags.audit, flags.audit_flush_interval, file.audit, sources)?,
             trigger: crate::tables::RunTrigger::manual(),
         })
     }
@@ -1053,10 +1059,61 @@ mod tests {
         assert_eq!((audit.enabled, audit.flush_interval), (true, Duration::from_secs(2)));
         let no_audit = Overrides { audit: Some(false), ..with_file.flags.clone() };
         assert!(!load(no_audit, &env).unwrap().audit.enabled, "--no-audit beats MEDALLION_AUDIT");
+        let flush_flag = Overrides { audit_flush_interval: Some("5s".into()), ..with_file.flags.clone() };
+        let audit = load(flush_flag, &env).unwrap().audit;
+        assert_eq!(audit.flush_interval, Duration::from_secs(5), "--audit-flush-interval beats MEDALLION_AUDIT_FLUSH_INTERVAL");
         let err = load(file("").flags, &[("MEDALLION_AUDIT_FLUSH_INTERVAL", "0s")]).unwrap_err().to_string();
         assert!(err.contains("MEDALLION_AUDIT_FLUSH_INTERVAL") && err.contains("above zero"), "{err}");
+        let bad_flag = Overrides { audit_flush_interval: Some("0s".into()), ..with_file.flags.clone() };
+        let err = load(bad_flag, &env).unwrap_err().to_string();
+        assert!(err.contains("--audit-flush-interval") && err.contains("above zero"), "{err}");
         let err = load(file("[audit]\nenable = true\n").flags, &[]).unwrap_err().to_string();
         assert!(err.contains("unknown field"), "{err}");
+    }
+
+    #[test]
+    fn encrypt_at_rest_is_taken_from_flag_then_environment_then_file_then_default() {
+        let key = ("MEDALLION_PII_KEY", "a-test-pii-key");
+        assert!(!load(file("").flags, &[]).unwrap().pii.encrypt_at_rest, "off by default");
+        let with_file = file("[pii]\nencrypt_at_rest = true\n");
+        assert!(load(with_file.flags.clone(), &[key]).unwrap().pii.encrypt_at_rest);
+        let env = [key, ("MEDALLION_PII_ENCRYPT_AT_REST", "false")];
+        assert!(!load(with_file.flags.clone(), &env).unwrap().pii.encrypt_at_rest, "the environment beats the file");
+        let flag = Overrides { encrypt_at_rest: Some(true), ..with_file.flags.clone() };
+        assert!(load(flag, &env).unwrap().pii.encrypt_at_rest, "--encrypt-at-rest beats MEDALLION_PII_ENCRYPT_AT_REST");
+        // The flag needs the key as the file and the environment do.
+        let flag_without_key = Overrides { encrypt_at_rest: Some(true), ..with_file.flags.clone() };
+        let err = load(flag_without_key, &[("MEDALLION_PII_ENCRYPT_AT_REST", "false")]).unwrap_err().to_string();
+        assert!(err.contains("MEDALLION_PII_KEY") && err.lines().count() == 1, "{err}");
+    }
+
+    #[test]
+    fn lineage_targets_are_taken_from_flag_then_environment_then_file_then_default() {
+        let defaults = load(file("").flags, &[]).unwrap().lineage;
+        assert_eq!((defaults.url, defaults.file), (None, None));
+        let with_file = file(
+            "[lineage]\nurl = \"http://from-file.example/api/v1/lineage\"\nfile = \"from-file.jsonl\"\n",
+        );
+        let lineage = load(with_file.flags.clone(), &[]).unwrap().lineage;
+        assert_eq!(lineage.url.as_deref(), Some("http://from-file.example/api/v1/lineage"));
+        assert_eq!(lineage.file, Some(PathBuf::from("from-file.jsonl")));
+        let env = [
+            ("MEDALLION_LINEAGE_URL", "http://from-env.example/api/v1/lineage"),
+            ("MEDALLION_LINEAGE_FILE", "from-env.jsonl"),
+        ];
+        let lineage = load(with_file.flags.clone(), &env).unwrap().lineage;
+        assert_eq!(lineage.url.as_deref(), Some("http://from-env.example/api/v1/lineage"));
+        assert_eq!(lineage.file, Some(PathBuf::from("from-env.jsonl")));
+        let flag_url = "http://from-flag.example/api/v1/lineage?token=flag-Secret-tok";
+        let mut flags = with_file.flags.clone();
+        flags.lineage = LineageFlags { url: Some(flag_url.into()), file: Some("from-flag.jsonl".into()) };
+        assert!(!format!("{flags:?}").contains("flag-Secret-tok"), "the flags' Debug shows the URL");
+        let config = load(flags, &env).unwrap();
+        assert_eq!(config.lineage.url.as_deref(), Some(flag_url));
+        assert_eq!(config.lineage.file, Some(PathBuf::from("from-flag.jsonl")));
+        // The URL from the flag is a secret like the one from the file.
+        assert_eq!(config.secrets().scrub(&format!("POST {flag_url} failed")), "POST *** failed");
+        assert!(!format!("{config:?}").contains("flag-Secret-tok"));
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! ```toml
 //! [pii]
 //! columns = ["customers.contact_name", "customers.phone"]   # default: Northwind's PII
-//! encrypt_at_rest = true                                    # MEDALLION_PII_ENCRYPT_AT_REST
+//! encrypt_at_rest = true                                    # MEDALLION_PII_ENCRYPT_AT_REST, --encrypt-at-rest
 //! ```
 //!
 //! An entry `table.column` protects that column in `bronze.<table>`, and a
@@ -15,12 +15,15 @@
 
 use serde::Deserialize;
 
-use super::{text, FileValue, Setting, Sources, BOOLEAN};
+use super::{bool_text, text, FileValue, Setting, Sources, BOOLEAN};
 use crate::error::{Error, Result};
 
 const PII_KEY: Setting = Setting { key: "pii.key", flag: None, env: &["MEDALLION_PII_KEY"] };
-const ENCRYPT_AT_REST: Setting =
-    Setting { key: "pii.encrypt_at_rest", flag: None, env: &["MEDALLION_PII_ENCRYPT_AT_REST"] };
+const ENCRYPT_AT_REST: Setting = Setting {
+    key: "pii.encrypt_at_rest",
+    flag: Some("--encrypt-at-rest"),
+    env: &["MEDALLION_PII_ENCRYPT_AT_REST"],
+};
 
 /// Northwind's personal data: customers' contacts and employees.
 pub const DEFAULT_PII_COLUMNS: [&str; 14] = [
@@ -73,12 +76,14 @@ impl std::fmt::Debug for PiiConfig {
 }
 
 impl PiiConfig {
-    pub(super) fn resolve(file: PiiFile, sources: &Sources) -> Result<PiiConfig> {
+    /// `encrypt_at_rest_flag`: `--encrypt-at-rest` was given (`Some(true)`).
+    pub(super) fn resolve(encrypt_at_rest_flag: Option<bool>, file: PiiFile, sources: &Sources) -> Result<PiiConfig> {
         let file_name = &sources.file_name;
         // The key is a secret: only ever from the environment.
         let key = sources.text(&PII_KEY, None, None).filter(|k| !k.is_empty());
-        let encrypt_at_rest =
-            sources.parsed(&ENCRYPT_AT_REST, None, text(file.encrypt_at_rest), BOOLEAN)?.unwrap_or(false);
+        let encrypt_at_rest = sources
+            .parsed(&ENCRYPT_AT_REST, bool_text(encrypt_at_rest_flag), text(file.encrypt_at_rest), BOOLEAN)?
+            .unwrap_or(false);
         if encrypt_at_rest && key.is_none() {
             return Err(Error::Config(
                 "[pii] encrypt_at_rest is on but MEDALLION_PII_KEY is not set: export the key the PII columns are \

@@ -158,7 +158,11 @@ fn each_help_lists_only_the_options_its_command_uses() {
             &["--lake", "--database-url", "--date", "--models", "--create-buckets"],
         ),
         (&["source", "load", "--help"], &["--database-url", "--scale", "--from-dump"], &["--lake", "--date", "--models"]),
-        (&["sql", "--help"], &["--lake", "--format", "MEDALLION_LAKE"], &["--date", "--database-url", "--models", "--create-buckets"]),
+        (
+            &["sql", "--help"],
+            &["--lake", "--format", "MEDALLION_LAKE", "--no-audit"],
+            &["--date", "--database-url", "--models", "--create-buckets", "--audit-flush-interval", "--encrypt-at-rest", "--lineage-url"],
+        ),
         (
             &["stream", "--help"],
             &["--lake", "--create-buckets", "--brokers", "--max-batch", "--interval", "--lateness", "[stream]"],
@@ -166,18 +170,21 @@ fn each_help_lists_only_the_options_its_command_uses() {
         ),
         (
             &["serve", "--help"],
-            &["--lake", "--addr", "--pg-addr", "--no-pg", "--sql-timeout", "MEDALLION_ADDR", "[serve]"],
-            &["--date", "--database-url", "--models", "--create-buckets"],
+            &["--lake", "--addr", "--pg-addr", "--no-pg", "--sql-timeout", "MEDALLION_ADDR", "[serve]", "--audit-flush-interval", "MEDALLION_AUDIT_FLUSH_INTERVAL"],
+            &["--date", "--database-url", "--models", "--create-buckets", "--encrypt-at-rest", "--lineage-url", "--lineage-file"],
         ),
         (
             &["run", "--help"],
-            &["--lake", "--create-buckets", "--date", "--models", "--database-url", "--from-dump", "DATABASE_URL", "--profile"],
-            &["--brokers", "--addr"],
+            &[
+                "--lake", "--create-buckets", "--date", "--models", "--database-url", "--from-dump", "DATABASE_URL", "--profile",
+                "--encrypt-at-rest", "MEDALLION_PII_ENCRYPT_AT_REST", "--lineage-url", "MEDALLION_LINEAGE_URL", "--lineage-file",
+            ],
+            &["--brokers", "--addr", "--audit-flush-interval"],
         ),
         (
             &["explain", "--help"],
             &["--lake", "--date", "--models", "--plan-only", "EXPLAIN ANALYZE"],
-            &["--database-url", "--create-buckets", "--brokers"],
+            &["--database-url", "--create-buckets", "--brokers", "--lineage-url"],
         ),
     ];
     for (args, present, absent) in cases {
@@ -211,6 +218,33 @@ fn a_bad_setting_is_one_line_naming_it_and_the_form_expected() {
     let output = medallion(&["stream", "--config", file.path().to_str().unwrap(), "--quiet"], &[]);
     let text = assert_one_line_failure(&output);
     assert!(text.contains("max_batches") && text.contains("unknown field"), "{text}");
+}
+
+#[test]
+fn the_audit_encryption_and_lineage_flags_reach_the_configuration() {
+    // Each flag is read through the one precedence: a bad value fails in one
+    // line that names the flag, over an environment that says otherwise.
+    let output = medallion(&["serve", "--audit-flush-interval", "0s", "--quiet"], &[("MEDALLION_AUDIT_FLUSH_INTERVAL", "2s")]);
+    let text = assert_one_line_failure(&output);
+    assert!(text.contains("--audit-flush-interval") && text.contains("'0s'") && text.contains("above zero"), "{text}");
+
+    let without_key = [("MEDALLION_PII_KEY", ""), ("MEDALLION_PII_ENCRYPT_AT_REST", "false")];
+    let output = medallion(&["ingest", "--encrypt-at-rest", "--quiet"], &without_key);
+    let text = assert_one_line_failure(&output);
+    assert!(text.contains("encrypt_at_rest is on") && text.contains("MEDALLION_PII_KEY"), "{text}");
+
+    // The lineage targets are opened before a stage writes anything; the
+    // URL never shows, not even when it is refused.
+    let lake = TestLake::new();
+    let url = lake.url();
+    let missing_folder = lake.dir.path().join("no-such-folder").join("events.jsonl");
+    let file_flag = ["refine", "--lake", url.as_str(), "--lineage-file", missing_folder.to_str().unwrap(), "--quiet"];
+    let text = assert_one_line_failure(&medallion(&file_flag, &[("MEDALLION_LINEAGE_FILE", ""), ("MEDALLION_LINEAGE_URL", "")]));
+    assert!(text.contains("lineage.file") && text.contains("no-such-folder"), "{text}");
+    let url_flag = ["aggregate", "--lake", url.as_str(), "--lineage-url", "ftp://lineage-Secret.example/x", "--quiet"];
+    let text = assert_one_line_failure(&medallion(&url_flag, &[("MEDALLION_LINEAGE_URL", "http://from-env.example/x")]));
+    assert!(text.contains("lineage.url is not an http(s) URL") && !text.contains("lineage-Secret"), "{text}");
+    assert!(lake_is_empty(&lake), "nothing was written");
 }
 
 /// Batches and messages (events + rejects) of the one stream run recorded in the lake.
