@@ -242,10 +242,10 @@ struct ModelsArg {
 }
 
 /// `--encrypt-at-rest`, for the commands that write date partitions of the
-/// lake (bronze, silver, gold).
+/// lake (bronze, silver, gold) or read their rows (to decrypt them).
 #[derive(Args)]
 struct EncryptAtRestArg {
-    /// Store the PII columns ([pii] columns) AES-256-GCM encrypted with MEDALLION_PII_KEY; commands that read the lake decrypt only when this is on, so prefer [pii] encrypt_at_rest [env: MEDALLION_PII_ENCRYPT_AT_REST]
+    /// The lake stores its PII columns ([pii] columns) AES-256-GCM encrypted with MEDALLION_PII_KEY: written encrypted, decrypted for the roles allowed when read; every command that touches such a lake needs it, so prefer [pii] encrypt_at_rest [env: MEDALLION_PII_ENCRYPT_AT_REST]
     #[arg(long)]
     encrypt_at_rest: bool,
 }
@@ -420,6 +420,8 @@ struct ExplainArgs {
     date: DateArg,
     #[command(flatten)]
     models: ModelsArg,
+    #[command(flatten)]
+    encryption: EncryptAtRestArg,
 }
 
 /// `--profile`, for the commands that build tables.
@@ -448,6 +450,8 @@ struct SqlArgs {
     lake: LakeArg,
     #[command(flatten)]
     audit: AuditArg,
+    #[command(flatten)]
+    encryption: EncryptAtRestArg,
 }
 
 fn parse_role(text: &str) -> std::result::Result<medallion::config::Role, String> {
@@ -481,6 +485,8 @@ struct ProfileArgs {
     lake: LakeArg,
     #[command(flatten)]
     date: DateArg,
+    #[command(flatten)]
+    encryption: EncryptAtRestArg,
 }
 
 #[derive(Args)]
@@ -637,6 +643,8 @@ struct ServeCommandArgs {
     #[command(flatten)]
     lake: LakeArg,
     #[command(flatten)]
+    encryption: EncryptAtRestArg,
+    #[command(flatten)]
     serve: ServeArgs,
 }
 
@@ -783,11 +791,11 @@ impl Command {
             Command::Run(a) => vec![&a.lake, &a.date, &a.models, &a.database, &a.encryption, &a.lineage],
             Command::Ingest(a) => vec![&a.lake, &a.date, &a.database, &a.encryption, &a.lineage],
             Command::Refine(a) | Command::Aggregate(a) => vec![&a.lake, &a.date, &a.models, &a.encryption, &a.lineage],
-            Command::Sql(a) => vec![&a.lake, &a.audit],
-            Command::Explain(a) => vec![&a.lake, &a.date, &a.models],
+            Command::Sql(a) => vec![&a.lake, &a.audit, &a.encryption],
+            Command::Explain(a) => vec![&a.lake, &a.date, &a.models, &a.encryption],
             Command::Up(a) => vec![&a.lake, &a.models, &a.database, &a.encryption, &a.lineage, &a.serve],
             Command::Status(a) => vec![&a.lake],
-            Command::Profile(a) => vec![&a.lake, &a.date],
+            Command::Profile(a) => vec![&a.lake, &a.date, &a.encryption],
             Command::Catalog(a) => vec![&a.lake, &a.models],
             Command::Lineage(a) => vec![&a.lake, &a.models],
             Command::Optimize(a) => vec![&a.lake],
@@ -796,7 +804,7 @@ impl Command {
             Command::Restore(a) => vec![&a.lake],
             Command::Stream(a) => vec![a],
             Command::Produce(a) => vec![a],
-            Command::Serve(a) => vec![&a.lake, &a.serve],
+            Command::Serve(a) => vec![&a.lake, &a.encryption, &a.serve],
             Command::BenchServe(a) => vec![&a.lake],
             Command::Source { command: SourceCommand::Load(a) } => vec![&a.database],
             Command::Token { .. } => vec![],

@@ -160,8 +160,8 @@ fn each_help_lists_only_the_options_its_command_uses() {
         (&["source", "load", "--help"], &["--database-url", "--scale", "--from-dump"], &["--lake", "--date", "--models"]),
         (
             &["sql", "--help"],
-            &["--lake", "--format", "MEDALLION_LAKE", "--no-audit"],
-            &["--date", "--database-url", "--models", "--create-buckets", "--audit-flush-interval", "--encrypt-at-rest", "--lineage-url"],
+            &["--lake", "--format", "MEDALLION_LAKE", "--no-audit", "--encrypt-at-rest"],
+            &["--date", "--database-url", "--models", "--create-buckets", "--audit-flush-interval", "--lineage-url"],
         ),
         (
             &["stream", "--help"],
@@ -170,8 +170,8 @@ fn each_help_lists_only_the_options_its_command_uses() {
         ),
         (
             &["serve", "--help"],
-            &["--lake", "--addr", "--pg-addr", "--no-pg", "--sql-timeout", "MEDALLION_ADDR", "[serve]", "--audit-flush-interval", "MEDALLION_AUDIT_FLUSH_INTERVAL"],
-            &["--date", "--database-url", "--models", "--create-buckets", "--encrypt-at-rest", "--lineage-url", "--lineage-file"],
+            &["--lake", "--addr", "--pg-addr", "--no-pg", "--sql-timeout", "MEDALLION_ADDR", "[serve]", "--audit-flush-interval", "MEDALLION_AUDIT_FLUSH_INTERVAL", "--encrypt-at-rest"],
+            &["--date", "--database-url", "--models", "--create-buckets", "--lineage-url", "--lineage-file"],
         ),
         (
             &["run", "--help"],
