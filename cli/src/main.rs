@@ -662,6 +662,10 @@ struct BenchServeArgs {
     /// for an admin and a reader, audit off and on
     #[arg(long)]
     governance: bool,
+    /// With --governance: how many times each configuration is measured (the order turned each round); the
+    /// added p99 printed is the median over the rounds
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
 }
 
 #[derive(Args)]
@@ -889,16 +893,17 @@ async fn execute(command: Command, config: Config, progress: Progress) -> Result
         }
         Command::BenchServe(args) if args.governance => {
             println!(
-                "governance bench: {} concurrent clients, {} s per scenario, server and clients in one process\nquery: {}",
+                "governance bench: {} concurrent clients, {} s per scenario, {} rounds, server and clients in one process\nquery: {}",
                 args.clients,
                 args.seconds,
+                args.rounds,
                 devtools::GOVERNANCE_QUERY
             );
-            let bench = devtools::bench_governance(&config, args.clients, args.seconds).await?;
-            for (governance, http, pg) in &bench.runs {
-                println!("{governance}\n  {http}\n  {pg}");
+            let bench = devtools::bench_governance(&config, args.clients, args.seconds, args.rounds).await?;
+            for run in &bench.runs {
+                println!("round {}: {}\n  {}\n  {}", run.round + 1, run.governance, run.http, run.pg);
             }
-            println!("added p99 against admin, audit off:");
+            println!("added p99 against admin, audit off of the same round (median over the rounds):");
             for governance in devtools::GOVERNANCE.into_iter().skip(1) {
                 if let Some((http, pg)) = bench.added_p99(governance) {
                     println!("  {:<22} /api/sql {http:+6.1} %   PostgreSQL wire {pg:+6.1} %", governance.to_string());
