@@ -101,7 +101,10 @@ impl From<Error> for Failed {
 /// Runs the request's query for `identity`; the response and the rows it holds.
 async fn answer(state: &AppState, identity: &Identity, headers: &HeaderMap, request: &SqlRequest) -> Result<(Response, u64), Failed> {
     check_read_only(&request.sql).map_err(|message| Failed(Outcome::Refused, ApiError::new(StatusCode::BAD_REQUEST, message)))?;
-    if let Some(message) = audit::refusal_of_sql(identity.role, &state.session_for(identity.role).state(), &request.sql) {
+    // The session's state is read in place: `SessionContext::state()` would
+    // copy it (its function registries and settings) for every query.
+    let refused = audit::refusal_of_sql(identity.role, &state.session_for(identity.role).state_ref().read(), &request.sql);
+    if let Some(message) = refused {
         return Err(Failed(Outcome::Refused, ApiError::new(StatusCode::FORBIDDEN, message)));
     }
     let answer = negotiate(headers)?;
