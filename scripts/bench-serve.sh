@@ -12,8 +12,8 @@
 # (masked), the audit log off and on, and the p99 each adds to the admin's.
 #
 # Usage: scripts/bench-serve.sh [CLIENTS] [SECONDS] [--governance]   (default: 64 10)
-#   --governance runs each configuration 3 times (rounds, the order turned
-#   each round) and prints the median added p99
+#   --governance runs each configuration 4 times (rounds, the order turned
+#   each round, so each runs once in each place) and prints the median added p99
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"

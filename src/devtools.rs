@@ -161,9 +161,9 @@ fn median(mut values: Vec<f64>) -> Option<f64> {
 /// and a reader configured every time, the audit log on or off) and loads
 /// `/api/sql` and the PostgreSQL wire with `GOVERNANCE_QUERY` from `clients`
 /// clients for `seconds` each, server and clients in one process; `rounds`
-/// times, the order turned by one each round, so that each configuration
-/// runs once in each place (the first server of a process is faster than
-/// the later ones, whatever their configuration).
+/// times, the order turned by one each round, so that four rounds run each
+/// configuration once in each place (the first server of a process is
+/// faster than the later ones, whatever their configuration).
 pub async fn bench_governance(config: &Config, clients: usize, seconds: u64, rounds: usize) -> Result<GovernanceBench> {
     const ADMIN: &str = "bench-admin-token-0123456789";
     const READER: &str = "bench-reader-token-0123456789";

@@ -662,9 +662,9 @@ struct BenchServeArgs {
     /// for an admin and a reader, audit off and on
     #[arg(long)]
     governance: bool,
-    /// With --governance: how many times each configuration is measured (the order turned each round); the
-    /// added p99 printed is the median over the rounds
-    #[arg(long, default_value_t = 3)]
+    /// With --governance: how many times each configuration is measured (the order turned each round, so four
+    /// rounds put each configuration once in each place); the added p99 printed is the median over the rounds
+    #[arg(long, default_value_t = 4)]
     rounds: usize,
 }
 
