@@ -198,8 +198,16 @@ pub fn refusal_of_statement(role: Role, statement: &SqlStatement) -> Option<Stri
     if role == Role::Admin {
         return None;
     }
-    let wrapped = datafusion::sql::parser::Statement::Statement(Box::new(statement.clone()));
-    let (references, _) = datafusion::sql::resolve::resolve_table_references(&wrapped, true).ok()?;
+    refusal_of_parsed(role, &datafusion::sql::parser::Statement::Statement(Box::new(statement.clone())))
+}
+
+/// `refusal` for a statement as DataFusion's parser gives it (`/api/sql`,
+/// which parses once and plans what it parsed).
+pub fn refusal_of_parsed(role: Role, statement: &datafusion::sql::parser::Statement) -> Option<String> {
+    if role == Role::Admin {
+        return None;
+    }
+    let (references, _) = datafusion::sql::resolve::resolve_table_references(statement, true).ok()?;
     refusal(role, &references)
 }
 

@@ -14,18 +14,25 @@ use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 /// Checks that `sql` is exactly one read-only statement (SELECT, WITH,
 /// VALUES, EXPLAIN of one of those). The error is a message for the user.
 pub fn check_read_only(sql: &str) -> Result<(), String> {
-    let statements = DFParser::parse_sql_with_dialect(sql, &PostgreSqlDialect {})
+    parse_read_only(sql).map(|_| ())
+}
+
+/// `check_read_only` that hands back the parsed statement (PostgreSQL
+/// dialect, as the PostgreSQL endpoint parses), so the caller plans it
+/// without parsing the text again.
+pub fn parse_read_only(sql: &str) -> Result<DfStatement, String> {
+    let mut statements = DFParser::parse_sql_with_dialect(sql, &PostgreSqlDialect {})
         .map_err(|e| format!("cannot parse the SQL: {}", crate::error::one_line(&e.to_string())))?;
     match statements.len() {
         0 => return Err("no SQL statement given: send {\"sql\": \"SELECT ...\"}".into()),
         1 => {}
         n => return Err(format!("{n} statements given: send one SELECT, WITH or EXPLAIN statement at a time")),
     }
-    let statement = &statements[0];
-    if df_statement_is_read_only(statement) {
-        Ok(())
+    let statement = statements.pop_front().expect("one statement");
+    if df_statement_is_read_only(&statement) {
+        Ok(statement)
     } else {
-        Err(refusal(&df_keyword(statement)))
+        Err(refusal(&df_keyword(&statement)))
     }
 }
 

@@ -3,7 +3,8 @@
 //!
 //! Body: `{"sql": "SELECT ...", "limit": 100, "timeout_ms": 5000}` (limit and
 //! timeout optional, capped by the server's `--sql-row-limit` and
-//! `--sql-timeout`). The statement is judged by kind (`readonly`) and planned
+//! `--sql-timeout`). The statement is parsed once, in the PostgreSQL dialect
+//! as on the PostgreSQL endpoint, judged by kind (`readonly`) and planned
 //! with DDL, DML and session statements disabled, so nothing can write. A
 //! result longer than the limit is cut and flagged (`truncated` in JSON, the
 //! `X-Medallion-Truncated` header otherwise). At most `max_concurrent_queries`
@@ -29,7 +30,7 @@ use datafusion::execution::context::SQLOptions;
 use datafusion::prelude::SessionContext;
 use serde_json::json;
 
-use super::readonly::check_read_only;
+use super::readonly::parse_read_only;
 use super::response::{text_response, ApiError};
 use super::state::AppState;
 use crate::audit::{self, Endpoint, Outcome};
@@ -100,11 +101,10 @@ impl From<Error> for Failed {
 
 /// Runs the request's query for `identity`; the response and the rows it holds.
 async fn answer(state: &AppState, identity: &Identity, headers: &HeaderMap, request: &SqlRequest) -> Result<(Response, u64), Failed> {
-    check_read_only(&request.sql).map_err(|message| Failed(Outcome::Refused, ApiError::new(StatusCode::BAD_REQUEST, message)))?;
-    // The session's state is read in place: `SessionContext::state()` would
-    // copy it (its function registries and settings) for every query.
-    let refused = audit::refusal_of_sql(identity.role, &state.session_for(identity.role).state_ref().read(), &request.sql);
-    if let Some(message) = refused {
+    // Parsed once: judged read-only, checked for the audit log, then planned.
+    let statement =
+        parse_read_only(&request.sql).map_err(|message| Failed(Outcome::Refused, ApiError::new(StatusCode::BAD_REQUEST, message)))?;
+    if let Some(message) = audit::refusal_of_parsed(identity.role, &statement) {
         return Err(Failed(Outcome::Refused, ApiError::new(StatusCode::FORBIDDEN, message)));
     }
     let answer = negotiate(headers)?;
@@ -139,7 +139,9 @@ async fn answer(state: &AppState, identity: &Identity, headers: &HeaderMap, requ
     let ctx = time_travel.as_ref().unwrap_or(state.session_for(identity.role));
     let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
     let work = async {
-        let frame = ctx.sql_with_options(&request.sql, options).await?;
+        let plan = ctx.state().statement_to_plan(statement).await?;
+        options.verify_plan(&plan)?;
+        let frame = ctx.execute_logical_plan(plan).await?;
         let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
         // One row past the limit tells whether the result was cut.
         let batches = frame.limit(0, Some(limit + 1))?.collect().await?;
