@@ -1,20 +1,14 @@
 -- gold.kpi_revenue: the headline figures of the snapshot.
 -- avg_order_value = total revenue / distinct orders.
--- Aggregated per customer first (an order belongs to one customer, so the
--- snapshot's distinct orders are the sum of each customer's).
-WITH per_customer AS (
-    SELECT
-        customer_id,
-        SUM(line_total)              AS revenue,
-        COUNT(DISTINCT order_id)     AS orders
-    FROM silver.sales_master
-    WHERE snapshot_date = {{ snapshot_date }}
-    GROUP BY customer_id
-)
+-- Built on gold.rfm_customers, which holds each customer's revenue
+-- (monetary) and distinct orders (frequency) of the snapshot: an order
+-- belongs to one customer, so the snapshot's distinct orders are the sum of
+-- each customer's, and silver is not aggregated a second time.
 SELECT
     {{ snapshot_date }}                                        AS snapshot_date,
-    SUM(revenue)                                               AS total_revenue,
-    SUM(orders)                                                AS orders,
+    SUM(monetary)                                              AS total_revenue,
+    SUM(frequency)                                             AS orders,
     COUNT(customer_id)                                         AS customers,
-    SUM(revenue) / NULLIF(SUM(orders), 0)                      AS avg_order_value
-FROM per_customer
+    SUM(monetary) / NULLIF(SUM(frequency), 0)                  AS avg_order_value
+FROM gold.rfm_customers
+WHERE snapshot_date = {{ snapshot_date }}

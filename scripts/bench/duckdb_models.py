@@ -15,7 +15,7 @@ Then, with 2 threads:
              expectations, written with COPY … TO … (FORMAT parquet) as
              <out>/silver/sales_master.parquet and
              <out>/silver/sales_master_quarantine.parquet
-  aggregate  models/gold/*.sql in file order, each to <out>/gold/<model>.parquet;
+  aggregate  models/gold/*.sql in dependency order, each to <out>/gold/<model>.parquet;
              a model reads the files written before it
 Each model is evaluated as medallion evaluates it (see modelsql.py): the
 fail-the-run rules, if any, counted first by their own query; then the

@@ -74,8 +74,30 @@ class Model:
         return f"{self.layer}.{self.name}"
 
 
+def dependency_order(models: list[Model]) -> list[Model]:
+    """`models` (in file-name order) reordered so that each comes after the
+    models of its layer it reads, as medallion runs them; otherwise the file
+    order stays."""
+    tables = {model.table for model in models}
+    reads = {
+        model.table: {f"{layer}.{name}" for layer, name in _TABLE_NAME.findall(_LINE_COMMENT.sub("", model.sql))} & (tables - {model.table})
+        for model in models
+    }
+    ordered: list[Model] = []
+    done: set[str] = set()
+    while len(ordered) < len(models):
+        ready = [m for m in models if m.table not in done and reads[m.table] <= done]
+        if not ready:
+            stuck = sorted(tables - done)
+            raise SystemExit(f"the models {', '.join(stuck)} read each other in a cycle")
+        ordered.append(ready[0])
+        done.add(ready[0].table)
+    return ordered
+
+
 def load_models(models_dir: Path = MODELS_DIR) -> dict[str, list[Model]]:
-    """The models of each layer, in medallion's run order (file names)."""
+    """The models of each layer, in an order medallion could run them: file
+    names, a model after the models of its layer it reads."""
     models: dict[str, list[Model]] = {}
     for layer in LAYERS:
         folder = models_dir / layer
@@ -90,6 +112,7 @@ def load_models(models_dir: Path = MODELS_DIR) -> dict[str, list[Model]]:
                 parsed = tomllib.loads(rules_file.read_text())
                 rules = [Rule(r["name"], r["check"], r.get("on_fail", "quarantine")) for r in parsed.get("expectation", [])]
             models[layer].append(Model(layer, file.stem, file.read_text(), rules))
+        models[layer] = dependency_order(models[layer])
     return models
 
 

@@ -15,7 +15,7 @@ do what medallion's do, on a lake of Sail's own:
              expectations: passing rows to Delta silver/sales_master, the
              others to silver/sales_master_quarantine, both partitioned by
              snapshot_date
-  aggregate  models/gold/*.sql in file order, each to Delta gold/<model>;
+  aggregate  models/gold/*.sql in dependency order, each to Delta gold/<model>;
              a model reads the tables written before it (rfm_segments reads
              gold.rfm_customers), as in medallion
 

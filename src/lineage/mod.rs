@@ -104,11 +104,11 @@ mod tests {
             ("ref.country_map", "silver.sales_master"),
             // models/gold/*.sql
             ("silver.sales_master", "gold.kpi_category_sales"),
-            ("silver.sales_master", "gold.kpi_country_sales"),
-            ("silver.sales_master", "gold.kpi_revenue"),
-            ("silver.sales_master", "gold.kpi_top_countries"),
             ("silver.sales_master", "gold.rfm_customers"),
+            ("gold.rfm_customers", "gold.kpi_country_sales"),
+            ("gold.rfm_customers", "gold.kpi_revenue"),
             ("gold.rfm_customers", "gold.rfm_segments"),
+            ("gold.kpi_country_sales", "gold.kpi_top_countries"),
             // models/serving/sales_by_country.{batch,live}.sql
             ("gold.kpi_country_sales", "serving.sales_by_country"),
             ("live.sales_by_country", "serving.sales_by_country"),
@@ -130,19 +130,24 @@ mod tests {
             inputs.iter().map(|c| format!("{}.{}", c.table, c.column)).collect()
         };
         let silver = |c: &str| format!("silver.sales_master.{c}");
-        // kpi_revenue.sql: constants, sums over a per-customer CTE.
+        // kpi_revenue.sql: constants, sums over gold.rfm_customers.
+        let rfm = |c: &str| format!("gold.rfm_customers.{c}");
         assert!(inputs("gold.kpi_revenue", "snapshot_date").is_empty());
-        assert_eq!(inputs("gold.kpi_revenue", "total_revenue"), [silver("line_total")]);
-        assert_eq!(inputs("gold.kpi_revenue", "orders"), [silver("order_id")]);
-        assert_eq!(inputs("gold.kpi_revenue", "customers"), [silver("customer_id")]);
-        assert_eq!(inputs("gold.kpi_revenue", "avg_order_value"), [silver("line_total"), silver("order_id")]);
+        assert_eq!(inputs("gold.kpi_revenue", "total_revenue"), [rfm("monetary")]);
+        assert_eq!(inputs("gold.kpi_revenue", "orders"), [rfm("frequency")]);
+        assert_eq!(inputs("gold.kpi_revenue", "customers"), [rfm("customer_id")]);
+        assert_eq!(inputs("gold.kpi_revenue", "avg_order_value"), [rfm("frequency"), rfm("monetary")]);
         let indirect: Vec<String> =
             graph.columns["gold.kpi_revenue"].indirect.iter().map(|c| format!("{}.{}", c.table, c.column)).collect();
-        assert_eq!(indirect, [silver("customer_id"), silver("snapshot_date")]);
-        // kpi_top_countries.sql: the rank orders by revenue, then country.
-        assert_eq!(inputs("gold.kpi_top_countries", "country"), [silver("country")]);
-        assert_eq!(inputs("gold.kpi_top_countries", "revenue"), [silver("line_total")]);
-        assert_eq!(inputs("gold.kpi_top_countries", "rank"), [silver("country"), silver("line_total")]);
+        assert_eq!(indirect, [rfm("snapshot_date")]);
+        // kpi_category_sales.sql: sums over silver per category.
+        assert_eq!(inputs("gold.kpi_category_sales", "revenue"), [silver("line_total")]);
+        assert_eq!(inputs("gold.kpi_category_sales", "orders"), [silver("order_id")]);
+        // kpi_top_countries.sql: the rank orders kpi_country_sales by revenue, then country.
+        let countries = |c: &str| format!("gold.kpi_country_sales.{c}");
+        assert_eq!(inputs("gold.kpi_top_countries", "country"), [countries("country")]);
+        assert_eq!(inputs("gold.kpi_top_countries", "revenue"), [countries("revenue")]);
+        assert_eq!(inputs("gold.kpi_top_countries", "rank"), [countries("country"), countries("revenue")]);
         // rfm_segments.sql: built on gold.rfm_customers; COUNT(*) reads no column.
         assert_eq!(inputs("gold.rfm_segments", "segment"), ["gold.rfm_customers.segment"]);
         assert!(inputs("gold.rfm_segments", "customers").is_empty());

@@ -2,8 +2,10 @@
 //! DataFusion and materialised as Delta tables (dbt's convention).
 //!
 //! A model is `models/<layer>/<name>.sql`, optionally with
-//! `<name>.expectations.toml` beside it (see `quality`). Models of a layer run
-//! in file-name order, so a model may read one that sorts before it. The
+//! `<name>.expectations.toml` beside it (see `quality`). A model may read
+//! other models of its layer (`gold.rfm_customers` in a gold model): it runs
+//! once they are written; models that do not depend on each other run two
+//! at a time, in file-name order; a cycle is refused before anything runs. The
 //! built-in models are compiled into the binary; `--models DIR` (or
 //! `models_dir` in medallion.toml) runs the files of DIR instead, so analysts
 //! change rules without rebuilding. `{{ snapshot_date }}` in a model becomes
@@ -195,7 +197,7 @@ pub async fn run_layer(
 ) -> Result<Vec<ModelOutcome>> {
     let layer_models = models.layer(layer);
     progress.set_length(layer_models.len() as u64);
-    let reads = reads_before(&layer_models);
+    let reads = reads_of(&layer_models)?;
     let mut outcomes: Vec<Option<ModelOutcome>> = vec![None; layer_models.len()];
     let mut started = vec![false; layer_models.len()];
     let mut running = futures::stream::FuturesUnordered::new();
@@ -263,16 +265,39 @@ async fn lineage_complete(ctx: &SessionContext, lake: &Lake, events: &Events, ru
     events.complete(run, &outputs);
 }
 
-/// For each model, the earlier models of `models` whose table it names.
-fn reads_before(models: &[&Model]) -> Vec<Vec<usize>> {
-    models
+/// For each model, the other models of `models` whose table it names: it
+/// runs after them. Models that read each other, directly or through
+/// others, are refused (none of them could start).
+fn reads_of(models: &[&Model]) -> Result<Vec<Vec<usize>>> {
+    let reads: Vec<Vec<usize>> = models
         .iter()
         .enumerate()
         .map(|(index, model)| {
             let sql = model.sql.to_lowercase();
-            (0..index).filter(|before| names_table(&sql, &models[*before].table_name().to_string())).collect()
+            (0..models.len())
+                .filter(|other| *other != index && names_table(&sql, &models[*other].table_name().to_string()))
+                .collect()
         })
-        .collect()
+        .collect();
+    // Take out, again and again, the models whose inputs are all taken out;
+    // what stays is a cycle.
+    let mut done = vec![false; models.len()];
+    loop {
+        let ready: Vec<usize> =
+            (0..models.len()).filter(|i| !done[*i] && reads[*i].iter().all(|input| done[*input])).collect();
+        if ready.is_empty() {
+            break;
+        }
+        ready.into_iter().for_each(|i| done[i] = true);
+    }
+    let stuck: Vec<String> = (0..models.len()).filter(|i| !done[*i]).map(|i| models[i].table_name().to_string()).collect();
+    if !stuck.is_empty() {
+        return Err(Error::Config(format!(
+            "the models {} read each other in a cycle, so none of them can run first: make one of them read the layer above instead",
+            stuck.join(", ")
+        )));
+    }
+    Ok(reads)
 }
 
 /// Whether lowercase `sql` names `table` (`layer.name`) as a whole word.
@@ -456,18 +481,31 @@ mod tests {
     }
 
     #[test]
-    fn a_model_waits_only_for_the_earlier_models_it_reads() {
+    fn a_model_waits_for_the_models_it_reads_and_a_cycle_is_refused() {
         let set = ModelSet::builtin().unwrap();
         let gold = set.layer(Layer::Gold);
-        let reads = reads_before(&gold);
-        let segments = gold.iter().position(|m| m.name == "rfm_segments").unwrap();
-        let customers = gold.iter().position(|m| m.name == "rfm_customers").unwrap();
-        assert_eq!(reads[segments], vec![customers]);
-        for (index, model) in gold.iter().enumerate() {
-            if index != segments {
-                assert!(reads[index].is_empty(), "{} reads no other gold model", model.name);
-            }
+        let reads = reads_of(&gold).unwrap();
+        let at = |name: &str| gold.iter().position(|m| m.name == name).unwrap();
+        let customers = at("rfm_customers");
+        // Read by hand from models/gold/*.sql.
+        let expected = [
+            ("kpi_category_sales", vec![]),
+            ("kpi_country_sales", vec![customers]),
+            ("kpi_revenue", vec![customers]),
+            ("kpi_top_countries", vec![at("kpi_country_sales")]),
+            ("rfm_customers", vec![]),
+            ("rfm_segments", vec![customers]),
+        ];
+        for (name, inputs) in expected {
+            assert_eq!(reads[at(name)], inputs, "{name}");
         }
+        let model = |name: &str, sql: &str| Model { layer: Layer::Gold, name: name.into(), sql: sql.into(), expectations: vec![] };
+        let (a, b, c) = (model("a", "SELECT * FROM gold.b"), model("b", "SELECT * FROM gold.c"), model("c", "SELECT * FROM gold.a"));
+        let err = reads_of(&[&a, &b, &c]).unwrap_err().to_string();
+        assert!(err.contains("gold.a, gold.b, gold.c") && err.contains("cycle"), "{err}");
+        let later = model("a_first", "SELECT * FROM gold.z_last");
+        let z = model("z_last", "SELECT 1");
+        assert_eq!(reads_of(&[&later, &z]).unwrap(), vec![vec![1], vec![]], "a model may read one that sorts after it");
         assert!(names_table("select * from gold.kpi_revenue r", "gold.kpi_revenue"));
         assert!(!names_table("select * from gold.kpi_revenue_daily", "gold.kpi_revenue"));
         assert!(!names_table("select * from x.gold.kpi_revenue", "gold.kpi_revenue"));

@@ -118,18 +118,23 @@ async fn a_run_sends_valid_openlineage_events_for_every_table_it_writes() {
     }
     // Gold: the schema facet lists the table's columns (as the lake has
     // them), the column lineage names what the SQL sums.
-    let revenue = complete("gold.kpi_revenue");
-    let output = &revenue["outputs"][0];
-    assert_eq!(output["name"], "gold.kpi_revenue");
+    let categories = complete("gold.kpi_category_sales");
+    let output = &categories["outputs"][0];
+    assert_eq!(output["name"], "gold.kpi_category_sales");
     let facet_columns: BTreeSet<String> =
         output["facets"]["schema"]["fields"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap().to_string()).collect();
-    let lake_columns = rows(&lake_query(&config, "SELECT column_name FROM information_schema.columns WHERE table_schema = 'gold' AND table_name = 'kpi_revenue'").await);
+    let lake_columns = rows(&lake_query(&config, "SELECT column_name FROM information_schema.columns WHERE table_schema = 'gold' AND table_name = 'kpi_category_sales'").await);
     assert_eq!(facet_columns, lake_columns.iter().map(|r| r[0].text()).collect::<BTreeSet<_>>());
-    let total = &output["facets"]["columnLineage"]["fields"]["total_revenue"]["inputFields"];
-    assert_eq!(total.as_array().unwrap().len(), 1);
-    assert_eq!((total[0]["name"].as_str(), total[0]["field"].as_str()), (Some("silver.sales_master"), Some("line_total")));
-    assert_eq!(revenue["inputs"].as_array().unwrap().iter().map(|i| i["name"].as_str().unwrap()).collect::<Vec<_>>(), ["silver.sales_master"]);
-    assert!(revenue["job"]["facets"]["sql"]["query"].as_str().unwrap().contains("SUM(line_total)"));
+    let revenue_inputs = &output["facets"]["columnLineage"]["fields"]["revenue"]["inputFields"];
+    assert_eq!(revenue_inputs.as_array().unwrap().len(), 1);
+    assert_eq!((revenue_inputs[0]["name"].as_str(), revenue_inputs[0]["field"].as_str()), (Some("silver.sales_master"), Some("line_total")));
+    assert_eq!(categories["inputs"].as_array().unwrap().iter().map(|i| i["name"].as_str().unwrap()).collect::<Vec<_>>(), ["silver.sales_master"]);
+    assert!(categories["job"]["facets"]["sql"]["query"].as_str().unwrap().contains("SUM(line_total)"));
+    // A gold model built on another: kpi_revenue reads gold.rfm_customers.
+    let revenue = complete("gold.kpi_revenue");
+    let total = &revenue["outputs"][0]["facets"]["columnLineage"]["fields"]["total_revenue"]["inputFields"];
+    assert_eq!((total[0]["name"].as_str(), total[0]["field"].as_str()), (Some("gold.rfm_customers"), Some("monetary")));
+    assert_eq!(revenue["inputs"].as_array().unwrap().iter().map(|i| i["name"].as_str().unwrap()).collect::<Vec<_>>(), ["gold.rfm_customers"]);
 
     // Every event is valid OpenLineage; the validator does reject a broken one.
     let (valid, report) = validate(&file);
@@ -177,6 +182,7 @@ async fn a_run_sends_valid_openlineage_events_for_every_table_it_writes() {
         assert!(edges.iter().any(|(_, to)| *to == table), "no edge into {table}");
         assert!(graph["columns"][&table]["fields"].as_array().is_some_and(|f| !f.is_empty()), "no columns for {table}");
     }
-    assert!(edges.contains(&("silver.sales_master".to_string(), "gold.kpi_revenue".to_string())));
+    assert!(edges.contains(&("silver.sales_master".to_string(), "gold.rfm_customers".to_string())));
+    assert!(edges.contains(&("gold.rfm_customers".to_string(), "gold.kpi_revenue".to_string())));
     server.shutdown().await;
 }
