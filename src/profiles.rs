@@ -4,7 +4,8 @@
 //! For each column: rows, nulls, distinct values (exact below
 //! `EXACT_DISTINCT_BELOW` rows, else DataFusion's `approx_distinct`, and the
 //! row says which), min/max as text, mean and standard deviation (sample)
-//! of numbers, min/max length of strings and the five most frequent values.
+//! of numbers, min/max length of strings and the five most frequent values
+//! of columns with at most `TOP_VALUES_MAX_DISTINCT` distinct values.
 //! A table costs two scans of its newest partition, whatever its width: one
 //! aggregate query computes every column's statistics, one `UNION ALL`
 //! query every column's top values (plus two tiny queries for the newest
@@ -44,6 +45,13 @@ pub const EXACT_DISTINCT_BELOW: i64 = 1_000_000;
 
 /// Top values kept per column.
 pub const TOP_VALUES: usize = 5;
+
+/// Top values are looked for only in columns with at most this many
+/// distinct values. Past it (identifiers, amounts, timestamps) the most
+/// frequent values are ones seen a handful of times, and finding them
+/// costs a grouping with one group per distinct value: at scale 1000 that
+/// was most of a run's profiling time.
+pub const TOP_VALUES_MAX_DISTINCT: i64 = 10_000;
 
 /// The statistics of one column.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -87,6 +95,10 @@ fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+fn is_float(t: &DataType) -> bool {
+    matches!(t, DataType::Float16 | DataType::Float32 | DataType::Float64)
+}
+
 fn is_string(t: &DataType) -> bool {
     matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
 }
@@ -123,6 +135,9 @@ pub fn stats_sql(base: &str, columns: &[(String, DataType)], exact: bool) -> Str
         select.push(format!("COUNT({q}) AS c{i}_values"));
         if exact {
             select.push(format!("COUNT(DISTINCT {q}) AS c{i}_distinct"));
+        } else if is_float(data_type) {
+            // HyperLogLog takes no floats: their shortest text is as distinct.
+            select.push(format!("CAST(approx_distinct(CAST({q} AS VARCHAR)) AS BIGINT) AS c{i}_distinct"));
         } else {
             select.push(format!("CAST(approx_distinct({q}) AS BIGINT) AS c{i}_distinct"));
         }
@@ -143,13 +158,14 @@ pub fn stats_sql(base: &str, columns: &[(String, DataType)], exact: bool) -> Str
 }
 
 /// The top-values query: the `TOP_VALUES` most frequent non-null values of
-/// every comparable column, as rows (ordinal, value, n, rank); ties are
-/// ranked by the value in its own type's order.
-pub fn top_values_sql(base: &str, columns: &[(String, DataType)]) -> Option<String> {
+/// every comparable column whose ordinal `wanted` accepts, as rows
+/// (ordinal, value, n, rank); ties are ranked by the value in its own
+/// type's order.
+pub fn top_values_sql(base: &str, columns: &[(String, DataType)], wanted: impl Fn(usize) -> bool) -> Option<String> {
     let parts: Vec<String> = columns
         .iter()
         .enumerate()
-        .filter(|(_, (_, t))| is_comparable(t))
+        .filter(|(i, (_, t))| is_comparable(t) && wanted(*i))
         .map(|(i, (name, _))| {
             let q = quote(name);
             format!(
@@ -193,7 +209,8 @@ pub async fn profile_table(ctx: &SessionContext, table: &TableName, version: Opt
     let stats = json(ctx, &name, &stats_sql(&base, &columns, exact)).await?;
     let stats = stats.into_iter().next().unwrap_or_default();
     let mut tops: Vec<Vec<(String, i64)>> = vec![Vec::new(); columns.len()];
-    if let Some(sql) = top_values_sql(&base, &columns) {
+    let few_distinct = |i: usize| int(&stats, &format!("c{i}_distinct")).is_some_and(|n| n <= TOP_VALUES_MAX_DISTINCT);
+    if let Some(sql) = top_values_sql(&base, &columns, few_distinct) {
         let mut found: Vec<(usize, i64, String, i64)> = json(ctx, &name, &sql)
             .await?
             .iter()
@@ -466,5 +483,46 @@ mod tests {
         assert_eq!(latest[0]["top_values"][0]["count"], 3);
         let (latest, previous) = latest_two(&ctx, "gold.u").await.unwrap();
         assert_eq!((latest.len(), previous.len()), (2, 2));
+    }
+
+    #[tokio::test]
+    async fn large_tables_estimate_float_distincts_and_tops_skip_columns_of_many_values() {
+        // The estimate a table of EXACT_DISTINCT_BELOW rows or more gets, over
+        // a float column (HyperLogLog itself takes no floats).
+        let ctx = SessionContext::new();
+        let floats = Arc::new(Schema::new(vec![Field::new("amount", DataType::Float64, true)]));
+        let batch = RecordBatch::try_new(floats, vec![Arc::new(Float64Array::from(vec![Some(1.5), Some(2.5), Some(1.5), None]))]).unwrap();
+        ctx.register_batch("t", batch).unwrap();
+        let row = json(&ctx, "t", &stats_sql("t", &[("amount".into(), DataType::Float64)], false)).await.unwrap();
+        assert_eq!(int(&row[0], "c0_distinct"), Some(2));
+
+        // One more distinct value than TOP_VALUES_MAX_DISTINCT: no top values
+        // for that column; the two-valued column beside it has its own.
+        let dir = tempfile::tempdir().unwrap();
+        let config =
+            Config::load(Overrides { lake: Some(dir.path().to_string_lossy().into_owned()), ..Default::default() }).unwrap();
+        let lake = Lake::new(&config).unwrap();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("kind", DataType::Utf8, false),
+        ]));
+        let rows = TOP_VALUES_MAX_DISTINCT + 1;
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(Int64Array::from_iter_values(0..rows)),
+                Arc::new(StringArray::from_iter_values((0..rows).map(|i| if i % 3 == 0 { "a" } else { "b" }))),
+            ],
+        )
+        .unwrap();
+        lake.overwrite("silver", "wide", schema, vec![batch]).await.unwrap();
+        let wide = TableName::new(Layer::Silver, "wide");
+        let date = NaiveDate::from_ymd_opt(2026, 11, 25).unwrap();
+        let profiles = profile_and_store(&lake, &[wide], date, &PiiConfig::default()).await.unwrap();
+        let (id, kind) = (&profiles[0].columns[0], &profiles[0].columns[1]);
+        assert_eq!(id.distinct_count, rows);
+        assert!(id.top_values.is_empty(), "{:?}", id.top_values);
+        // 0, 3, …, 9999: 3334 multiples of 3 among 0..=10000.
+        assert_eq!(kind.top_values, vec![("b".to_string(), rows - 3334), ("a".to_string(), 3334)]);
     }
 }
