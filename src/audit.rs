@@ -4,7 +4,7 @@
 //!
 //! ```text
 //!  /api/sql ─┐                                    ┌─ one Delta commit per flush
-//!  as_of ────┤ AuditLog::record ─▶ bounded ─▶ writer task ─▶ audit.queries
+//!  as_of ────┤ AuditLog::record ─▶ bounded ─▶ writer thread ─▶ audit.queries
 //!  pg wire ──┤  (never waits)       channel    (batches)      (partitioned by query_date)
 //!  sql (CLI) ┘
 //! ```
@@ -19,7 +19,8 @@
 //!
 //! Recording never blocks a query: `AuditLog::record` puts the record on a
 //! bounded channel; when it is full the record is dropped, counted
-//! (`/metrics`) and said in the log. The writer task gathers records and
+//! (`/metrics`) and said in the log. The writer (a thread of its own, so
+//! its commits never hold a server worker) gathers records and
 //! appends them every `[audit] flush_interval` (or sooner past
 //! `MAX_BATCH`), one commit for all of them; a failed append is retried at
 //! the next flush. `close` writes what is left (graceful stop of `serve` and
@@ -42,7 +43,6 @@ use datafusion::common::TableReference;
 use datafusion::execution::context::SessionState;
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
 
 use crate::config::{Config, Identity, Role, Secrets};
 use crate::error::{one_line, Error, Result};
@@ -254,7 +254,7 @@ enum Message {
 struct Shared {
     sender: mpsc::Sender<Message>,
     counters: Counters,
-    writer: Mutex<Option<JoinHandle<()>>>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     secrets: Secrets,
 }
 
@@ -277,7 +277,7 @@ impl AuditLog {
         AuditLog { shared: None }
     }
 
-    /// Starts the writer task on the current runtime when `[audit]` is
+    /// Starts the writer (a thread of its own) when `[audit]` is
     /// enabled; a disabled log otherwise.
     pub fn start(config: &Config, lake: &Lake) -> AuditLog {
         if !config.audit.enabled {
@@ -291,8 +291,21 @@ impl AuditLog {
             secrets: config.secrets(),
         });
         let writer = Writer { appender: appender(lake), pending: Vec::new(), shared: Arc::downgrade(&shared) };
-        let task = tokio::spawn(writer.run(receiver, config.audit.flush_interval));
-        *shared.writer.lock().expect("audit writer lock") = Some(task);
+        // The writer has a thread and a one-thread runtime of its own: its
+        // Parquet encoding and Delta commits never hold a worker of the
+        // server's runtime, where queries would wait behind them.
+        let every = config.audit.flush_interval;
+        let spawned = std::thread::Builder::new().name("medallion-audit".into()).spawn(move || {
+            match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(runtime) => runtime.block_on(writer.run(receiver, every)),
+                // The receiver goes with it: records are then counted as dropped.
+                Err(err) => tracing::warn!("audit log: no writer ({}); records will be dropped", one_line(&err.to_string())),
+            }
+        });
+        match spawned {
+            Ok(thread) => *shared.writer.lock().expect("audit writer lock") = Some(thread),
+            Err(err) => tracing::warn!("audit log: no writer thread ({}); records will be dropped", one_line(&err.to_string())),
+        }
         AuditLog { shared: Some(shared) }
     }
 
@@ -356,8 +369,8 @@ impl AuditLog {
             let _ = wait.await;
         }
         let task = shared.writer.lock().expect("audit writer lock").take();
-        if let Some(task) = task {
-            let _ = task.await;
+        if let Some(thread) = task {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
     }
 
@@ -472,7 +485,8 @@ impl Query {
     }
 }
 
-/// The writer task: gathers records, appends them in one commit per flush.
+/// The writer: gathers records, appends them in one commit per flush, on
+/// its own thread and one-thread runtime (see `AuditLog::start`).
 struct Writer {
     appender: Appender,
     pending: Vec<AuditRecord>,
