@@ -182,10 +182,14 @@ pub fn render(model: &Model, date: NaiveDate) -> Result<String> {
 const MODELS_AT_ONCE: usize = 2;
 
 /// Runs every model of `layer` for `date`, writing each table's partition.
-/// A model starts once the models before it that it reads (by name) are
+/// A model starts once the models of the layer it reads (by name) are
 /// written; independent models run side by side, so one model's
 /// single-threaded phases (a final sort, a window, a commit) leave the
-/// other cores to the next. Outcomes come back in run order.
+/// other cores to the next. Two models that read the layer above never run
+/// at once: each scans it whole and holds the stage's largest hash tables,
+/// and side by side they split `memory_limit_mb` (at scale 10 000 the two
+/// gold aggregations over silver did not fit in the default 1.5 GiB).
+/// Outcomes come back in run order.
 pub async fn run_layer(
     ctx: &SessionContext,
     lake: &Lake,
@@ -198,14 +202,20 @@ pub async fn run_layer(
     let layer_models = models.layer(layer);
     progress.set_length(layer_models.len() as u64);
     let reads = reads_of(&layer_models)?;
+    let scans_above: Vec<bool> = layer_models.iter().map(|model| reads_layer_above(model, layer)).collect();
+    let mut scanning_above = 0;
     let mut outcomes: Vec<Option<ModelOutcome>> = vec![None; layer_models.len()];
     let mut started = vec![false; layer_models.len()];
     let mut running = futures::stream::FuturesUnordered::new();
     loop {
         for (index, model) in layer_models.iter().enumerate() {
             let ready = !started[index] && reads[index].iter().all(|before| outcomes[*before].is_some());
-            if ready && running.len() < MODELS_AT_ONCE {
+            let fits = !scans_above[index] || scanning_above == 0;
+            if ready && fits && running.len() < MODELS_AT_ONCE {
                 started[index] = true;
+                if scans_above[index] {
+                    scanning_above += 1;
+                }
                 progress.set_message(model.table_name().to_string());
                 running.push(async move {
                     let run = lineage_run(ctx, events, model, date).await;
@@ -229,6 +239,9 @@ pub async fn run_layer(
         }
         let Some(finished) = running.next().await else { break };
         let (index, outcome) = finished?;
+        if scans_above[index] {
+            scanning_above -= 1;
+        }
         outcomes[index] = Some(outcome);
         progress.inc(1);
     }
@@ -273,7 +286,7 @@ fn reads_of(models: &[&Model]) -> Result<Vec<Vec<usize>>> {
         .iter()
         .enumerate()
         .map(|(index, model)| {
-            let sql = model.sql.to_lowercase();
+            let sql = code_of(&model.sql).to_lowercase();
             (0..models.len())
                 .filter(|other| *other != index && names_table(&sql, &models[*other].table_name().to_string()))
                 .collect()
@@ -293,11 +306,69 @@ fn reads_of(models: &[&Model]) -> Result<Vec<Vec<usize>>> {
     let stuck: Vec<String> = (0..models.len()).filter(|i| !done[*i]).map(|i| models[i].table_name().to_string()).collect();
     if !stuck.is_empty() {
         return Err(Error::Config(format!(
-            "the models {} read each other in a cycle, so none of them can run first: make one of them read the layer above instead",
+            "the models {} cannot run: they read each other in a cycle (or read a model that is in one); make one of them read the layer above instead",
             stuck.join(", ")
         )));
     }
     Ok(reads)
+}
+
+/// Whether `model` (of `layer`) names a table of the layer above its own:
+/// bronze for a silver model, silver for a gold one.
+fn reads_layer_above(model: &Model, layer: Layer) -> bool {
+    let above = match layer {
+        Layer::Silver => Layer::Bronze,
+        Layer::Gold => Layer::Silver,
+        _ => return false,
+    };
+    let sql = code_of(&model.sql).to_lowercase();
+    let prefix = format!("{above}.");
+    let is_word = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '.';
+    sql.match_indices(&prefix).any(|(at, _)| !sql[..at].chars().next_back().is_some_and(is_word))
+}
+
+/// `sql` as the search for the tables a model reads sees it: without its
+/// comments (`-- …` to the end of the line, `/* … */`) and without the text
+/// of its string literals (a table named in either is not read); quoted
+/// identifiers are kept.
+fn code_of(sql: &str) -> String {
+    let mut kept = String::with_capacity(sql.len());
+    let mut chars = sql.chars().peekable();
+    let mut quote: Option<char> = None;
+    while let Some(c) = chars.next() {
+        match quote {
+            Some(open) => {
+                if c == open {
+                    quote = None;
+                    kept.push(c);
+                } else if open == '"' {
+                    kept.push(c);
+                }
+            }
+            None if c == '\'' || c == '"' => {
+                quote = Some(c);
+                kept.push(c);
+            }
+            None if c == '-' && chars.peek() == Some(&'-') => {
+                while chars.peek().is_some_and(|next| *next != '\n') {
+                    chars.next();
+                }
+            }
+            None if c == '/' && chars.peek() == Some(&'*') => {
+                chars.next();
+                let mut previous = ' ';
+                for next in chars.by_ref() {
+                    if previous == '*' && next == '/' {
+                        break;
+                    }
+                    previous = next;
+                }
+                kept.push(' ');
+            }
+            None => kept.push(c),
+        }
+    }
+    kept
 }
 
 /// Whether lowercase `sql` names `table` (`layer.name`) as a whole word.
@@ -506,6 +577,18 @@ mod tests {
         let later = model("a_first", "SELECT * FROM gold.z_last");
         let z = model("z_last", "SELECT 1");
         assert_eq!(reads_of(&[&later, &z]).unwrap(), vec![vec![1], vec![]], "a model may read one that sorts after it");
+        // A table named in a comment or a string is not read: no edge, so no cycle.
+        let commented = model("z_last", "-- feeds gold.a_first\nSELECT 1 /* unlike gold.a_first */ AS x, 'gold.a_first' AS y");
+        assert_eq!(reads_of(&[&later, &commented]).unwrap(), vec![vec![1], vec![]]);
+        assert_eq!(
+            code_of("SELECT \"a\" -- one\nFROM t /* x */ WHERE b = 'gold.x -- y'"),
+            "SELECT \"a\" \nFROM t   WHERE b = ''"
+        );
+        // Which models scan the layer above (one of those runs at a time).
+        let above: Vec<&str> =
+            gold.iter().filter(|m| reads_layer_above(m, Layer::Gold)).map(|m| m.name.as_str()).collect();
+        assert_eq!(above, ["kpi_category_sales", "rfm_customers"]);
+        assert!(!reads_layer_above(&model("x", "SELECT 1 -- silver.sales_master"), Layer::Gold));
         assert!(names_table("select * from gold.kpi_revenue r", "gold.kpi_revenue"));
         assert!(!names_table("select * from gold.kpi_revenue_daily", "gold.kpi_revenue"));
         assert!(!names_table("select * from x.gold.kpi_revenue", "gold.kpi_revenue"));
