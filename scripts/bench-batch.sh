@@ -20,7 +20,7 @@
 #     and the quarantine (fail-the-run rules counted first by a query of
 #     their own; a model without expectations written once), see
 #     scripts/bench/modelsql.py; they run the models one after another,
-#     medallion independent gold models two at a time
+#     medallion independent gold models two at a time (never two that read silver)
 #   * agreement: medallion's gold against Sail's and DuckDB's (agree.py);
 #     any difference stops the benchmark, exit status 1
 # and prints the ratio extraction speed / COPY speed, and medallion's speed

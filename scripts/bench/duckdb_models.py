@@ -25,7 +25,7 @@ failing ones are written and each rule's failures counted; the temporary
 table is then dropped. (medallion streams the passing rows to its writers
 and holds only the failing ones.) A model without rules is one
 COPY of its query. Models run one after another (medallion runs independent
-gold models two at a time); DuckDB parallelises inside each query.
+gold models two at a time, never two that read silver); DuckDB parallelises inside each query.
 Plain Parquet files, not Delta tables: DuckDB has no Delta writer. Each file
 holds the one snapshot date (column snapshot_date).
 

@@ -25,7 +25,7 @@ model's query with one boolean column per rule runs once, kept with
 DataFrame.localCheckpoint(), and the passing rows, the failing rows and each
 rule's failures are all read from that checkpoint. A model without rules is
 one write of its query. Models run one after another (medallion runs
-independent gold models two at a time); Sail parallelises inside each query.
+independent gold models two at a time, never two that read silver); Sail parallelises inside each query.
 
 Where Sail differs from medallion, and what this script does instead:
   * medallion reads all six tables from one exported PostgreSQL snapshot over
