@@ -433,12 +433,16 @@ mod tests {
     use crate::config::{Config, Overrides};
     use datafusion::arrow::datatypes::{Field, Schema};
 
+    /// A local lake in `dir`, with the default configuration.
+    fn lake_in(dir: &std::path::Path) -> Lake {
+        let config = Config::load(Overrides { lake: Some(dir.to_string_lossy().into_owned()), ..Default::default() }).unwrap();
+        Lake::new(&config).unwrap()
+    }
+
     #[tokio::test]
     async fn a_profile_counts_nulls_distincts_and_tops_and_a_second_store_keeps_other_tables() {
         let dir = tempfile::tempdir().unwrap();
-        let config =
-            Config::load(Overrides { lake: Some(dir.path().to_string_lossy().into_owned()), ..Default::default() }).unwrap();
-        let lake = Lake::new(&config).unwrap();
+        let lake = lake_in(dir.path());
         let schema = Arc::new(Schema::new(vec![
             Field::new("name", DataType::Utf8, true),
             Field::new("amount", DataType::Float64, true),
@@ -499,9 +503,7 @@ mod tests {
         // One more distinct value than TOP_VALUES_MAX_DISTINCT: no top values
         // for that column; the two-valued column beside it has its own.
         let dir = tempfile::tempdir().unwrap();
-        let config =
-            Config::load(Overrides { lake: Some(dir.path().to_string_lossy().into_owned()), ..Default::default() }).unwrap();
-        let lake = Lake::new(&config).unwrap();
+        let lake = lake_in(dir.path());
         let schema = Arc::new(Schema::new(vec![
             Field::new("id", DataType::Int64, false),
             Field::new("kind", DataType::Utf8, false),

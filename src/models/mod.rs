@@ -322,9 +322,7 @@ fn reads_layer_above(model: &Model, layer: Layer) -> bool {
         _ => return false,
     };
     let sql = code_of(&model.sql).to_lowercase();
-    let prefix = format!("{above}.");
-    let is_word = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '.';
-    sql.match_indices(&prefix).any(|(at, _)| !sql[..at].chars().next_back().is_some_and(is_word))
+    sql.match_indices(&format!("{above}.")).any(|(at, _)| name_starts_at(&sql, at))
 }
 
 /// `sql` as the search for the tables a model reads sees it: without its
@@ -374,12 +372,20 @@ fn code_of(sql: &str) -> String {
 /// Whether lowercase `sql` names `table` (`layer.name`) as a whole word.
 fn names_table(sql: &str, table: &str) -> bool {
     let table = table.to_lowercase();
-    let is_word = |c: char| c.is_ascii_alphanumeric() || c == '_';
     sql.match_indices(&table).any(|(at, _)| {
-        let before = sql[..at].chars().next_back();
         let after = sql[at + table.len()..].chars().next();
-        !before.is_some_and(|c| is_word(c) || c == '.') && !after.is_some_and(is_word)
+        name_starts_at(sql, at) && !after.is_some_and(is_word_char)
     })
+}
+
+/// Whether a (possibly qualified) name can start at byte `at` of `sql`: not
+/// inside a word, nor after a dot (`x.gold.t` does not name `gold.t`).
+fn name_starts_at(sql: &str, at: usize) -> bool {
+    !sql[..at].chars().next_back().is_some_and(|c| is_word_char(c) || c == '.')
+}
+
+fn is_word_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_'
 }
 
 /// The query a model runs: its columns (technical `_` columns dropped) and,
