@@ -211,6 +211,34 @@ pub fn refusal_of_parsed(role: Role, statement: &datafusion::sql::parser::Statem
     refusal(role, &references)
 }
 
+/// Whether `statement` names a table of the audit layer (`audit.queries`),
+/// however it is written (`audit.queries`, `AUDIT.queries`, a catalog
+/// prefix). An admin's query that does is answered from the log's newest
+/// version: the server follows the log on such a query only
+/// (`serve::state::AppState::follow_audit`), not every second.
+pub fn names_audit_log(statement: &SqlStatement) -> bool {
+    use std::ops::ControlFlow;
+    datafusion::sql::sqlparser::ast::visit_relations(statement, |name| {
+        let parts = &name.0;
+        let schema = parts.len().checked_sub(2).and_then(|i| parts[i].as_ident());
+        if schema.is_some_and(|ident| ident.value.eq_ignore_ascii_case(Layer::Audit.as_str())) {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    })
+    .is_break()
+}
+
+/// `names_audit_log` for a statement as DataFusion's parser gives it.
+pub fn parsed_names_audit_log(statement: &datafusion::sql::parser::Statement) -> bool {
+    match statement {
+        datafusion::sql::parser::Statement::Statement(statement) => names_audit_log(statement),
+        datafusion::sql::parser::Statement::Explain(explain) => parsed_names_audit_log(&explain.statement),
+        _ => false,
+    }
+}
+
 // ----------------------------------------------------------------- log ----
 
 /// What the log counted since it started (`/metrics`).
@@ -683,6 +711,27 @@ mod tests {
         let parsed = datafusion::sql::sqlparser::parser::Parser::parse_sql(&dialect, "SELECT count(*) FROM audit.queries").unwrap();
         assert!(refusal_of_statement(Role::Reader, &parsed[0]).is_some());
         assert!(refusal_of_statement(Role::Admin, &parsed[0]).is_none());
+    }
+
+    #[test]
+    fn statements_that_name_the_audit_log_are_told_apart_from_those_that_do_not() {
+        let names = |sql: &str| {
+            let dialect = datafusion::sql::sqlparser::dialect::PostgreSqlDialect {};
+            let parsed = datafusion::sql::sqlparser::parser::Parser::parse_sql(&dialect, sql).unwrap();
+            names_audit_log(&parsed[0])
+        };
+        assert!(names("SELECT count(*) FROM audit.queries"));
+        assert!(names("SELECT * FROM AUDIT.queries"));
+        assert!(names("SELECT * FROM datafusion.audit.queries"));
+        assert!(names("SELECT k.* FROM gold.kpi_revenue k WHERE EXISTS (SELECT 1 FROM audit.queries)"));
+        assert!(names("WITH x AS (SELECT * FROM audit.queries) SELECT * FROM x"));
+        assert!(!names("SELECT * FROM gold.kpi_revenue"));
+        assert!(!names("SELECT 'audit.queries' AS text, audit FROM gold.audit_like"));
+        assert!(!names("SELECT * FROM queries"));
+        let state = crate::lake::catalog::new_session().state();
+        let dialect = state.config().options().sql_parser.dialect;
+        let explain = state.sql_to_statement("EXPLAIN SELECT * FROM audit.queries", &dialect).unwrap();
+        assert!(parsed_names_audit_log(&explain));
     }
 
     #[test]

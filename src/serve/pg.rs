@@ -88,9 +88,7 @@ pub async fn handlers(state: &Arc<AppState>, require_tls: bool) -> Result<Arc<Pg
         comments.register(ctx);
         described.push((ctx.clone(), comments));
         let mut hooks: Vec<Arc<dyn QueryHook>> = vec![Arc::new(ReadOnlyHook)];
-        if role != Role::Admin {
-            hooks.push(Arc::new(AuditAccessHook { role }));
-        }
+        hooks.push(Arc::new(AuditHook { role, state: Arc::downgrade(state) }));
         hooks.push(Arc::new(CursorStatementHook));
         hooks.push(Arc::new(SetShowHook));
         hooks.push(Arc::new(TransactionStatementHook));
@@ -409,27 +407,39 @@ impl QueryHook for ReadOnlyHook {
     }
 }
 
-/// Refuses a reader's or analyst's statement that names the audit log, in
-/// one line (SQLSTATE 42501), instead of the planner's "table not found".
-struct AuditAccessHook {
+/// The audit log on the PostgreSQL wire: a reader's or analyst's statement
+/// that names it is refused in one line (SQLSTATE 42501) instead of the
+/// planner's "table not found"; an admin's is let through after the log is
+/// brought up to date (`AppState::follow_audit`).
+struct AuditHook {
     role: Role,
+    /// Weak: the handlers must not keep the server's state alive.
+    state: std::sync::Weak<AppState>,
 }
 
-impl AuditAccessHook {
-    fn verdict(&self, statement: &Statement) -> Option<PgWireError> {
-        audit::refusal_of_statement(self.role, statement).map(|message| user_error("42501", message)) // insufficient_privilege
+impl AuditHook {
+    async fn verdict(&self, statement: &Statement) -> Option<PgWireError> {
+        if self.role != Role::Admin {
+            return audit::refusal_of_statement(self.role, statement).map(|message| user_error("42501", message)); // insufficient_privilege
+        }
+        if audit::names_audit_log(statement) {
+            if let Some(state) = self.state.upgrade() {
+                state.follow_audit().await;
+            }
+        }
+        None
     }
 }
 
 #[async_trait]
-impl QueryHook for AuditAccessHook {
+impl QueryHook for AuditHook {
     async fn handle_simple_query(
         &self,
         statement: &Statement,
         _ctx: &SessionContext,
         _client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
-        self.verdict(statement).map(Err)
+        self.verdict(statement).await.map(Err)
     }
 
     async fn handle_extended_parse_query(
@@ -438,7 +448,7 @@ impl QueryHook for AuditAccessHook {
         _ctx: &SessionContext,
         _client: &(dyn ClientInfo + Send + Sync),
     ) -> Option<PgWireResult<LogicalPlan>> {
-        self.verdict(statement).map(Err)
+        self.verdict(statement).await.map(Err)
     }
 
     async fn handle_extended_query(
@@ -449,7 +459,7 @@ impl QueryHook for AuditAccessHook {
         _ctx: &SessionContext,
         _client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
-        self.verdict(statement).map(Err)
+        self.verdict(statement).await.map(Err)
     }
 }
 

@@ -107,6 +107,9 @@ async fn answer(state: &AppState, identity: &Identity, headers: &HeaderMap, requ
     if let Some(message) = audit::refusal_of_parsed(identity.role, &statement) {
         return Err(Failed(Outcome::Refused, ApiError::new(StatusCode::FORBIDDEN, message)));
     }
+    if identity.role == Role::Admin && audit::parsed_names_audit_log(&statement) {
+        state.follow_audit().await;
+    }
     let answer = negotiate(headers)?;
     let max_rows = state.options.sql_row_limit;
     let limit = request.limit.unwrap_or(max_rows).min(max_rows);

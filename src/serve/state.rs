@@ -11,8 +11,11 @@
 //! Each restricted role of a configured token (reader, analyst) has a session
 //! of its own, built `for_role` (PII hidden, see `lake::pii`) and kept current
 //! the same way; `session_for` picks it.
-//! The audit log (`audit.queries`) is followed the same way, in the admin's
-//! session only. When no stream runs in this process, the same task follows
+//! The audit log (`audit.queries`) is registered in the admin's session only,
+//! and is not followed every interval: it moves at every flush of the log
+//! (each second while queries come in) and only admins read it, so an
+//! admin's query that names it, and the catalog an admin asks for, bring it
+//! up to date first (`follow_audit`). When no stream runs in this process, the same task follows
 //! `gold.live_sales_by_country` and publishes it to the `LiveHandle`.
 
 use std::collections::{BTreeMap, HashMap};
@@ -205,6 +208,10 @@ impl AppState {
         }
         for tracked in tables.values_mut() {
             let before = tracked.info.version;
+            // Followed when read (`follow_audit`), once it is in the session.
+            if tracked.name.layer == Layer::Audit && before.is_some() {
+                continue;
+            }
             if before.is_some() {
                 if let Err(err) = tracked.delta.update_incremental(None).await {
                     tracing::warn!("cannot refresh {}: {}", tracked.name, crate::error::one_line(&err.to_string()));
@@ -243,6 +250,32 @@ impl AppState {
         Ok(true)
     }
 
+    /// Brings the audit log up to its newest version (an admin is about to
+    /// read it; see the module doc).
+    pub async fn follow_audit(&self) {
+        let mut tables = self.tables.lock().await;
+        let mut moved = false;
+        for tracked in tables.values_mut().filter(|t| t.name.layer == Layer::Audit) {
+            let before = tracked.info.version;
+            if let Err(err) = tracked.delta.update_incremental(None).await {
+                tracing::warn!("cannot refresh {}: {}", tracked.name, crate::error::one_line(&err.to_string()));
+                continue;
+            }
+            if tracked.delta.version().map(|v| v as i64) != before {
+                if let Err(err) = catalog::register_delta(&self.ctx, &tracked.name, &tracked.delta).await {
+                    tracing::warn!("cannot refresh {}: {err}", tracked.name);
+                    continue;
+                }
+                tracked.describe();
+                moved = true;
+            }
+        }
+        drop(tables);
+        if moved {
+            self.rebuild_catalog().await;
+        }
+    }
+
     async fn rebuild_catalog(&self) {
         let tables = self.tables.lock().await;
         let mut infos: Vec<TableInfo> = tables.values().map(|t| t.info.clone()).collect();
@@ -275,6 +308,9 @@ impl AppState {
 
     /// `catalog` as `role` may see it: the audit log only for admins.
     pub async fn catalog_for(&self, role: Role) -> Vec<TableInfo> {
+        if role == Role::Admin {
+            self.follow_audit().await;
+        }
         let mut infos = self.catalog().await;
         if role != Role::Admin {
             infos.retain(|info| info.layer != Layer::Audit);
