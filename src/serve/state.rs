@@ -76,6 +76,20 @@ impl Tracked {
         Tracked { name, delta, info }
     }
 
+    /// Reads the table's new commits (only those); whether its version
+    /// moved, as it always has for a table not described yet. A failed read
+    /// is said in the log and counts as no move.
+    async fn catch_up(&mut self) -> bool {
+        let before = self.info.version;
+        if before.is_some() {
+            if let Err(err) = self.delta.update_incremental(None).await {
+                tracing::warn!("cannot refresh {}: {}", self.name, crate::error::one_line(&err.to_string()));
+                return false;
+            }
+        }
+        self.delta.version().map(|v| v as i64) != before
+    }
+
     /// Reads version, rows and commit time from the table's current state.
     fn describe(&mut self) {
         let version = self.delta.version().map(|v| v as i64);
@@ -207,18 +221,11 @@ impl AppState {
             }
         }
         for tracked in tables.values_mut() {
-            let before = tracked.info.version;
             // Followed when read (`follow_audit`), once it is in the session.
-            if tracked.name.layer == Layer::Audit && before.is_some() {
+            if tracked.name.layer == Layer::Audit && tracked.info.version.is_some() {
                 continue;
             }
-            if before.is_some() {
-                if let Err(err) = tracked.delta.update_incremental(None).await {
-                    tracing::warn!("cannot refresh {}: {}", tracked.name, crate::error::one_line(&err.to_string()));
-                    continue;
-                }
-            }
-            if tracked.delta.version().map(|v| v as i64) != before {
+            if tracked.catch_up().await {
                 catalog::register_delta(&self.ctx, &tracked.name, &tracked.delta).await?;
                 // The audit log is the admin's alone.
                 if tracked.name.layer != Layer::Audit {
@@ -256,12 +263,7 @@ impl AppState {
         let mut tables = self.tables.lock().await;
         let mut moved = false;
         for tracked in tables.values_mut().filter(|t| t.name.layer == Layer::Audit) {
-            let before = tracked.info.version;
-            if let Err(err) = tracked.delta.update_incremental(None).await {
-                tracing::warn!("cannot refresh {}: {}", tracked.name, crate::error::one_line(&err.to_string()));
-                continue;
-            }
-            if tracked.delta.version().map(|v| v as i64) != before {
+            if tracked.catch_up().await {
                 if let Err(err) = catalog::register_delta(&self.ctx, &tracked.name, &tracked.delta).await {
                     tracing::warn!("cannot refresh {}: {err}", tracked.name);
                     continue;
