@@ -7,6 +7,10 @@
 #   3. latency in continuous mode: `stream --interval 200ms` while 200k
 #      events are produced at 20k/s; p50/p99 from event time to visibility
 #      in live.sales_by_country (printed by the stream at exit)
+#   4. a topic shared by stream processes: the same events on a 4-partition
+#      topic read by one `stream --available-now --group` process, then by
+#      two of the same group started together; events/s of each and together
+#      (wall time from the start until the last one exits)
 # Usage: scripts/bench-stream.sh [EVENTS]   (default 1000000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -63,3 +67,22 @@ kill -INT "$stream_pid"
 wait "$stream_pid" || true
 echo "continuous mode (200k events at 20k/s, --interval 200ms):"
 grep -E "stream |latency" "$work/latency.log"
+
+shared_topic="$topic-shared"
+scripts/kafka.sh create-topic "$shared_topic" 4 >/dev/null
+"$medallion" produce --quiet --topic "$shared_topic" --count "$events" --bad-ratio 0.01
+for processes in 1 2; do
+  rm -rf "$work/shared_lake"
+  start=$(date +%s.%N)
+  pids=()
+  for i in $(seq "$processes"); do
+    /usr/bin/time -f "peak RSS %M KB" "$medallion" stream --available-now --quiet --group "bench-$$-$processes" \
+      --topic "$shared_topic" --max-batch 100000 --lake "file://$work/shared_lake" >"$work/shared-$processes-$i.log" 2>&1 &
+    pids+=($!)
+  done
+  for pid in "${pids[@]}"; do wait "$pid"; done
+  end=$(date +%s.%N)
+  echo "shared topic, $processes process(es) of one group (4 partitions):"
+  for i in $(seq "$processes"); do grep -E "^stream |peak RSS" "$work/shared-$processes-$i.log" | sed "s/^/  process $i: /"; done
+  awk -v s="$start" -v e="$end" -v n="$events" 'BEGIN { printf "  together: %d messages in %.2f s wall = %.0f messages/s\n", n, e - s, n / (e - s) }'
+done

@@ -439,7 +439,7 @@ fn appender(lake: &Lake) -> Appender {
 /// process that runs one query (`medallion sql`).
 pub async fn append(lake: &Lake, secrets: &Secrets, records: Vec<AuditRecord>) -> Result<()> {
     let records: Vec<AuditRecord> = records.into_iter().map(|r| r.cleaned(secrets)).collect();
-    appender(lake).append(schema(), vec![to_batch(&records)?], &BTreeMap::new()).await.map(|_| ())
+    appender(lake).append(schema(), vec![to_batch(&records)?], &BTreeMap::new(), &BTreeMap::new()).await.map(|_| ())
 }
 
 /// A query being timed (nothing when the log is disabled).
@@ -567,7 +567,7 @@ impl Writer {
             return;
         }
         let result = match to_batch(&self.pending) {
-            Ok(batch) => self.appender.append(schema(), vec![batch], &BTreeMap::new()).await,
+            Ok(batch) => self.appender.append(schema(), vec![batch], &BTreeMap::new(), &BTreeMap::new()).await,
             Err(err) => Err(err),
         };
         let Some(shared) = self.shared.upgrade() else { return };

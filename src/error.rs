@@ -92,6 +92,12 @@ pub enum Error {
     #[error("query failed: {0}")]
     Query(String),
 
+    /// Another stream recorded source positions this one was about to
+    /// record (two streams read the same partition): nothing of this commit
+    /// was kept.
+    #[error("{table}: another stream recorded the positions of {keys} meanwhile — read a topic with one stream, or share it between streams with --group NAME (or split it with --partitions)")]
+    PositionsTaken { table: String, keys: String },
+
     /// Anything else, with context.
     #[error("{context}: {reason}")]
     Other { context: String, reason: String },

@@ -32,7 +32,8 @@ pub fn stream_source(config: &Config) -> Result<StreamSource> {
         )
     })?;
     let connection = Connection::new(&config.kafka, brokers);
-    Ok(StreamSource::Kafka(KafkaSource::connect(&connection, &config.stream.topic, &config.stream.group)?))
+    let membership = config.stream.membership.clone();
+    Ok(StreamSource::Kafka(KafkaSource::connect_as(&connection, &config.stream.topic, &config.stream.group, membership)?))
 }
 
 /// How often a continuous stream waiting for its source tries again.

@@ -20,12 +20,13 @@
 //! and checks for a refusal between them, so a wrong password fails in about
 //! a second rather than after the whole metadata timeout.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
-use rdkafka::consumer::{BaseConsumer, ConsumerContext};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::metadata::Metadata;
 use rdkafka::producer::FutureProducer;
@@ -114,6 +115,37 @@ impl Diagnostics {
 /// error events go to `Diagnostics` (and to the debug log), not to stderr.
 pub struct KafkaContext {
     diagnostics: Arc<Diagnostics>,
+    assignment: Arc<Assignment>,
+}
+
+/// The partitions the consumer group gave a consumer that subscribed (see
+/// `stream::kafka`), and how many times that changed. Partitions are
+/// paused as they are assigned: the stream positions them from the lake
+/// before it reads them.
+#[derive(Debug, Default)]
+pub struct Assignment {
+    partitions: Mutex<Vec<i32>>,
+    /// Bumped at every assignment and revocation.
+    epoch: AtomicU64,
+}
+
+impl Assignment {
+    /// The partitions assigned now.
+    pub fn partitions(&self) -> Vec<i32> {
+        self.partitions.lock().map(|p| p.clone()).unwrap_or_default()
+    }
+
+    /// How many assignments and revocations there have been.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
+    }
+
+    fn set(&self, partitions: Vec<i32>) {
+        if let Ok(mut current) = self.partitions.lock() {
+            *current = partitions;
+        }
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+    }
 }
 
 impl ClientContext for KafkaContext {
@@ -133,7 +165,30 @@ impl ClientContext for KafkaContext {
     }
 }
 
-impl ConsumerContext for KafkaContext {}
+impl KafkaContext {
+    /// What the consumer group assigned (a subscribed consumer's).
+    pub fn assignment(&self) -> Arc<Assignment> {
+        self.assignment.clone()
+    }
+}
+
+impl ConsumerContext for KafkaContext {
+    /// The group moved partitions: a new assignment is paused and recorded,
+    /// a revocation recorded (the stream notices the epoch and starts over
+    /// from the lake's positions).
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(partitions) => {
+                if let Err(err) = consumer.pause(partitions) {
+                    tracing::warn!("Kafka: pausing the assigned partitions: {}", one_line(&err.to_string()));
+                }
+                self.assignment.set(partitions.elements().iter().map(|p| p.partition()).collect());
+            }
+            Rebalance::Revoke(_) => self.assignment.set(Vec::new()),
+            Rebalance::Error(err) => tracing::warn!("Kafka: rebalance failed: {}", one_line(&err.to_string())),
+        }
+    }
+}
 
 impl Connection {
     /// Clients of `brokers` (`host:port[,host:port]`) with `kafka`'s security.
@@ -190,7 +245,7 @@ impl Connection {
     /// context reports.
     pub fn consumer(&self, group: &str, tuning: &[(&str, &str)]) -> Result<(BaseConsumer<KafkaContext>, Arc<Diagnostics>)> {
         let diagnostics = Arc::new(Diagnostics::default());
-        let context = KafkaContext { diagnostics: diagnostics.clone() };
+        let context = KafkaContext { diagnostics: diagnostics.clone(), assignment: Arc::default() };
         let mut config = self.client_config(tuning);
         config.set("group.id", group);
         let consumer = config.create_with_context(context).map_err(|e| self.invalid(e))?;
@@ -200,7 +255,7 @@ impl Connection {
     /// A producer, and what its context reports.
     pub fn producer(&self, tuning: &[(&str, &str)]) -> Result<(FutureProducer<KafkaContext>, Arc<Diagnostics>)> {
         let diagnostics = Arc::new(Diagnostics::default());
-        let context = KafkaContext { diagnostics: diagnostics.clone() };
+        let context = KafkaContext { diagnostics: diagnostics.clone(), assignment: Arc::default() };
         let producer = self.client_config(tuning).create_with_context(context).map_err(|e| self.invalid(e))?;
         Ok((producer, diagnostics))
     }

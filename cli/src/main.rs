@@ -586,9 +586,12 @@ struct StreamArgs {
     /// Kafka topic [default: ventes-temps-reel]
     #[arg(long, value_name = "NAME")]
     topic: Option<String>,
-    /// Kafka consumer group (positions are kept in the lake, not in the group) [default: medallion]
+    /// Share the topic with the other streams of this Kafka consumer group: the group splits the partitions between them and hands a stopped one's to the others (positions stay in the lake, so each event still lands once) [default: read every partition, as group medallion]
     #[arg(long, value_name = "NAME")]
     group: Option<String>,
+    /// Read only these partitions of the topic, e.g. 0,2 (splitting a topic between streams by hand)
+    #[arg(long, value_name = "LIST", conflicts_with = "group")]
+    partitions: Option<String>,
     /// Read JSON-lines files from this folder instead of Kafka (file:///dir or a path)
     #[arg(long, value_name = "URL")]
     source: Option<String>,
@@ -771,6 +774,7 @@ impl ApplyFlags for StreamArgs {
         stream.brokers = self.brokers.clone();
         stream.topic = self.topic.clone();
         stream.group = self.group.clone();
+        stream.partitions = self.partitions.clone();
         stream.source = self.source.clone();
         stream.interval = self.interval.clone();
         stream.available_now = self.available_now;

@@ -44,6 +44,7 @@ pub use up::{MaintenanceConfig, UpConfig};
 pub mod tokens {
     pub use super::auth::{new_token, token_entry, token_hash, TOKEN_PREFIX};
 }
+use crate::stream::kafka::Membership;
 use crate::stream::{StreamOptions, Trigger};
 
 /// Reads one environment variable (`None` when unset).
@@ -88,6 +89,7 @@ pub struct StreamFlags {
     pub brokers: Option<String>,
     pub topic: Option<String>,
     pub group: Option<String>,
+    pub partitions: Option<String>,
     pub source: Option<String>,
     pub interval: Option<String>,
     /// `--available-now`: consume what is there and stop, even when the
@@ -148,6 +150,7 @@ const STREAM_BROKERS: Setting =
     Setting { key: "stream.brokers", flag: Some("--brokers"), env: &["KAFKA_BOOTSTRAP_SERVERS"] };
 const STREAM_TOPIC: Setting = Setting { key: "stream.topic", flag: Some("--topic"), env: &[] };
 const STREAM_GROUP: Setting = Setting { key: "stream.group", flag: Some("--group"), env: &[] };
+const STREAM_PARTITIONS: Setting = Setting { key: "stream.partitions", flag: Some("--partitions"), env: &[] };
 const STREAM_SOURCE: Setting = Setting { key: "stream.source", flag: Some("--source"), env: &[] };
 const STREAM_INTERVAL: Setting = Setting { key: "stream.interval", flag: Some("--interval"), env: &[] };
 const STREAM_MAX_BATCH: Setting = Setting { key: "stream.max_batch", flag: Some("--max-batch"), env: &[] };
@@ -241,9 +244,23 @@ const COUNT: Form<usize> = Form { parse: count, expected: "a whole number of at 
 const BOOLEAN: Form<bool> = Form { parse: boolean, expected: "true or false" };
 const DATE_FORM: Form<NaiveDate> = Form { parse: date, expected: "a date YYYY-MM-DD such as 2026-11-25" };
 const FOLDER: Form<PathBuf> = Form { parse: folder, expected: "a folder, as file:///dir or a path" };
+const PARTITION_LIST: Form<Vec<i32>> =
+    Form { parse: partition_list, expected: "Kafka partition numbers separated by commas, such as 0,2" };
 
 /// The longest duration accepted: 100 years.
 const MAX_DURATION_SECONDS: f64 = 100.0 * 365.0 * 86_400.0;
+
+/// `0,2,5`: distinct partition numbers, in the order given.
+fn partition_list(text: &str) -> Option<Vec<i32>> {
+    let mut partitions: Vec<i32> = Vec::new();
+    for part in text.split(',') {
+        let partition = part.trim().parse::<i32>().ok().filter(|p| *p >= 0)?;
+        if !partitions.contains(&partition) {
+            partitions.push(partition);
+        }
+    }
+    Some(partitions)
+}
 
 /// `500ms`, `1.5s`, `2m`, `26h`, `7d`; a bare number is seconds.
 fn duration(text: &str) -> Option<Duration> {
@@ -367,6 +384,7 @@ struct StreamFile {
     brokers: Option<FileValue>,
     topic: Option<FileValue>,
     group: Option<FileValue>,
+    partitions: Option<FileValue>,
     source: Option<FileValue>,
     interval: Option<FileValue>,
     max_batch: Option<FileValue>,
@@ -584,6 +602,8 @@ pub struct StreamConfig {
     pub topic: String,
     /// Kafka consumer group (positions are kept in the lake, not in the group).
     pub group: String,
+    /// Which partitions of the topic this stream reads.
+    pub membership: Membership,
     /// A folder of JSON-lines files to read instead of Kafka.
     pub source: Option<PathBuf>,
     /// Run continuously, closing a micro-batch one interval after its first
@@ -606,6 +626,12 @@ impl StreamConfig {
         Ok(StreamConfig {
             brokers: sources.text(&STREAM_BROKERS, flags.brokers, text(file.brokers)),
             topic: sources.text(&STREAM_TOPIC, flags.topic, text(file.topic)).unwrap_or_else(|| DEFAULT_TOPIC.into()),
+            membership: match sources.parsed(&STREAM_PARTITIONS, flags.partitions, text(file.partitions), PARTITION_LIST)? {
+                Some(partitions) => Membership::Partitions(partitions),
+                // A group named by the user is one to share the topic with.
+                None if flags.group.is_some() || file.group.is_some() => Membership::Shared,
+                None => Membership::AllPartitions,
+            },
             group: sources.text(&STREAM_GROUP, flags.group, text(file.group)).unwrap_or_else(|| DEFAULT_GROUP.into()),
             source: sources.parsed(&STREAM_SOURCE, flags.source, text(file.source), FOLDER)?,
             interval,

@@ -382,6 +382,13 @@ impl Lake {
 /// from the log, and the rows of a batch that holds one date (the usual
 /// case) go to their partition without being copied. The first append to a
 /// table that does not exist yet creates it.
+///
+/// Positions are fenced, so that two writers of one key (two streams on one
+/// partition, or one that lost it to another) never both land: when the
+/// appender (re)reads the table, it checks that the table has recorded for
+/// each key what the caller expects; between its own commits, Delta's
+/// conflict check fails a commit when a concurrent one recorded one of its
+/// keys. Either way the append fails with `Error::PositionsTaken`.
 pub struct Appender {
     lake: Lake,
     layer: String,
@@ -403,11 +410,24 @@ impl Appender {
         self.interrupt_next = true;
     }
 
-    pub async fn append(&mut self, schema: SchemaRef, batches: Vec<RecordBatch>, positions: &BTreeMap<String, i64>) -> Result<i64> {
+    /// Appends `batches` in one commit recording `positions` (key → next
+    /// position); `expected` is what the caller knows the table has
+    /// recorded for those keys (a key absent from it: nothing yet).
+    pub async fn append(
+        &mut self,
+        schema: SchemaRef,
+        batches: Vec<RecordBatch>,
+        positions: &BTreeMap<String, i64>,
+        expected: &BTreeMap<String, i64>,
+    ) -> Result<i64> {
         let name = format!("{}.{}", self.layer, self.table);
         let mut handle = match self.handle.take() {
             Some(handle) => handle,
-            None => self.lake.table(&self.layer, &self.table).await?,
+            None => {
+                let handle = self.lake.table(&self.layer, &self.table).await?;
+                check_recorded_positions(&handle, &name, positions, expected).await?;
+                handle
+            }
         };
         let now = chrono::Utc::now().timestamp_millis();
         let transactions: Vec<Transaction> =
@@ -446,10 +466,56 @@ impl Appender {
             return Err(Error::lake(&name, "append interrupted after its data files, before its log entry (test hook)"));
         }
         // With no rows this still commits: the positions must advance.
-        let version = writer.flush_and_commit(&mut handle).await.map_err(|e| Error::lake(&name, e))?;
+        let version = writer.flush_and_commit(&mut handle).await.map_err(|e| match is_concurrent_transaction(&e) {
+            true => positions_taken(&name, positions.keys()),
+            false => Error::lake(&name, e),
+        })?;
         self.handle = Some(handle);
         Ok(version as i64)
     }
+}
+
+/// Fails with `Error::PositionsTaken` unless `table` has recorded, for each
+/// key of `positions`, the position `expected` gives (or none when absent).
+async fn check_recorded_positions(
+    table: &DeltaTable,
+    name: &str,
+    positions: &BTreeMap<String, i64>,
+    expected: &BTreeMap<String, i64>,
+) -> Result<()> {
+    if table.version().is_none() || positions.is_empty() {
+        return Ok(());
+    }
+    let snapshot = table.snapshot().map_err(|e| Error::lake(name, e))?;
+    let mut moved = Vec::new();
+    for key in positions.keys() {
+        let recorded =
+            snapshot.transaction_version(table.log_store().as_ref(), app_id(key)).await.map_err(|e| Error::lake(name, e))?;
+        if recorded != expected.get(key).copied() {
+            moved.push(key);
+        }
+    }
+    match moved.is_empty() {
+        true => Ok(()),
+        false => Err(positions_taken(name, moved.into_iter())),
+    }
+}
+
+fn positions_taken<'k>(name: &str, keys: impl Iterator<Item = &'k String>) -> Error {
+    Error::PositionsTaken { table: name.to_string(), keys: keys.cloned().collect::<Vec<_>>().join(", ") }
+}
+
+/// Whether a commit failed because a concurrent commit recorded one of its
+/// application transactions (by type).
+fn is_concurrent_transaction(err: &deltalake::DeltaTableError) -> bool {
+    matches!(
+        err,
+        deltalake::DeltaTableError::Transaction {
+            source: deltalake::kernel::transaction::TransactionError::CommitConflict(
+                deltalake::kernel::transaction::CommitConflictError::ConcurrentTransaction
+            )
+        }
+    )
 }
 
 /// `batches`, or one empty batch of `schema` when there is none: a Delta
@@ -588,21 +654,27 @@ mod tests {
         assert!(split_by_date(&rows(&[1], &[0]), "missing").is_err());
     }
 
-    #[tokio::test]
-    async fn appends_create_the_table_then_add_rows_and_positions_in_each_commit() {
-        let dir = tempfile::tempdir().unwrap();
+    /// A lake in the folder `dir`.
+    fn lake_in(dir: &std::path::Path) -> Lake {
         let config = Config::load(crate::config::Overrides {
-            lake: Some(dir.path().to_string_lossy().into_owned()),
+            lake: Some(dir.to_string_lossy().into_owned()),
             ..Default::default()
         })
         .unwrap();
-        let lake = Lake::new(&config).unwrap();
+        Lake::new(&config).unwrap()
+    }
+
+    #[tokio::test]
+    async fn appends_create_the_table_then_add_rows_and_positions_in_each_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = lake_in(dir.path());
         let mut appender = lake.appender("bronze", "t", "day", &[], &["n"]);
         let positions = |next: i64| BTreeMap::from([("topic:0".to_string(), next)]);
-        appender.append(schema(), vec![rows(&[1, 2], &[20782, 20782])], &positions(2)).await.unwrap();
-        appender.append(schema(), vec![rows(&[3, 4, 5], &[20782, 20783, 20783])], &positions(5)).await.unwrap();
+        let none = BTreeMap::new();
+        appender.append(schema(), vec![rows(&[1, 2], &[20782, 20782])], &positions(2), &none).await.unwrap();
+        appender.append(schema(), vec![rows(&[3, 4, 5], &[20782, 20783, 20783])], &positions(5), &positions(2)).await.unwrap();
         // A batch with no rows still records how far the source was read.
-        appender.append(schema(), Vec::new(), &positions(9)).await.unwrap();
+        appender.append(schema(), Vec::new(), &positions(9), &positions(5)).await.unwrap();
         let keys = ["topic:0".to_string(), "topic:1".to_string()];
         assert_eq!(lake.committed_positions("bronze", "t", &keys).await.unwrap(), positions(9));
 
@@ -621,5 +693,39 @@ mod tests {
         let text = datafusion::arrow::util::pretty::pretty_format_batches(&counted).unwrap().to_string();
         assert!(text.contains("| 2026-11-25 | 3 | 6     |"), "{text}");
         assert!(text.contains("| 2026-11-26 | 2 | 9     |"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn two_appenders_of_one_key_never_both_record_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = lake_in(dir.path());
+        let positions = |key: &str, next: i64| BTreeMap::from([(key.to_string(), next)]);
+        let none = BTreeMap::new();
+        let mut first = lake.appender("bronze", "t", "day", &[], &["n"]);
+        first.append(schema(), vec![rows(&[1], &[20782])], &positions("topic:0", 1), &none).await.unwrap();
+
+        // A second writer that believes partition 0 is unread is refused on
+        // reading the table; one of another partition is not.
+        let mut second = lake.appender("bronze", "t", "day", &[], &["n"]);
+        let refused = second.append(schema(), vec![rows(&[2], &[20782])], &positions("topic:0", 2), &none).await;
+        assert!(matches!(refused, Err(Error::PositionsTaken { .. })), "{refused:?}");
+        let mut other = lake.appender("bronze", "t", "day", &[], &["n"]);
+        other.append(schema(), vec![rows(&[3], &[20782])], &positions("topic:1", 1), &none).await.unwrap();
+
+        // The second takes partition 0 over from where it stands; the first,
+        // whose table state predates that, is refused by the conflict check.
+        let mut second = lake.appender("bronze", "t", "day", &[], &["n"]);
+        second.append(schema(), vec![rows(&[4], &[20782])], &positions("topic:0", 2), &positions("topic:0", 1)).await.unwrap();
+        let stale = first.append(schema(), vec![rows(&[5], &[20782])], &positions("topic:0", 2), &positions("topic:0", 1)).await;
+        assert!(matches!(stale, Err(Error::PositionsTaken { .. })), "{stale:?}");
+        let keys = ["topic:0".to_string(), "topic:1".to_string()];
+        let recorded = lake.committed_positions("bronze", "t", &keys).await.unwrap();
+        assert_eq!(recorded, BTreeMap::from([("topic:0".to_string(), 2), ("topic:1".to_string(), 1)]));
+        let session = catalog::new_session();
+        assert!(catalog::register_table(&session, &lake, "bronze", "t").await.unwrap());
+        let batches = session.sql("SELECT sum(n) FROM bronze.t").await.unwrap().collect().await.unwrap();
+        let total = datafusion::arrow::compute::cast(batches[0].column(0), &datafusion::arrow::datatypes::DataType::Int64).unwrap();
+        let total = total.as_any().downcast_ref::<datafusion::arrow::array::Int64Array>().unwrap().value(0);
+        assert_eq!(total, 1 + 3 + 4, "rows 2 and 5 were never committed");
     }
 }

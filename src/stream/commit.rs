@@ -90,9 +90,18 @@ impl BronzeCommits {
     }
 
     /// Starts committing `rows` on a task, recording `positions` (see
-    /// `Committed::advanced_by`); `committed` is signalled once both tables
-    /// are. The task waits for the commits of the batches before.
-    pub fn start(&mut self, rows: BronzeRows, positions: Committed, committed: oneshot::Sender<()>, summary: BatchSummary) -> InFlight {
+    /// `Committed::advanced_by`) where the tables have recorded `before`
+    /// (what the run has taken in; see `lake::Appender` for the check);
+    /// `committed` is signalled once both tables are. The task waits for the
+    /// commits of the batches before.
+    pub fn start(
+        &mut self,
+        rows: BronzeRows,
+        positions: Committed,
+        before: Committed,
+        committed: oneshot::Sender<()>,
+        summary: BatchSummary,
+    ) -> InFlight {
         self.started += 1;
         let stop = StopAt::for_commit(self.started, self.fail_at);
         let appenders = self.appenders.clone();
@@ -101,7 +110,7 @@ impl BronzeCommits {
             if stop.is_some_and(|s| s.point == FailurePoint::InsideEventsCommit) {
                 appenders.events.interrupt_next_append();
             }
-            let appended = appenders.events.append(sink::events_schema(), rows.events, &positions.events).await;
+            let appended = appenders.events.append(sink::events_schema(), rows.events, &positions.events, &before.events).await;
             StopAt::check(stop, FailurePoint::InsideEventsCommit)?;
             appended?;
             StopAt::check(stop, FailurePoint::BetweenCommits)?;
@@ -117,7 +126,10 @@ impl BronzeCommits {
                     Committed { events: positions.events, rejects: recorded }
                 }
                 None => {
-                    appenders.rejects.append(sink::rejects_schema(), vec![rows.rejects], &positions.rejects).await?;
+                    appenders
+                        .rejects
+                        .append(sink::rejects_schema(), vec![rows.rejects], &positions.rejects, &before.rejects)
+                        .await?;
                     appenders.rejects_recorded = Some((positions.rejects.clone(), Instant::now()));
                     appenders.rejects_unrecorded = None;
                     positions
@@ -138,7 +150,10 @@ impl BronzeCommits {
         let mut appenders = self.appenders.lock().await;
         let Some(positions) = appenders.rejects_unrecorded.take() else { return Ok(None) };
         let empty = RecordBatch::new_empty(sink::rejects_schema());
-        appenders.rejects.append(sink::rejects_schema(), vec![empty], &positions).await?;
+        // The rejects table was read at this run's first batch (never
+        // skipped) and is fenced by Delta's conflict check since.
+        let recorded = appenders.rejects_recorded.as_ref().map(|(p, _)| p.clone()).unwrap_or_default();
+        appenders.rejects.append(sink::rejects_schema(), vec![empty], &positions, &recorded).await?;
         appenders.rejects_recorded = Some((positions.clone(), Instant::now()));
         Ok(Some(positions))
     }

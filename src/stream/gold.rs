@@ -4,6 +4,9 @@
 //!
 //! They are derived (rebuilt from bronze on start), so they follow bronze
 //! at most once per second, when the source goes quiet, and at the end.
+//! When several streams share the topic (`--group`), each holds only its
+//! own partitions' events: the tables are then computed from bronze itself
+//! at each write, and a write that races another stream's is done again.
 //! Each write runs on its own task, after the previous one and after the
 //! bronze commit it follows: the next batch never waits for them, and gold
 //! never shows what bronze has not committed.
@@ -14,6 +17,8 @@ use datafusion::arrow::array::RecordBatch;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use super::options::StreamOptions;
+use super::recovery;
 use super::sink;
 use super::state::StreamState;
 use crate::error::{Error, Result};
@@ -23,9 +28,16 @@ use crate::live::{sales_by_country_batch, sales_by_country_schema};
 /// How often at most the gold live tables are rewritten while streaming.
 pub const PERSIST_EVERY: Duration = Duration::from_secs(1);
 
+/// How many times a write computed from bronze is tried when other
+/// streams' writes of the same tables keep winning the commit.
+const SHARED_WRITE_ATTEMPTS: u32 = 5;
+
 /// The chain of gold writes, and when the last was queued.
 pub struct GoldWrites {
     lake: Lake,
+    /// Set when the tables are computed from bronze (a shared topic): the
+    /// allowed lateness of the windows.
+    from_bronze: Option<chrono::Duration>,
     /// The last write queued (it waits for the ones before it).
     latest: Option<JoinHandle<Result<()>>>,
     last_queued: Instant,
@@ -34,9 +46,11 @@ pub struct GoldWrites {
 }
 
 impl GoldWrites {
-    /// Starts with a write of `state` (as rebuilt from bronze).
-    pub fn start(lake: &Lake, state: &StreamState) -> GoldWrites {
-        let mut gold = GoldWrites { lake: lake.clone(), latest: None, last_queued: Instant::now(), behind: false };
+    /// Starts with a write of `state` (as rebuilt from bronze). `shared`:
+    /// the topic is shared with other streams (see the module doc).
+    pub fn start(lake: &Lake, state: &StreamState, shared: Option<&StreamOptions>) -> GoldWrites {
+        let from_bronze = shared.map(|options| options.allowed_lateness);
+        let mut gold = GoldWrites { lake: lake.clone(), from_bronze, latest: None, last_queued: Instant::now(), behind: false };
         gold.queue(LiveTables::of(state), None);
         gold
     }
@@ -84,6 +98,7 @@ impl GoldWrites {
     fn queue(&mut self, tables: LiveTables, after: Option<oneshot::Receiver<()>>) {
         let previous = self.latest.take();
         let lake = self.lake.clone();
+        let from_bronze = self.from_bronze;
         self.latest = Some(tokio::spawn(async move {
             if let Some(previous) = previous {
                 previous.await.map_err(|e| Error::other("gold live tables", e))??;
@@ -93,7 +108,10 @@ impl GoldWrites {
                     return Ok(()); // the bronze commit failed, and says so itself
                 }
             }
-            tables.write(&lake).await
+            match from_bronze {
+                None => tables.write(&lake).await,
+                Some(allowed_lateness) => write_from_bronze(&lake, allowed_lateness).await,
+            }
         }));
     }
 
@@ -110,6 +128,19 @@ impl GoldWrites {
         match self.latest.take() {
             Some(write) => write.await.map_err(|e| Error::other("gold live tables", e))?,
             None => Ok(()),
+        }
+    }
+}
+
+/// Computes both tables from bronze and writes them, again when another
+/// stream's write of them committed first.
+async fn write_from_bronze(lake: &Lake, allowed_lateness: chrono::Duration) -> Result<()> {
+    let mut attempt = 1;
+    loop {
+        let state = recovery::rebuild_totals(lake, allowed_lateness).await?;
+        match LiveTables::of(&state).write(lake).await {
+            Err(err) if err.is_commit_conflict() && attempt < SHARED_WRITE_ATTEMPTS => attempt += 1,
+            written => return written,
         }
     }
 }

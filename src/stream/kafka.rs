@@ -1,9 +1,16 @@
 //! The Kafka stream source (librdkafka through `rdkafka`).
 //!
-//! Partitions are assigned by hand at the positions committed in the lake
-//! (not the consumer group's offsets), which is what makes the stream
-//! exactly-once; the group id is still used so tools can see the consumer.
-//! Polling runs on a blocking thread; payloads are copied out in batches.
+//! Partitions are positioned at the positions committed in the lake (not
+//! the consumer group's offsets), which is what makes the stream
+//! exactly-once. Which partitions a stream reads is its `Membership`: all of
+//! them (the default, assigned by hand), a list (`--partitions`), or those
+//! the consumer group gives it (`--group`, `Membership::Shared`): streams of
+//! one group split the topic, and when one stops the group hands its
+//! partitions to the others. A shared consumer's assigned partitions are
+//! paused until the stream has positioned them (`seek`); each assignment or
+//! revocation bumps an epoch the stream loop watches, and the loop then
+//! starts over from the lake (`stream::run`). Polling runs on a blocking
+//! thread; payloads are copied out in batches.
 //!
 //! The consumer comes from `kafka::Connection` (brokers, SASL, TLS). A broker
 //! that refuses it (bad credentials, a TLS handshake that fails, a denied
@@ -23,9 +30,35 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use super::message::{Positions, RawMessage};
 use crate::error::{one_line, Error, Result};
-use crate::kafka::{self, Connection, Diagnostics, KafkaContext, Refusal};
+use crate::kafka::{self, Assignment, Connection, Diagnostics, KafkaContext, Refusal};
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Longest a shared stream waits for the group to assign it partitions.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A shared stream's group settings: a stopped or killed process is noticed
+/// (and its partitions handed over) within ten seconds, not Kafka's default
+/// 45; the round-robin assignor spreads partitions evenly. `[kafka.properties]`
+/// overrides them.
+const SHARED_TUNING: [(&str, &str); 3] = [
+    ("session.timeout.ms", "10000"),
+    ("heartbeat.interval.ms", "1000"),
+    ("partition.assignment.strategy", "roundrobin"),
+];
+
+/// Which partitions of the topic a stream reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Membership {
+    /// Every partition (the default): one stream per topic.
+    AllPartitions,
+    /// These partitions only (`--partitions 0,2`): streams split a topic by
+    /// hand, each with its own list.
+    Partitions(Vec<i32>),
+    /// Those the consumer group assigns (`--group NAME`): streams of one
+    /// group split the topic and take over the partitions of one that stops.
+    Shared,
+}
 
 /// The consumer's settings besides brokers and security.
 const CONSUMER_TUNING: [(&str, &str); 8] = [
@@ -51,6 +84,9 @@ pub struct KafkaSource {
     assigned: Arc<AtomicBool>,
     connection: Connection,
     topic: String,
+    membership: Membership,
+    /// Set once a shared consumer has subscribed.
+    subscribed: Arc<AtomicBool>,
 }
 
 impl KafkaSource {
@@ -59,16 +95,46 @@ impl KafkaSource {
         KafkaSource::connect(&Connection::plaintext(brokers), topic, group)
     }
 
-    /// A source on the brokers of `connection`, with its security.
+    /// A source on the brokers of `connection`, with its security, reading
+    /// every partition.
     pub fn connect(connection: &Connection, topic: &str, group: &str) -> Result<KafkaSource> {
-        let (consumer, diagnostics) = connection.consumer(group, &CONSUMER_TUNING)?;
+        KafkaSource::connect_as(connection, topic, group, Membership::AllPartitions)
+    }
+
+    /// A source reading the partitions `membership` says.
+    pub fn connect_as(connection: &Connection, topic: &str, group: &str, membership: Membership) -> Result<KafkaSource> {
+        let mut tuning = CONSUMER_TUNING.to_vec();
+        if membership == Membership::Shared {
+            tuning.extend(SHARED_TUNING);
+        }
+        let (consumer, diagnostics) = connection.consumer(group, &tuning)?;
         Ok(KafkaSource {
             consumer: Arc::new(consumer),
             diagnostics,
             assigned: Arc::new(AtomicBool::new(false)),
             connection: connection.clone(),
             topic: topic.to_string(),
+            membership,
+            subscribed: Arc::new(AtomicBool::new(false)),
         })
+    }
+
+    fn assignment(&self) -> Arc<Assignment> {
+        self.consumer.context().assignment()
+    }
+
+    /// Whether the consumer group assigns this stream's partitions.
+    pub fn is_shared(&self) -> bool {
+        self.membership == Membership::Shared
+    }
+
+    /// Changes with every assignment or revocation of a shared stream's
+    /// partitions (always 0 otherwise).
+    pub fn assignment_epoch(&self) -> u64 {
+        match self.membership {
+            Membership::Shared => self.assignment().epoch(),
+            _ => 0,
+        }
     }
 
     pub fn describe(&self) -> String {
@@ -113,7 +179,8 @@ impl KafkaSource {
         self.diagnostics.refusal().map(|refusal| self.connection.refused(&refusal))
     }
 
-    async fn partitions(&self) -> Result<Vec<i32>> {
+    /// Every partition of the topic.
+    async fn topic_partitions(&self) -> Result<Vec<i32>> {
         let metadata = self
             .blocking(|source| {
                 kafka::metadata(
@@ -136,11 +203,69 @@ impl KafkaSource {
         Ok(partitions)
     }
 
+    /// The partitions this stream reads now: all, the configured list
+    /// (checked against the topic), or a shared stream's assignment.
+    async fn partitions(&self) -> Result<Vec<i32>> {
+        match &self.membership {
+            Membership::AllPartitions => self.topic_partitions().await,
+            Membership::Partitions(wanted) => {
+                let existing = self.topic_partitions().await?;
+                match wanted.iter().find(|p| !existing.contains(p)) {
+                    Some(missing) => Err(crate::error::Error::Config(format!(
+                        "partition {missing} of Kafka topic {} does not exist (it has {} partitions, 0 to {}): fix --partitions",
+                        self.topic,
+                        existing.len(),
+                        existing.len().saturating_sub(1)
+                    ))),
+                    None => Ok(wanted.clone()),
+                }
+            }
+            Membership::Shared => Ok(self.assignment().partitions()),
+        }
+    }
+
+    /// A shared stream joins its group (once) and waits for its first
+    /// assignment; the other memberships have nothing to join.
+    pub async fn join(&self) -> Result<()> {
+        if self.membership != Membership::Shared || self.subscribed.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        self.topic_partitions().await?; // a missing topic or a refusal: one clear line
+        self.consumer.subscribe(&[&self.topic]).map_err(|e| self.unreachable(e))?;
+        self.assigned.store(true, Ordering::SeqCst);
+        let joined = self
+            .blocking(|source| {
+                let deadline = Instant::now() + JOIN_TIMEOUT;
+                while source.assignment().epoch() == 0 && Instant::now() < deadline {
+                    // Assigned partitions are paused: nothing is read here
+                    // but the group's events.
+                    if let Some(Err(err)) = source.consumer.poll(Duration::from_millis(100)) {
+                        if source.diagnostics.note(&err, None) {
+                            return Err(source.diagnostics.refusal());
+                        }
+                    }
+                }
+                Ok(source.assignment().epoch() > 0)
+            })
+            .await?;
+        match joined {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(self.unreachable(format!(
+                "the consumer group gave no assignment within {} s",
+                JOIN_TIMEOUT.as_secs()
+            ))),
+            Err(Some(refusal)) => Err(self.connection.refused(&refusal)),
+            Err(None) => Err(self.unreachable("the broker refused the client")),
+        }
+    }
+
     pub async fn keys(&self) -> Result<Vec<String>> {
+        self.join().await?;
         Ok(self.partitions().await?.into_iter().map(|p| self.key(p)).collect())
     }
 
     pub async fn seek(&mut self, positions: &Positions) -> Result<()> {
+        self.join().await?;
         let mut assignment = TopicPartitionList::new();
         for partition in self.partitions().await? {
             let offset = match positions.get(&self.key(partition)) {
@@ -149,9 +274,30 @@ impl KafkaSource {
             };
             assignment.add_partition_offset(&self.topic, partition, offset).map_err(|e| self.unreachable(e))?;
         }
+        if self.membership == Membership::Shared {
+            return self.seek_assigned(assignment).await;
+        }
         self.consumer.assign(&assignment).map_err(|e| self.unreachable(e))?;
         self.assigned.store(true, Ordering::SeqCst);
         Ok(())
+    }
+
+    /// Positions a shared stream's (paused) partitions and resumes them:
+    /// the group's assignment is replaced by the same partitions at the
+    /// lake's positions (librdkafka allows `assign` outside the rebalance
+    /// callback; seeking a partition whose fetch has not started yet fails
+    /// on a busy machine). A partition the group took away meanwhile has
+    /// moved the epoch: the loop starts over before reading it.
+    async fn seek_assigned(&self, assignment: TopicPartitionList) -> Result<()> {
+        if assignment.count() == 0 {
+            return Ok(());
+        }
+        self.blocking(move |source| {
+            source.consumer.assign(&assignment)?;
+            source.consumer.resume(&assignment)
+        })
+        .await?
+        .map_err(|e| self.unreachable(format!("positioning the assigned partitions: {e}")))
     }
 
     pub async fn end_positions(&self) -> Result<Positions> {

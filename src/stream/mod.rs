@@ -45,7 +45,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use crate::config::Config;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::lake::Lake;
 use crate::live::LiveHandle;
 use crate::progress::Progress;
@@ -63,5 +63,28 @@ pub async fn run(
     progress: &Progress,
     stop: Arc<AtomicBool>,
 ) -> Result<StreamReport> {
-    StreamLoop::start(config, lake, source, options, live, progress, stop).await?.run().await
+    let mut source = source;
+    let mut report: Option<StreamReport> = None;
+    loop {
+        let ended = StreamLoop::start(config, lake, source, options, live, progress, stop.clone()).await?.run().await;
+        source = ended.source;
+        let part = match ended.report {
+            Ok(part) => part,
+            // Another stream of the group committed one of our partitions
+            // first: it is theirs now; start over from the lake.
+            Err(Error::PositionsTaken { .. }) if source.is_shared() => {
+                StreamReport { reassigned: true, ..StreamReport::default() }
+            }
+            Err(error) => return Err(error),
+        };
+        let again = part.reassigned && !stop.load(std::sync::atomic::Ordering::SeqCst);
+        match &mut report {
+            Some(report) => report.absorb(part),
+            None => report = Some(part),
+        }
+        if !again {
+            return Ok(report.unwrap_or_default());
+        }
+        tracing::info!("stream: partitions reassigned by the consumer group; starting over from the lake's positions");
+    }
 }

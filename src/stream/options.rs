@@ -102,4 +102,27 @@ pub struct StreamReport {
     /// Event time → visible in `live.sales_by_country`, in seconds.
     pub latency_p50: Option<f64>,
     pub latency_p99: Option<f64>,
+    /// The run ended because the consumer group reassigned the partitions
+    /// (a shared stream); `stream::run` then starts over.
+    pub reassigned: bool,
+}
+
+impl StreamReport {
+    /// Adds a later part of the same run (after a reassignment).
+    pub fn absorb(&mut self, later: StreamReport) {
+        self.batches += later.batches;
+        self.events += later.events;
+        self.rejected += later.rejected;
+        self.duplicates += later.duplicates;
+        self.late += later.late;
+        self.duration += later.duration;
+        self.consuming += later.consuming;
+        self.lag = later.lag;
+        self.latency_p50 = later.latency_p50.or(self.latency_p50);
+        self.latency_p99 = match (self.latency_p99, later.latency_p99) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        self.reassigned = later.reassigned;
+    }
 }

@@ -14,7 +14,9 @@ use std::collections::HashSet;
 
 use datafusion::arrow::array::{Array, Float64Array, Int64Array, StringArray, TimestampMicrosecondArray};
 use datafusion::arrow::compute::cast;
+use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
+use datafusion::prelude::SessionContext;
 
 use super::message::{Committed, Positions};
 use super::options::StreamOptions;
@@ -39,11 +41,16 @@ pub struct Recovered {
     pub replay_accepted: HashSet<MessageId>,
     /// Where the source was positioned.
     pub start: Positions,
+    /// The source's assignment epoch the keys were read at.
+    pub epoch: u64,
 }
 
 /// Reads back what bronze holds, rebuilds the state and seeks `source` to
 /// the first message either table lacks.
 pub async fn recover(lake: &Lake, source: &mut StreamSource, options: &StreamOptions) -> Result<Recovered> {
+    source.join().await?;
+    // The epoch before the keys: a reassignment after this moment is seen.
+    let epoch = source.assignment_epoch();
     let keys = source.keys().await?;
     let committed = Committed {
         events: lake.committed_positions("bronze", EVENTS_TABLE, &keys).await?,
@@ -54,7 +61,7 @@ pub async fn recover(lake: &Lake, source: &mut StreamSource, options: &StreamOpt
     let replay_accepted = committed_messages(lake, &replay_regions).await?;
     let start = committed.start(&keys);
     source.seek(&start).await?;
-    Ok(Recovered { committed, state, replay_accepted, start })
+    Ok(Recovered { committed, state, replay_accepted, start, epoch })
 }
 
 /// SQL predicates selecting, per key, the messages committed to bronze
@@ -102,12 +109,41 @@ pub async fn rebuild_state(lake: &Lake, options: &StreamOptions) -> Result<Strea
     if !catalog::register_table(&ctx, lake, "bronze", EVENTS_TABLE).await? {
         return Ok(state);
     }
-    let query = |sql: String| {
-        let ctx = ctx.clone();
-        async move {
-            ctx.sql(&sql).await?.collect().await.map_err(|e| Error::lake(format!("bronze.{EVENTS_TABLE}"), e))
-        }
-    };
+    add_totals(&ctx, &mut state).await?;
+    let recent = format!(
+        "SELECT event_id FROM bronze.{EVENTS_TABLE} ORDER BY _ingestion_timestamp DESC, \"partition\", \"offset\" DESC LIMIT {}",
+        options.dedupe_horizon
+    );
+    let mut ids = Vec::new();
+    for batch in query(&ctx, recent).await? {
+        ids.extend(strings(batch.column(0).as_ref()));
+    }
+    for id in ids.iter().rev() {
+        state.remember(id);
+    }
+    Ok(state)
+}
+
+/// The aggregate, windows and watermark of everything in
+/// `bronze.sales_events` now, without the dedupe memory: what the gold live
+/// tables show when several streams share the topic.
+pub async fn rebuild_totals(lake: &Lake, allowed_lateness: chrono::Duration) -> Result<StreamState> {
+    let mut state = StreamState::new(allowed_lateness, 0);
+    let ctx = catalog::new_session();
+    if catalog::register_table(&ctx, lake, "bronze", EVENTS_TABLE).await? {
+        add_totals(&ctx, &mut state).await?;
+    }
+    Ok(state)
+}
+
+async fn query(ctx: &SessionContext, sql: String) -> Result<Vec<RecordBatch>> {
+    ctx.sql(&sql).await?.collect().await.map_err(|e| Error::lake(format!("bronze.{EVENTS_TABLE}"), e))
+}
+
+/// Adds the per-country totals and the minute windows of the bronze events
+/// registered in `ctx` to `state`.
+async fn add_totals(ctx: &SessionContext, state: &mut StreamState) -> Result<()> {
+    let query = |sql: String| query(ctx, sql);
     let totals = format!("SELECT pays, SUM(montant), COUNT(*), MAX(event_time) FROM bronze.{EVENTS_TABLE} GROUP BY pays");
     for batch in query(totals).await? {
         let pays = strings(batch.column(0).as_ref());
@@ -139,18 +175,7 @@ pub async fn rebuild_state(lake: &Lake, options: &StreamOptions) -> Result<Strea
             state.windows.entry(start).or_default().insert(pays[i].clone(), (sums.value(i), counts.value(i)));
         }
     }
-    let recent = format!(
-        "SELECT event_id FROM bronze.{EVENTS_TABLE} ORDER BY _ingestion_timestamp DESC, \"partition\", \"offset\" DESC LIMIT {}",
-        options.dedupe_horizon
-    );
-    let mut ids = Vec::new();
-    for batch in query(recent).await? {
-        ids.extend(strings(batch.column(0).as_ref()));
-    }
-    for id in ids.iter().rev() {
-        state.remember(id);
-    }
-    Ok(state)
+    Ok(())
 }
 
 fn strings(array: &dyn Array) -> Vec<String> {

@@ -26,7 +26,25 @@ impl StreamSource {
         matches!(self, StreamSource::Kafka(_))
     }
 
-    /// Every position key this source has (known partitions, or the folder).
+    /// Joins the consumer group of a shared Kafka stream and waits for its
+    /// first assignment; nothing for the others.
+    pub async fn join(&self) -> Result<()> {
+        match self {
+            StreamSource::Kafka(kafka) => kafka.join().await,
+            StreamSource::Files(_) => Ok(()),
+        }
+    }
+
+    /// Whether this stream shares its source with other streams (a Kafka
+    /// consumer group), so that another may take its partitions over.
+    pub fn is_shared(&self) -> bool {
+        match self {
+            StreamSource::Kafka(kafka) => kafka.is_shared(),
+            StreamSource::Files(_) => false,
+        }
+    }
+
+    /// Every position key this stream reads (its partitions, or the folder).
     pub async fn keys(&self) -> Result<Vec<String>> {
         match self {
             StreamSource::Kafka(kafka) => kafka.keys().await,
@@ -93,6 +111,15 @@ impl StreamSource {
         match self {
             StreamSource::Kafka(kafka) => Ok(kafka.region_predicate(key, from, to)),
             StreamSource::Files(files) => files.region_predicate(from, to),
+        }
+    }
+
+    /// Changes whenever the partitions this stream reads are reassigned (a
+    /// shared Kafka stream's group moved them); constant otherwise.
+    pub fn assignment_epoch(&self) -> u64 {
+        match self {
+            StreamSource::Kafka(kafka) => kafka.assignment_epoch(),
+            StreamSource::Files(_) => 0,
         }
     }
 

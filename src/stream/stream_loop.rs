@@ -72,6 +72,16 @@ pub struct StreamLoop<'a> {
     consuming_since: Instant,
     /// Since when polls have come back empty.
     idle_since: Option<Instant>,
+    /// The source's assignment epoch at recovery: when it moves (a shared
+    /// stream's partitions were reassigned), the loop ends and the run
+    /// starts over from the lake.
+    epoch: u64,
+}
+
+/// How a loop ended: its report, and the source to start over with.
+pub struct Ended {
+    pub report: Result<StreamReport>,
+    pub source: StreamSource,
 }
 
 impl<'a> StreamLoop<'a> {
@@ -89,7 +99,7 @@ impl<'a> StreamLoop<'a> {
         let started = Instant::now();
         lake.ensure_buckets().await?;
         let countries = Arc::new(config.countries.lookup());
-        let Recovered { committed, state, replay_accepted, start } = recovery::recover(lake, &mut source, options).await?;
+        let Recovered { committed, state, replay_accepted, start, epoch } = recovery::recover(lake, &mut source, options).await?;
         let targets = match options.trigger {
             Trigger::AvailableNow => Some(Arc::new(source.end_positions().await?)),
             Trigger::Interval(_) => None,
@@ -112,7 +122,7 @@ impl<'a> StreamLoop<'a> {
             })
         });
         let commits = BronzeCommits::new(lake, options.fail_at);
-        let gold = GoldWrites::start(lake, &state);
+        let gold = GoldWrites::start(lake, &state, source.is_shared().then_some(options));
         Ok(StreamLoop {
             options,
             live,
@@ -134,34 +144,50 @@ impl<'a> StreamLoop<'a> {
             started,
             consuming_since,
             idle_since: None,
+            epoch,
         })
     }
 
-    /// Runs until the trigger says stop or `stop` is set. On failure, the
-    /// writes already started are waited for before the error is returned.
-    pub async fn run(mut self) -> Result<StreamReport> {
+    /// Runs until the trigger says stop, `stop` is set or the source's
+    /// partitions are reassigned (`StreamReport::reassigned`). On failure,
+    /// the writes already started are waited for before the error is
+    /// returned.
+    pub async fn run(mut self) -> Ended {
         let consumed = match self.consume().await {
             Ok(()) => self.drain().await,
             Err(error) => Err(error),
         };
-        match consumed {
+        let report = match consumed {
             Ok(()) => Ok(self.final_report().await),
             Err(error) => {
                 self.settle().await;
                 Err(error)
             }
+        };
+        Ended { report, source: self.source }
+    }
+
+    /// Whether the source's partitions were reassigned since recovery.
+    fn reassigned(&mut self) -> bool {
+        let moved = self.source.assignment_epoch() != self.epoch;
+        if moved {
+            self.report.reassigned = true;
         }
+        moved
     }
 
     /// The loop itself: one batch per turn.
     async fn consume(&mut self) -> Result<()> {
         while let Some(max_batch) = self.next_batch_size() {
-            if self.stop.load(Ordering::SeqCst) {
+            if self.stop.load(Ordering::SeqCst) || self.reassigned() {
                 break;
             }
             let Some(Prepared { reached, batch }) = self.read(max_batch).await? else {
                 break; // the reader stopped: all read, or told to stop
             };
+            if self.reassigned() {
+                break; // the batch may hold partitions not positioned yet: read again after recovery
+            }
             extend_read_to(&mut self.read_to, &reached);
             if batch.messages.is_empty() {
                 if !self.source_quiet().await? {
@@ -225,7 +251,8 @@ impl<'a> StreamLoop<'a> {
         self.gold.after_batch(&self.state, committed_rx).await?;
         let positions = self.committed.advanced_by(&classified.positions());
         let summary = classified.summary(messages.len());
-        self.in_flight = Some(self.commits.start(rows, positions, committed_tx, summary));
+        let before = self.committed.clone();
+        self.in_flight = Some(self.commits.start(rows, positions, before, committed_tx, summary));
         // Freeing a batch (one allocation per message) is left to a
         // blocking thread, off the loop's path.
         drop(classified);
@@ -365,14 +392,14 @@ impl<'a> StreamLoop<'a> {
     }
 
     /// Durations, lag and latencies of a finished run.
-    async fn final_report(mut self) -> StreamReport {
+    async fn final_report(&mut self) -> StreamReport {
         self.report.consuming = self.consuming_since.elapsed();
         self.bar.finish_and_clear();
         let targets = self.targets.take().map(Arc::unwrap_or_clone);
         self.report.lag = self.progress.final_lag(targets, &self.committed.events, &self.source).await;
         self.report.duration = self.started.elapsed();
         (self.report.latency_p50, self.report.latency_p99) = self.progress.latency_quantiles();
-        self.report
+        std::mem::take(&mut self.report)
     }
 }
 

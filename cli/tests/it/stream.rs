@@ -449,3 +449,110 @@ async fn catalog_has_bronze_events(config: &medallion::config::Config) -> bool {
     let sql = "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = 'bronze' AND table_name = 'sales_events'";
     rows(&lake_query(config, sql).await)[0][0].i64() > 0
 }
+
+/// How many events `bronze.sales_events` holds (0 before its first commit).
+async fn bronze_event_count(config: &medallion::config::Config) -> i64 {
+    if !catalog_has_bronze_events(config).await {
+        return 0;
+    }
+    rows(&lake_query(config, "SELECT COUNT(*) FROM bronze.sales_events").await)[0][0].i64()
+}
+
+/// A `medallion stream` of group `it-group` on `topic`, its stderr in `log`.
+fn group_stream(lake: &str, topic: &str, log: &std::path::Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_medallion"))
+        .args(["stream", "--lake", lake, "--topic", topic, "--brokers", &brokers(), "--max-batch", "150"])
+        .args(["--group", "it-group", "--interval", "50ms"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits until bronze holds `valid` events (at most `limit`), failing at
+/// once with its log when one of `running` has exited.
+async fn wait_for_events(config: &medallion::config::Config, valid: i64, limit: Duration, running: &mut [(&mut Child, &std::path::Path)]) {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let landed = bronze_event_count(config).await;
+        if landed >= valid {
+            return;
+        }
+        for (child, log) in running.iter_mut() {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("a stream exited ({status}) with {landed} of {valid} events in: {}", std::fs::read_to_string(log).unwrap());
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "{landed} of {valid} events landed after {limit:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+fn valid_count(sent: &[Sent]) -> i64 {
+    sent.iter().filter(|s| s.counts_as.is_some()).count() as i64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_streams_of_one_group_share_a_topic_and_the_survivor_of_a_sigkill_takes_over() {
+    let topic = unique_name("it-stream-group");
+    create_topic(&topic, 4).await;
+    let lake = TestLake::new();
+    let config = config(&lake.url(), None, "2026-11-25");
+    let logs = tempfile::tempdir().unwrap();
+    let (first_log, second_log) = (logs.path().join("first.log"), logs.path().join("second.log"));
+
+    // A alone reads all four partitions.
+    let mut sent = messages(2_000, "g1");
+    send(&topic, &sent).await;
+    let mut first = group_stream(&lake.url(), &topic, &first_log);
+    wait_for_events(&config, valid_count(&sent), Duration::from_secs(90), &mut [(&mut first, &first_log)]).await;
+
+    // B joins: the group splits the partitions, both append to bronze.
+    let mut second = group_stream(&lake.url(), &topic, &second_log);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let phase = messages(4_000, "g2");
+    send(&topic, &phase).await;
+    sent.extend(phase);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+
+    // A is killed mid-run and not restarted; what is sent afterwards, to
+    // every partition, lands only if B takes A's partitions over.
+    first.kill().unwrap(); // SIGKILL
+    first.wait().unwrap();
+    let phase = messages(2_000, "g3");
+    send(&topic, &phase).await;
+    sent.extend(phase);
+    wait_for_events(&config, valid_count(&sent), Duration::from_secs(90), &mut [(&mut second, &second_log)]).await;
+
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(second.id() as i32, libc::SIGTERM) };
+    let status = second.wait().unwrap();
+    assert!(status.success(), "{status}: {}", std::fs::read_to_string(&second_log).unwrap());
+    assert_exactly_once(&config, &sent).await;
+    let partitions = rows(&lake_query(&config, "SELECT COUNT(DISTINCT \"partition\") FROM bronze.sales_events").await);
+    assert_eq!(partitions[0][0].i64(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_streams_started_on_one_topic_without_a_group_never_duplicate_an_event() {
+    let topic = unique_name("it-stream-twice");
+    create_topic(&topic, 3).await;
+    let sent = messages(6_000, "t");
+    send(&topic, &sent).await;
+    let lake = TestLake::new();
+    let config = config(&lake.url(), None, "2026-11-25");
+    // Both read every partition from the start: whichever commits a
+    // partition's positions second is refused by the lake (the other may
+    // fail or finish); nothing is written twice.
+    let mut first = stream_process(&lake.url(), &topic, &["--available-now"], &[]);
+    let mut second = stream_process(&lake.url(), &topic, &["--available-now"], &[]);
+    let statuses = [first.wait().unwrap(), second.wait().unwrap()];
+    let valid = valid_count(&sent);
+    let landed = bronze_event_count(&config).await;
+    let distinct = rows(&lake_query(&config, "SELECT COUNT(DISTINCT event_id) FROM bronze.sales_events").await)[0][0].i64();
+    assert_eq!(landed, distinct, "no event twice ({statuses:?})");
+    // A clean run completes what a refused one left.
+    assert!(stream_process(&lake.url(), &topic, &["--available-now"], &[]).wait().unwrap().success());
+    assert_eq!(bronze_event_count(&config).await, valid);
+    assert_exactly_once(&config, &sent).await;
+}

@@ -56,7 +56,7 @@ async fn append_batch(appender: &mut Appender, n: i64, written: &mut Content) ->
         ],
     )
     .unwrap();
-    appender.append(schema(), vec![batch], &BTreeMap::new()).await.unwrap() as u64
+    appender.append(schema(), vec![batch], &BTreeMap::new(), &BTreeMap::new()).await.unwrap() as u64
 }
 
 fn appender(lake: &Lake, table: &str) -> Appender {
