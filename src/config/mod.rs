@@ -1003,6 +1003,24 @@ mod tests {
     }
 
     #[test]
+    fn a_named_group_shares_the_topic_and_a_partition_list_splits_it() {
+        let empty = file("");
+        assert_eq!(load(empty.flags.clone(), &[]).unwrap().stream.membership, Membership::AllPartitions);
+        let grouped = file("[stream]\ngroup = \"sales\"\n");
+        let config = load(grouped.flags.clone(), &[]).unwrap();
+        assert_eq!((config.stream.membership, config.stream.group.as_str()), (Membership::Shared, "sales"));
+        let listed = file("[stream]\npartitions = \"2, 0,2\"\n");
+        assert_eq!(load(listed.flags.clone(), &[]).unwrap().stream.membership, Membership::Partitions(vec![2, 0]));
+        let single = file("[stream]\npartitions = 1\n");
+        assert_eq!(load(single.flags.clone(), &[]).unwrap().stream.membership, Membership::Partitions(vec![1]));
+        for bad in ["\"0,-1\"", "\"a\""] {
+            let bad = file(&format!("[stream]\npartitions = {bad}\n"));
+            let err = load(bad.flags.clone(), &[]).unwrap_err().to_string();
+            assert!(err.contains("stream.partitions") && err.contains("such as 0,2"), "{err}");
+        }
+    }
+
+    #[test]
     fn a_serve_option_is_taken_from_flag_then_environment_then_file_then_default() {
         let empty = file("");
         assert_eq!(load(empty.flags.clone(), &[]).unwrap().serve.addr, "127.0.0.1:8080".parse().unwrap());

@@ -4,7 +4,7 @@
 //!
 //! They are derived (rebuilt from bronze on start), so they follow bronze
 //! at most once per second, when the source goes quiet, and at the end.
-//! When several streams share the topic (`--group`), each holds only its
+//! When several streams share the topic (`--group`, `--partitions`), each holds only its
 //! own partitions' events: the tables are then computed from bronze itself
 //! at each write, and a write that races another stream's is done again.
 //! Each write runs on its own task, after the previous one and after the

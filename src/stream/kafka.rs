@@ -123,9 +123,9 @@ impl KafkaSource {
         self.consumer.context().assignment()
     }
 
-    /// Whether the consumer group assigns this stream's partitions.
-    pub fn is_shared(&self) -> bool {
-        self.membership == Membership::Shared
+    /// Which partitions this stream reads.
+    pub fn membership(&self) -> &Membership {
+        &self.membership
     }
 
     /// Changes with every assignment or revocation of a shared stream's

@@ -72,7 +72,7 @@ pub async fn run(
             Ok(part) => part,
             // Another stream of the group committed one of our partitions
             // first: it is theirs now; start over from the lake.
-            Err(Error::PositionsTaken { .. }) if source.is_shared() => {
+            Err(Error::PositionsTaken { .. }) if source.partitions_can_move() => {
                 StreamReport { reassigned: true, ..StreamReport::default() }
             }
             Err(error) => return Err(error),

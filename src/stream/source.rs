@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use super::files::FileSource;
-use super::kafka::KafkaSource;
+use super::kafka::{KafkaSource, Membership};
 use crate::error::Result;
 pub use super::message::{Positions, RawMessage};
 
@@ -35,11 +35,20 @@ impl StreamSource {
         }
     }
 
-    /// Whether this stream shares its source with other streams (a Kafka
-    /// consumer group), so that another may take its partitions over.
-    pub fn is_shared(&self) -> bool {
+    /// Whether other streams may write this topic's events to bronze too
+    /// (this one reads a part of it: `--partitions` or `--group`).
+    pub fn shares_topic(&self) -> bool {
         match self {
-            StreamSource::Kafka(kafka) => kafka.is_shared(),
+            StreamSource::Kafka(kafka) => kafka.membership() != &Membership::AllPartitions,
+            StreamSource::Files(_) => false,
+        }
+    }
+
+    /// Whether a consumer group may move this stream's partitions to
+    /// another stream (`--group`).
+    pub fn partitions_can_move(&self) -> bool {
+        match self {
+            StreamSource::Kafka(kafka) => kafka.membership() == &Membership::Shared,
             StreamSource::Files(_) => false,
         }
     }

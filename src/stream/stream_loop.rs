@@ -122,7 +122,7 @@ impl<'a> StreamLoop<'a> {
             })
         });
         let commits = BronzeCommits::new(lake, options.fail_at);
-        let gold = GoldWrites::start(lake, &state, source.is_shared().then_some(options));
+        let gold = GoldWrites::start(lake, &state, source.shares_topic().then_some(options));
         Ok(StreamLoop {
             options,
             live,

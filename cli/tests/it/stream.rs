@@ -556,3 +556,28 @@ async fn two_streams_started_on_one_topic_without_a_group_never_duplicate_an_eve
     assert_eq!(bronze_event_count(&config).await, valid);
     assert_exactly_once(&config, &sent).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_given_partitions_split_a_topic_by_hand() {
+    let topic = unique_name("it-stream-split");
+    create_topic(&topic, 3).await;
+    let sent = messages(3_000, "p");
+    send(&topic, &sent).await;
+    let lake = TestLake::new();
+    let config = config(&lake.url(), None, "2026-11-25");
+    let mut even = stream_process(&lake.url(), &topic, &["--available-now", "--partitions", "0,2"], &[]);
+    let mut odd = stream_process(&lake.url(), &topic, &["--available-now", "--partitions", "1"], &[]);
+    assert!(even.wait().unwrap().success() && odd.wait().unwrap().success());
+    assert_exactly_once(&config, &sent).await;
+
+    // A partition the topic does not have: one line, nothing read.
+    let output = Command::new(env!("CARGO_BIN_EXE_medallion"))
+        .args(["stream", "--available-now", "--lake", &lake.url(), "--topic", &topic, "--brokers", &brokers()])
+        .args(["--partitions", "0,7"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("partition 7") && stderr.contains("3 partitions") && stderr.trim().lines().count() == 1, "{stderr}");
+    assert_exactly_once(&config, &sent).await;
+}
