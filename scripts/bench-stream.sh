@@ -10,7 +10,8 @@
 #   4. a topic shared by stream processes: the same events on a 4-partition
 #      topic read by one `stream --available-now --group` process, then by
 #      two of the same group started together; events/s of each and together
-#      (wall time from the start until the last one exits)
+#      (wall time from the start until the last one exits); the events and
+#      rejects landed must be the same with one process and with two
 # Usage: scripts/bench-stream.sh [EVENTS]   (default 1000000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -69,6 +70,7 @@ echo "continuous mode (200k events at 20k/s, --interval 200ms):"
 grep -E "stream |latency" "$work/latency.log"
 
 shared_topic="$topic-shared"
+declare -A landed
 scripts/kafka.sh create-topic "$shared_topic" 4 >/dev/null
 "$medallion" produce --quiet --topic "$shared_topic" --count "$events" --bad-ratio 0.01
 for processes in 1 2; do
@@ -85,4 +87,13 @@ for processes in 1 2; do
   echo "shared topic, $processes process(es) of one group (4 partitions):"
   for i in $(seq "$processes"); do grep -E "^stream |peak RSS" "$work/shared-$processes-$i.log" | sed "s/^/  process $i: /"; done
   awk -v s="$start" -v e="$end" -v n="$events" 'BEGIN { printf "  together: %d messages in %.2f s wall = %.0f messages/s\n", n, e - s, n / (e - s) }'
+  # Exactly once, however many processes: the events and rejects landed
+  # must not depend on how the partitions were shared.
+  landed[$processes]="$("$medallion" sql --quiet --format csv --lake "file://$work/shared_lake" \
+    "SELECT (SELECT COUNT(*) FROM bronze.sales_events) || ' events, ' || (SELECT COUNT(*) FROM bronze.sales_events_rejected) || ' rejects'" | tail -n 1)"
+  echo "  landed: ${landed[$processes]}"
 done
+if [[ "${landed[1]}" != "${landed[2]}" ]]; then
+  echo "bench-stream.sh: 1 process landed ${landed[1]} but 2 processes landed ${landed[2]}" >&2
+  exit 1
+fi

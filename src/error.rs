@@ -98,6 +98,11 @@ pub enum Error {
     #[error("{table}: another stream recorded the positions of {keys} meanwhile — read a topic with one stream, or share it between streams with --group NAME (or split it with --partitions)")]
     PositionsTaken { table: String, keys: String },
 
+    /// A Ballista cluster (`--engine ballista://`, `medallion cluster`) that
+    /// cannot take the work.
+    #[error("Ballista cluster at {scheduler}: {reason}")]
+    Cluster { scheduler: String, reason: String },
+
     /// Anything else, with context.
     #[error("{context}: {reason}")]
     Other { context: String, reason: String },
@@ -258,6 +263,29 @@ fn lake_advice(kind: FailureKind, reason: &str) -> Option<&'static str> {
         }
         FailureKind::Transient => {
             Some("the storage server did not answer: check that it runs and the endpoint (AWS_ENDPOINT_URL)")
+        }
+        // A job of a Ballista cluster (`--engine ballista://`) that failed
+        // there: its message is the executor's text, so read as text.
+        FailureKind::Permanent if reason.contains("Job ") && reason.contains("failed: Cancelled") => Some(
+            "the Ballista cluster cancelled the job (an executor was lost and the job stalled, or it was cancelled by hand: \
+             `medallion cluster status` says which); nothing was written: run the command again",
+        ),
+        FailureKind::Permanent
+            if reason.contains("Job ") && (reason.contains("Object Store error") || reason.contains("Failed to fetch metadata")) =>
+        {
+            Some(
+                "an executor of the Ballista cluster could not read the lake's files: give every executor the lake's storage \
+                 settings (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, or [s3] in its medallion.toml)",
+            )
+        }
+        FailureKind::Permanent
+            if reason.contains("h2 protocol error")
+                || (reason.contains("tcp connect error") && reason.contains("service is currently unavailable")) =>
+        {
+            Some(
+                "the connection to the Ballista scheduler broke during the job (it stopped or restarted: \
+                 `medallion cluster status`); nothing was written: run the command again once it is back",
+            )
         }
         // Advice only, never a decision: the bucket's name is in S3's answer.
         FailureKind::Permanent if reason.contains("NoSuchBucket") => {

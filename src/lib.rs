@@ -21,6 +21,7 @@
 //! * `report`   — queries the gold layer for summaries
 
 pub mod audit;
+pub mod cluster;
 pub mod bronze;
 pub mod config;
 pub mod demo;

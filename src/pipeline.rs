@@ -325,9 +325,15 @@ async fn models_stage(
 }
 
 /// The session models run in (refine, aggregate, explain): the lake, `ref.*`,
-/// and the configured memory limit.
+/// the configured memory limit, on the configured engine.
 async fn model_session(config: &Config, lake: &Lake) -> Result<datafusion::prelude::SessionContext> {
-    Ok(SessionBuilder::new(lake).with_reference_tables(config).within_memory(config.memory_limit).build().await?.ctx)
+    Ok(SessionBuilder::new(lake)
+        .with_reference_tables(config)
+        .within_memory(config.memory_limit)
+        .on(&config.engine)
+        .build()
+        .await?
+        .ctx)
 }
 
 /// Fails with advice when the layer above has not been built.

@@ -124,14 +124,17 @@ impl EventGenerator {
         });
         if self.rng.unit() < self.bad_ratio {
             let kind = self.rng.next() % 5;
-            let payload = match (kind, &self.last_valid) {
-                (0, _) => format!("{{\"event_id\": \"{event_id}\", \"pays\": \"{country}\", \"montant\": ").into_bytes(),
-                (1, _) => without(&good, "montant"),
-                (2, _) => with(&good, "montant", serde_json::json!(amount.to_string())),
-                (4, Some((_, previous))) => previous.clone(),
-                _ => with(&good, "montant", serde_json::json!(-amount - 1.0)),
+            // A duplicate keeps its original's key, so it lands in the same
+            // partition: the one stream process that owns the original sees
+            // it too, as it would when a producer resends a message.
+            let (key, payload) = match (kind, &self.last_valid) {
+                (0, _) => (client, format!("{{\"event_id\": \"{event_id}\", \"pays\": \"{country}\", \"montant\": ").into_bytes()),
+                (1, _) => (client, without(&good, "montant")),
+                (2, _) => (client, with(&good, "montant", serde_json::json!(amount.to_string()))),
+                (4, Some((key, previous))) => (key.clone(), previous.clone()),
+                _ => (client, with(&good, "montant", serde_json::json!(-amount - 1.0))),
             };
-            return Generated { key: client, payload, valid: false, montant: 0.0 };
+            return Generated { key, payload, valid: false, montant: 0.0 };
         }
         let payload = serde_json::to_vec(&good).expect("json");
         self.last_valid = Some((client.clone(), payload.clone()));
@@ -273,3 +276,27 @@ pub fn to_dir(dir: &Path, options: &ProduceOptions) -> Result<ProduceSummary> {
 }
 
 use chrono::Utc;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_duplicate_carries_the_key_of_the_event_it_repeats() {
+        let mut generator = EventGenerator::new(0.5, 7).unwrap();
+        let mut last_valid: Option<Generated> = None;
+        let mut duplicates = 0;
+        for _ in 0..2_000 {
+            let event = generator.next_event();
+            if event.valid {
+                last_valid = Some(event);
+                continue;
+            }
+            if let Some(original) = last_valid.as_ref().filter(|original| original.payload == event.payload) {
+                assert_eq!(event.key, original.key);
+                duplicates += 1;
+            }
+        }
+        assert!(duplicates > 50, "{duplicates} duplicates among 2000 events at a bad ratio of 0.5");
+    }
+}

@@ -40,6 +40,9 @@ mod governance;
 /// `medallion token create`.
 #[path = "cli/token.rs"]
 mod token;
+/// `medallion cluster scheduler | executor | status`.
+#[path = "cli/cluster.rs"]
+mod cluster;
 
 #[derive(Parser)]
 #[command(
@@ -180,6 +183,11 @@ enum Command {
         #[command(subcommand)]
         command: token::TokenCommand,
     },
+    /// Scale out: run this binary as a Ballista scheduler or executor, or show a cluster (then `--engine ballista://HOST:PORT`)
+    Cluster {
+        #[command(subcommand)]
+        command: cluster::ClusterCommand,
+    },
     /// Give a table the content of an older version, as one new commit (history is kept)
     #[command(after_help = "Example:\n  medallion restore gold.kpi_revenue --to 3")]
     Restore(RestoreArgs),
@@ -239,6 +247,14 @@ struct ModelsArg {
     /// Memory the models' joins, aggregates and sorts may hold before they spill to disk [env: MEDALLION_MEMORY_LIMIT_MB] [default: 1536]
     #[arg(long, value_name = "MB")]
     memory_limit_mb: Option<String>,
+}
+
+/// `--engine`, for the commands whose queries can run on a cluster.
+#[derive(Args)]
+struct EngineArg {
+    /// Where the queries run: local (this process) or ballista://HOST:PORT, a cluster started with `medallion cluster` [env: MEDALLION_ENGINE] [default: local]
+    #[arg(long, value_name = "ENGINE")]
+    engine: Option<String>,
 }
 
 /// `--encrypt-at-rest`, for the commands that write date partitions of the
@@ -366,6 +382,8 @@ struct RunArgs {
     encryption: EncryptAtRestArg,
     #[command(flatten)]
     lineage: LineageEventsArgs,
+    #[command(flatten)]
+    engine: EngineArg,
     /// Read the source tables from a plain-SQL PostgreSQL dump instead of DATABASE_URL
     #[arg(long, value_name = "FILE")]
     from_dump: Option<PathBuf>,
@@ -405,6 +423,8 @@ struct LayerArgs {
     encryption: EncryptAtRestArg,
     #[command(flatten)]
     lineage: LineageEventsArgs,
+    #[command(flatten)]
+    engine: EngineArg,
 }
 
 #[derive(Args)]
@@ -422,6 +442,8 @@ struct ExplainArgs {
     models: ModelsArg,
     #[command(flatten)]
     encryption: EncryptAtRestArg,
+    #[command(flatten)]
+    engine: EngineArg,
 }
 
 /// `--profile`, for the commands that build tables.
@@ -452,6 +474,8 @@ struct SqlArgs {
     audit: AuditArg,
     #[command(flatten)]
     encryption: EncryptAtRestArg,
+    #[command(flatten)]
+    engine: EngineArg,
 }
 
 fn parse_role(text: &str) -> std::result::Result<medallion::config::Role, String> {
@@ -716,6 +740,12 @@ impl ApplyFlags for ModelsArg {
     }
 }
 
+impl ApplyFlags for EngineArg {
+    fn apply(&self, overrides: &mut Overrides) {
+        overrides.engine = self.engine.clone();
+    }
+}
+
 impl ApplyFlags for EncryptAtRestArg {
     fn apply(&self, overrides: &mut Overrides) {
         overrides.encrypt_at_rest = self.encrypt_at_rest.then_some(true);
@@ -796,11 +826,13 @@ impl Command {
     fn overrides(&self, config_file: Option<PathBuf>) -> Overrides {
         let groups: Vec<&dyn ApplyFlags> = match self {
             Command::Demo(a) => vec![&a.lake, &a.date, &a.models, &a.encryption, &a.lineage, &a.serve],
-            Command::Run(a) => vec![&a.lake, &a.date, &a.models, &a.database, &a.encryption, &a.lineage],
+            Command::Run(a) => vec![&a.lake, &a.date, &a.models, &a.database, &a.encryption, &a.lineage, &a.engine],
             Command::Ingest(a) => vec![&a.lake, &a.date, &a.database, &a.encryption, &a.lineage],
-            Command::Refine(a) | Command::Aggregate(a) => vec![&a.lake, &a.date, &a.models, &a.encryption, &a.lineage],
-            Command::Sql(a) => vec![&a.lake, &a.audit, &a.encryption],
-            Command::Explain(a) => vec![&a.lake, &a.date, &a.models, &a.encryption],
+            Command::Refine(a) | Command::Aggregate(a) => {
+                vec![&a.lake, &a.date, &a.models, &a.encryption, &a.lineage, &a.engine]
+            }
+            Command::Sql(a) => vec![&a.lake, &a.audit, &a.encryption, &a.engine],
+            Command::Explain(a) => vec![&a.lake, &a.date, &a.models, &a.encryption, &a.engine],
             Command::Up(a) => vec![&a.lake, &a.models, &a.database, &a.encryption, &a.lineage, &a.serve],
             Command::Status(a) => vec![&a.lake],
             Command::Profile(a) => vec![&a.lake, &a.date, &a.encryption],
@@ -815,9 +847,12 @@ impl Command {
             Command::Serve(a) => vec![&a.lake, &a.encryption, &a.serve],
             Command::BenchServe(a) => vec![&a.lake],
             Command::Source { command: SourceCommand::Load(a) } => vec![&a.database],
-            Command::Token { .. } => vec![],
+            Command::Token { .. } | Command::Cluster { .. } => vec![],
         };
         let mut overrides = Overrides { config_file, ..Default::default() };
+        if let Command::Cluster { command } = self {
+            overrides.memory_limit_mb = cluster::memory_limit_flag(command);
+        }
         for group in groups {
             group.apply(&mut overrides);
         }
@@ -1013,6 +1048,7 @@ async fn execute(command: Command, config: Config, progress: Progress) -> Result
         Command::Restore(args) => lake_commands::restore(&config, &args.table, args.to).await?,
         Command::Source { command: SourceCommand::Load(args) } => load_source(&config, &args, &progress).await?,
         Command::Token { command } => token::run(&command)?,
+        Command::Cluster { command } => cluster::run(&config, &command).await?,
     }
     Ok(())
 }
@@ -1023,6 +1059,7 @@ async fn sql(config: &Config, lake: &Lake, args: &SqlArgs) -> std::result::Resul
     let failed = |err: anyhow::Error| (audit::Outcome::Error, err);
     let ctx = medallion::lake::session::SessionBuilder::full(lake, config)
         .for_role(args.role, &config.pii)
+        .on(&config.engine)
         .build()
         .await
         .map_err(|e| failed(e.into()))?

@@ -67,6 +67,8 @@ pub struct Overrides {
     pub models_dir: Option<PathBuf>,
     /// `--memory-limit-mb`
     pub memory_limit_mb: Option<String>,
+    /// `--engine`: `local` or `ballista://host:port`.
+    pub engine: Option<String>,
     /// `--create-buckets`: create missing S3 buckets.
     pub create_buckets: Option<bool>,
     /// `--no-audit` gives `Some(false)`: no query is logged to `audit.queries`.
@@ -133,6 +135,7 @@ const TOKEN: Setting = Setting { key: "token", flag: None, env: &["MEDALLION_TOK
 const DEFAULT_MEMORY_LIMIT_MB: usize = 1536;
 const MEMORY_LIMIT: Setting =
     Setting { key: "memory_limit_mb", flag: Some("--memory-limit-mb"), env: &["MEDALLION_MEMORY_LIMIT_MB"] };
+const ENGINE: Setting = Setting { key: "engine", flag: Some("--engine"), env: &["MEDALLION_ENGINE"] };
 const ALERTS_WEBHOOK: Setting = Setting { key: "alerts.webhook", flag: None, env: &["MEDALLION_ALERT_WEBHOOK"] };
 
 const S3_ENDPOINT: Setting = Setting { key: "s3.endpoint", flag: None, env: &["AWS_ENDPOINT_URL"] };
@@ -244,6 +247,8 @@ const COUNT: Form<usize> = Form { parse: count, expected: "a whole number of at 
 const BOOLEAN: Form<bool> = Form { parse: boolean, expected: "true or false" };
 const DATE_FORM: Form<NaiveDate> = Form { parse: date, expected: "a date YYYY-MM-DD such as 2026-11-25" };
 const FOLDER: Form<PathBuf> = Form { parse: folder, expected: "a folder, as file:///dir or a path" };
+const ENGINE_FORM: Form<Engine> =
+    Form { parse: Engine::parse, expected: "local, or ballista://HOST:PORT (the address of `medallion cluster scheduler`)" };
 const PARTITION_LIST: Form<Vec<i32>> =
     Form { parse: partition_list, expected: "Kafka partition numbers separated by commas, such as 0,2" };
 
@@ -330,6 +335,7 @@ struct FileConfig {
     models_dir: Option<String>,
     extract_parallelism: Option<usize>,
     memory_limit_mb: Option<FileValue>,
+    engine: Option<String>,
     token: Option<String>,
     #[serde(default)]
     auth: auth::AuthFile,
@@ -709,6 +715,39 @@ impl ServeConfig {
     }
 }
 
+/// Where a command's queries run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Engine {
+    /// In this process (the default).
+    #[default]
+    Local,
+    /// On a Ballista cluster: the scheduler's host and port
+    /// (`ballista://127.0.0.1:50050`, see `crate::cluster`).
+    Ballista { host: String, port: u16 },
+}
+
+impl Engine {
+    fn parse(text: &str) -> Option<Engine> {
+        if text.eq_ignore_ascii_case("local") {
+            return Some(Engine::Local);
+        }
+        let address = text.strip_prefix("ballista://")?.trim_end_matches('/');
+        let (host, port) = address.rsplit_once(':')?;
+        let port: u16 = port.parse().ok().filter(|port| *port > 0)?;
+        let valid_host = !host.is_empty() && host.chars().all(|c| c.is_ascii_alphanumeric() || ".-_[]:".contains(c));
+        valid_host.then(|| Engine::Ballista { host: host.to_string(), port })
+    }
+}
+
+impl std::fmt::Display for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Engine::Local => f.write_str("local"),
+            Engine::Ballista { host, port } => write!(f, "ballista://{host}:{port}"),
+        }
+    }
+}
+
 /// The resolved configuration of one command.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -727,6 +766,9 @@ pub struct Config {
     /// (`memory_limit_mb`, `MEDALLION_MEMORY_LIMIT_MB`, default 1536 MiB);
     /// `None` (library callers only): unbounded.
     pub memory_limit: Option<usize>,
+    /// Where the queries of `run`, `refine`, `aggregate` and `sql` run
+    /// (`engine`, `MEDALLION_ENGINE`, `--engine`; default `local`).
+    pub engine: Engine,
     pub countries: CountryConfig,
     pub s3: S3Config,
     /// Access token of the serving layer (`MEDALLION_TOKEN` or `token`): the
@@ -803,6 +845,7 @@ impl Config {
                     .unwrap_or(DEFAULT_MEMORY_LIMIT_MB)
                     .saturating_mul(1024 * 1024),
             ),
+            engine: sources.parsed(&ENGINE, flags.engine, file.engine, ENGINE_FORM)?.unwrap_or_default(),
             countries: file.countries,
             s3: S3Config::resolve(flags.create_buckets, file.s3, sources)?,
             token: sources.text(&TOKEN, None, file.token),
@@ -1034,6 +1077,26 @@ mod tests {
         let mut flags = with_file.flags.clone();
         flags.serve.addr = Some("127.0.0.1:1003".into());
         assert_eq!(load(flags, &env).unwrap().serve.addr, "127.0.0.1:1003".parse().unwrap());
+    }
+
+    #[test]
+    fn the_engine_is_local_unless_a_ballista_scheduler_is_named() {
+        let empty = file("");
+        assert_eq!(load(empty.flags.clone(), &[]).unwrap().engine, Engine::Local);
+        let with_file = file("engine = \"ballista://10.0.0.5:50050\"\n");
+        let cluster = Engine::Ballista { host: "10.0.0.5".into(), port: 50050 };
+        assert_eq!(load(with_file.flags.clone(), &[]).unwrap().engine, cluster);
+        assert_eq!(cluster.to_string(), "ballista://10.0.0.5:50050");
+        let env = [("MEDALLION_ENGINE", "ballista://scheduler.internal:7000/")];
+        let from_env = load(with_file.flags.clone(), &env).unwrap().engine;
+        assert_eq!(from_env, Engine::Ballista { host: "scheduler.internal".into(), port: 7000 });
+        let flag = Overrides { engine: Some("LOCAL".into()), ..with_file.flags.clone() };
+        assert_eq!(load(flag, &env).unwrap().engine, Engine::Local);
+        for bad in ["spark://x:1", "ballista://", "ballista://host", "ballista://host:0", "ballista://h st:1"] {
+            let flag = Overrides { engine: Some(bad.into()), ..empty.flags.clone() };
+            let err = load(flag, &[]).unwrap_err().to_string();
+            assert!(err.contains("--engine") && err.contains("ballista://HOST:PORT") && !err.contains('\n'), "{bad}: {err}");
+        }
     }
 
     #[test]

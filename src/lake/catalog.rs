@@ -77,11 +77,19 @@ pub fn new_session_for(memory_limit: Option<usize>, protection: Option<super::pi
 
 /// Registers (or replaces, to show a newer version) an opened Delta table
 /// as `name`. The scan is built from the session so it follows its settings
-/// (plain string arrays, see `new_session`).
+/// (plain string arrays, see `new_session`); a session on a cluster gets the
+/// files of the opened version instead (`cluster::scan`).
 pub async fn register_delta(ctx: &SessionContext, name: &TableName, delta: &DeltaTable) -> Result<()> {
-    delta.update_datafusion_session(&ctx.state()).map_err(|e| Error::lake(name, e))?;
+    let state = ctx.state();
+    delta.update_datafusion_session(&state).map_err(|e| Error::lake(name, e))?;
     let provider: Arc<dyn TableProvider> =
-        delta.table_provider().with_session(Arc::new(ctx.state())).await.map_err(|e| Error::lake(name, e))?;
+        delta.table_provider().with_session(Arc::new(state.clone())).await.map_err(|e| Error::lake(name, e))?;
+    // On a cluster, the files of this version, which executors can read.
+    let provider: Arc<dyn TableProvider> = if crate::cluster::on_cluster(&state) {
+        Arc::new(crate::cluster::scan::SnapshotFiles::of(name, delta, provider.schema())?)
+    } else {
+        provider
+    };
     // A session built for a role hides the PII columns (see `pii`).
     let provider = match ctx.state().config().get_extension::<super::pii::Protection>() {
         Some(protection) => protection.wrap(name, provider),

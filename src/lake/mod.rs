@@ -100,6 +100,31 @@ const S3_MAX_RETRIES: &str = "3";
 const S3_RETRY_TIMEOUT: &str = "15s";
 const S3_CONNECT_TIMEOUT: &str = "5s";
 
+/// The object_store / deltalake options of an S3 lake (`AWS_*` keys, with
+/// secrets: never print), from `[s3]` and the `AWS_*` variables: the lake's,
+/// and a cluster executor's (`crate::cluster`).
+pub fn s3_storage_options(s3: &crate::config::S3Config) -> HashMap<String, String> {
+    let mut storage_options = HashMap::new();
+    let mut put = |key: &str, value: Option<&String>| {
+        if let Some(value) = value {
+            storage_options.insert(key.to_string(), value.clone());
+        }
+    };
+    put("AWS_ENDPOINT_URL", s3.endpoint.as_ref());
+    put("AWS_ACCESS_KEY_ID", s3.access_key_id.as_ref());
+    put("AWS_SECRET_ACCESS_KEY", s3.secret_access_key.as_ref());
+    put("AWS_REGION", s3.region.as_ref().or(Some(&"us-east-1".to_string())));
+    storage_options.insert("AWS_ALLOW_HTTP".into(), s3.allow_http.to_string());
+    storage_options.insert("AWS_VIRTUAL_HOSTED_STYLE_REQUEST".into(), s3.virtual_hosted_style.to_string());
+    // Atomic put-if-absent (If-None-Match: *) makes concurrent Delta
+    // commits safe without a DynamoDB lock table.
+    storage_options.insert("aws_conditional_put".into(), "etag".into());
+    storage_options.insert("max_retries".into(), S3_MAX_RETRIES.into());
+    storage_options.insert("retry_timeout".into(), S3_RETRY_TIMEOUT.into());
+    storage_options.insert("connect_timeout".into(), S3_CONNECT_TIMEOUT.into());
+    storage_options
+}
+
 impl Lake {
     /// Opens the lake described by the configuration (no I/O yet).
     pub fn new(config: &Config) -> Result<Lake> {
@@ -108,25 +133,7 @@ impl Lake {
         if location.is_s3() {
             static REGISTER_S3: Once = Once::new();
             REGISTER_S3.call_once(|| deltalake::aws::register_handlers(None));
-            let s3 = &config.s3;
-            let mut put = |key: &str, value: Option<&String>| {
-                if let Some(value) = value {
-                    storage_options.insert(key.to_string(), value.clone());
-                }
-            };
-            put("AWS_ENDPOINT_URL", s3.endpoint.as_ref());
-            put("AWS_ACCESS_KEY_ID", s3.access_key_id.as_ref());
-            put("AWS_SECRET_ACCESS_KEY", s3.secret_access_key.as_ref());
-            put("AWS_REGION", s3.region.as_ref().or(Some(&"us-east-1".to_string())));
-            storage_options.insert("AWS_ALLOW_HTTP".into(), s3.allow_http.to_string());
-            storage_options
-                .insert("AWS_VIRTUAL_HOSTED_STYLE_REQUEST".into(), s3.virtual_hosted_style.to_string());
-            // Atomic put-if-absent (If-None-Match: *) makes concurrent Delta
-            // commits safe without a DynamoDB lock table.
-            storage_options.insert("aws_conditional_put".into(), "etag".into());
-            storage_options.insert("max_retries".into(), S3_MAX_RETRIES.into());
-            storage_options.insert("retry_timeout".into(), S3_RETRY_TIMEOUT.into());
-            storage_options.insert("connect_timeout".into(), S3_CONNECT_TIMEOUT.into());
+            storage_options = s3_storage_options(&config.s3);
         }
         Ok(Lake {
             location,

@@ -14,6 +14,11 @@
 //!     .with_reference_tables(&config)          + ref.*
 //! ```
 //!
+//! `.on(&config.engine)` runs the session's queries on a Ballista cluster
+//! when the engine names one (see `crate::cluster`): the Delta tables are
+//! then registered as the files of the version opened, which the cluster's
+//! executors read.
+//!
 //! `.for_role(role, &config.pii)` hides PII columns from readers and analysts
 //! (`pii`). The audit log (`audit.queries`) joins the lake's tables in an
 //! admin's session only: a session built for a reader or analyst has an empty
@@ -31,8 +36,8 @@ use deltalake::DeltaTable;
 
 use super::pii::Protection;
 use super::{catalog, views, Lake, Layer, TableName};
-use crate::config::{Config, PiiConfig, Role};
-use crate::error::Result;
+use crate::config::{Config, Engine, PiiConfig, Role};
+use crate::error::{Error, Result};
 use crate::live::{LiveHandle, LiveSnapshot};
 use crate::tables::{self, COUNTRY_MAP, LIVE_SALES_BY_COUNTRY};
 
@@ -55,6 +60,7 @@ pub struct SessionBuilder<'a> {
     views: bool,
     memory_limit: Option<usize>,
     protection: Option<Protection>,
+    engine: Engine,
 }
 
 /// A built session and the Delta tables registered in it, as opened (a
@@ -67,7 +73,16 @@ pub struct LakeSession {
 impl<'a> SessionBuilder<'a> {
     /// Every Delta table of the lake, nothing else.
     pub fn new(lake: &'a Lake) -> SessionBuilder<'a> {
-        SessionBuilder { lake, only: None, reference: None, live: LiveSource::Absent, views: false, memory_limit: None, protection: None }
+        SessionBuilder {
+            lake,
+            only: None,
+            reference: None,
+            live: LiveSource::Absent,
+            views: false,
+            memory_limit: None,
+            protection: None,
+            engine: Engine::Local,
+        }
     }
 
     /// Every name a user can query: the lake, `ref.*`, `live.*` (from the
@@ -123,10 +138,29 @@ impl<'a> SessionBuilder<'a> {
         self
     }
 
+    /// Queries of the session run where `engine` says: in this process, or
+    /// on a Ballista cluster (checked to answer, with an executor, when the
+    /// session is built).
+    pub fn on(mut self, engine: &Engine) -> SessionBuilder<'a> {
+        self.engine = engine.clone();
+        self
+    }
+
     pub async fn build(self) -> Result<LakeSession> {
         // Over a lake with PII encrypted at rest every session decrypts.
         let protection = Protection::over_lake(self.protection.clone(), self.lake.at_rest());
-        let ctx = catalog::new_session_for(self.memory_limit, protection);
+        let on_cluster = matches!(self.engine, Engine::Ballista { .. });
+        if on_cluster && protection.is_some() {
+            return Err(Error::Config(format!(
+                "--engine {} runs admin sessions over lakes without encrypt_at_rest only: PII masking, pseudonyms and \
+                 decryption run in this process; drop --engine (or --role) for this command",
+                self.engine
+            )));
+        }
+        let mut ctx = catalog::new_session_for(self.memory_limit, protection);
+        if let Engine::Ballista { host, port } = &self.engine {
+            ctx = crate::cluster::connect(ctx, host, *port).await?;
+        }
         let tables = self.register_delta_tables(&ctx).await?;
         if let Some(config) = self.reference {
             register_reference_tables(&ctx, config)?;

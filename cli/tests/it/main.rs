@@ -7,6 +7,7 @@ mod audit;
 mod batch;
 mod catalog;
 mod cli;
+mod cluster;
 mod governance;
 mod lineage;
 mod kafka_sasl;

@@ -1,0 +1,206 @@
+//! `medallion cluster scheduler`: Ballista's scheduler, embedded, with what
+//! medallion's plans need (the `codec::LakeCodec` that decodes lake tables),
+//! and the cluster's status as JSON at `status::STATUS_PATH` on the same
+//! port as its gRPC service.
+//!
+//! It keeps its state in memory: a restarted scheduler starts empty, the
+//! executors register again at their next heartbeat, and jobs that were
+//! running fail on their clients (which leave the lake as it was: writes
+//! are committed by the client, after the job).
+//!
+//! When an executor is lost, Ballista runs its tasks again on the others;
+//! Ballista 55 can also leave such a job waiting forever (a stage it rolled
+//! back never completes). `guard_stalled_jobs` cancels a job that made no
+//! progress for `stall_timeout` after an executor was lost, and the status
+//! says why, so its client fails in one line instead of waiting.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::Json;
+use ballista_core::serde::protobuf::job_status;
+use ballista_core::serde::protobuf::scheduler_grpc_server::SchedulerGrpcServer;
+use ballista_scheduler::cluster::BallistaCluster;
+use ballista_scheduler::config::SchedulerConfig;
+use ballista_scheduler::scheduler_process::create_scheduler;
+use ballista_scheduler::scheduler_server::SchedulerServer;
+use datafusion_proto::protobuf::{LogicalPlanNode, PhysicalPlanNode};
+
+use super::codec::LakeCodec;
+use super::status::{ClusterStatus, ExecutorStatus, JobStatus, STATUS_PATH};
+use crate::error::{Error, Result};
+
+/// How the scheduler runs.
+#[derive(Debug, Clone)]
+pub struct SchedulerOptions {
+    /// Where it listens (gRPC for clients and executors, and the status).
+    pub bind: SocketAddr,
+    /// The host executors and clients are told to use for it, when `bind`
+    /// is a wildcard address.
+    pub external_host: Option<String>,
+    /// An executor silent for this long is taken out of the cluster and its
+    /// tasks are run again elsewhere.
+    pub executor_timeout: Duration,
+    /// A job without progress for this long after an executor was lost is
+    /// cancelled (see the module documentation).
+    pub stall_timeout: Duration,
+}
+
+/// Why the guard cancelled a job, by job id.
+type Cancellations = Arc<Mutex<HashMap<String, String>>>;
+
+/// What the status handler reads.
+struct Shared {
+    scheduler: Scheduler,
+    bound: SocketAddr,
+    cancellations: Cancellations,
+}
+
+type Scheduler = SchedulerServer<LogicalPlanNode, PhysicalPlanNode>;
+
+/// Runs the scheduler until `stop` resolves. `started` is called with the
+/// bound address once it accepts connections.
+pub async fn run(options: SchedulerOptions, stop: impl Future<Output = ()> + Send + 'static, started: impl FnOnce(SocketAddr)) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(options.bind).await.map_err(|e| {
+        Error::Config(format!("cannot listen on {} for the scheduler: {e} (choose another --bind)", options.bind))
+    })?;
+    let bound = listener.local_addr().map_err(|e| Error::other("scheduler address", e))?;
+    let mut config = SchedulerConfig::default()
+        .with_hostname(options.external_host.clone().unwrap_or_else(|| bound.ip().to_string()))
+        .with_port(bound.port())
+        // Jobs wait for executors rather than failing while one starts.
+        .with_no_executors_grace_period_seconds(options.executor_timeout.as_secs().max(1));
+    config.bind_host = bound.ip().to_string();
+    config.executor_timeout_seconds = options.executor_timeout.as_secs().max(1);
+    config.expire_dead_executor_interval_seconds = (options.executor_timeout.as_secs() / 3).max(1);
+    config.override_logical_codec = Some(Arc::new(LakeCodec::default()));
+    let config = Arc::new(config);
+    let cluster = BallistaCluster::new_from_config(&config).await.map_err(|e| Error::other("Ballista scheduler", e))?;
+    let scheduler: Scheduler =
+        create_scheduler(cluster, config.clone()).await.map_err(|e| Error::other("Ballista scheduler", e))?;
+
+    let grpc = SchedulerGrpcServer::new(scheduler.clone())
+        .max_decoding_message_size(config.grpc_server_max_decoding_message_size as usize)
+        .max_encoding_message_size(config.grpc_server_max_encoding_message_size as usize);
+    let mut routes = tonic::service::RoutesBuilder::default();
+    routes.add_service(grpc);
+    let cancellations = Cancellations::default();
+    tokio::spawn(guard_stalled_jobs(scheduler.clone(), options.stall_timeout, cancellations.clone()));
+    let shared = Arc::new(Shared { scheduler, bound, cancellations });
+    let status = axum::Router::new().route(STATUS_PATH, get(status_handler)).with_state(shared);
+    let app = routes.routes().into_axum_router().merge(status);
+    started(bound);
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(stop)
+        .await
+        .map_err(|e| Error::other("Ballista scheduler", e))
+}
+
+async fn status_handler(State(shared): State<Arc<Shared>>) -> Json<ClusterStatus> {
+    let mut status = cluster_status(&shared.scheduler, shared.bound).await;
+    let cancellations = shared.cancellations.lock().expect("lock").clone();
+    for job in &mut status.jobs {
+        job.reason = cancellations.get(&job.id).cloned();
+    }
+    Json(status)
+}
+
+/// Cancels every running job that made no stage progress during
+/// `stall_timeout` after an executor was lost; records why.
+async fn guard_stalled_jobs(scheduler: Scheduler, stall_timeout: Duration, cancellations: Cancellations) {
+    let mut executors: HashSet<String> = HashSet::new();
+    let mut losses: Vec<(String, Instant)> = Vec::new();
+    // Per running job: stages completed, and when that number last moved.
+    let mut progress: HashMap<String, (usize, Instant)> = HashMap::new();
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = Instant::now();
+        let present: HashSet<String> = match scheduler.state.executor_manager.get_executors_state().await {
+            Ok(state) => state.into_iter().map(|(metadata, _, _)| metadata.id).collect(),
+            Err(_) => continue,
+        };
+        losses.extend(executors.difference(&present).map(|gone| (gone.clone(), now)));
+        losses.retain(|(_, at)| now.duration_since(*at) < stall_timeout * 4);
+        executors = present;
+        // (All jobs, filtered: the running-jobs listing fails as a whole
+        // when one job has no execution graph.)
+        let Ok(jobs) = scheduler.state.task_manager.get_all_jobs().await else { continue };
+        let running: Vec<_> =
+            jobs.into_iter().filter(|job| matches!(job.status.status, Some(job_status::Status::Running(_)))).collect();
+        progress.retain(|id, _| running.iter().any(|job| job.job_id.to_string() == *id));
+        for job in running {
+            let id = job.job_id.to_string();
+            let entry = progress.entry(id.clone()).or_insert((job.completed_stages, now));
+            if entry.0 != job.completed_stages {
+                *entry = (job.completed_stages, now);
+            }
+            let since = entry.1;
+            let stalled_by = losses.iter().find(|(_, lost_at)| *lost_at >= since && now.duration_since(*lost_at) >= stall_timeout);
+            if let Some((executor, _)) = stalled_by {
+                let reason = format!(
+                    "cancelled: no progress for {} s after executor {executor} was lost",
+                    stall_timeout.as_secs()
+                );
+                tracing::warn!("job {id} {reason}");
+                cancellations.lock().expect("lock").insert(id.clone(), reason);
+                if let Err(err) = scheduler.cancel_job(job.job_id.clone()).await {
+                    tracing::warn!("job {id} could not be cancelled: {err}");
+                }
+                progress.remove(&id);
+            }
+        }
+    }
+}
+
+/// The executors and jobs the scheduler knows now.
+async fn cluster_status(scheduler: &Scheduler, bound: SocketAddr) -> ClusterStatus {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let executors = scheduler
+        .state
+        .executor_manager
+        .get_executors_state()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(metadata, heartbeat, _)| ExecutorStatus {
+            address: format!("{}:{}", metadata.host, metadata.port),
+            slots: metadata.specification.vcores,
+            last_seen_seconds: heartbeat.map(|at| now.saturating_sub(at).as_secs()),
+            id: metadata.id,
+        })
+        .collect();
+    let mut jobs: Vec<JobStatus> = scheduler
+        .state
+        .task_manager
+        .get_all_jobs()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .map(|job| {
+            let state = match job.status.status {
+                Some(job_status::Status::Queued(_)) => "queued",
+                Some(job_status::Status::Running(_)) => "running",
+                Some(job_status::Status::Failed(_)) => "failed",
+                Some(job_status::Status::Successful(_)) => "successful",
+                None => "unknown",
+            };
+            let end = if job.end_time == 0 { now.as_millis() as u64 } else { job.end_time };
+            JobStatus {
+                id: job.job_id.to_string(),
+                name: job.job_name,
+                state: state.to_string(),
+                stages: job.num_stages,
+                completed_stages: job.completed_stages,
+                seconds: end.saturating_sub(job.start_time) as f64 / 1000.0,
+                reason: None,
+            }
+        })
+        .collect();
+    jobs.sort_by(|a, b| (a.state != "running").cmp(&(b.state != "running")).then(b.seconds.total_cmp(&a.seconds)));
+    ClusterStatus { scheduler: bound.to_string(), version: ballista_core::BALLISTA_VERSION.to_string(), executors, jobs }
+}
