@@ -678,9 +678,9 @@ mod tests {
         log.query(&identity("bi", Role::Reader), Endpoint::Cli, "SELECT 2").ok(1);
         log.close().await;
         assert_eq!(log.counts(), AuditCounts { written: 4, dropped: 0, failed_appends: 0 });
-        // Two flushes, two commits (version 0 created the table).
+        // Version 0 created the table (empty), then two flushes, two commits.
         let table = lake.existing_table("audit", "queries").await.unwrap().unwrap();
-        assert_eq!(table.version(), Some(1));
+        assert_eq!(table.version(), Some(2));
 
         let rows = crate::output::json_rows(&recent(&lake, &AuditFilter::default()).await.unwrap()).unwrap();
         assert_eq!(rows.len(), 4);

@@ -115,7 +115,9 @@ async fn status_handler(State(shared): State<Arc<Shared>>) -> Json<ClusterStatus
 async fn guard_stalled_jobs(scheduler: Scheduler, stall_timeout: Duration, cancellations: Cancellations) {
     let mut executors: HashSet<String> = HashSet::new();
     let mut losses: Vec<(String, Instant)> = Vec::new();
-    // Per running job: stages completed, and when that number last moved.
+    // Per running job: the most stages it has completed, and when that
+    // number last grew (a stage rolled back after a loss and run again is
+    // not progress).
     let mut progress: HashMap<String, (usize, Instant)> = HashMap::new();
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -132,11 +134,12 @@ async fn guard_stalled_jobs(scheduler: Scheduler, stall_timeout: Duration, cance
         let Ok(jobs) = scheduler.state.task_manager.get_all_jobs().await else { continue };
         let running: Vec<_> =
             jobs.into_iter().filter(|job| matches!(job.status.status, Some(job_status::Status::Running(_)))).collect();
+        tracing::debug!("guard: {} executor(s), {} loss(es), {} running job(s)", executors.len(), losses.len(), running.len());
         progress.retain(|id, _| running.iter().any(|job| job.job_id.to_string() == *id));
         for job in running {
             let id = job.job_id.to_string();
             let entry = progress.entry(id.clone()).or_insert((job.completed_stages, now));
-            if entry.0 != job.completed_stages {
+            if job.completed_stages > entry.0 {
                 *entry = (job.completed_stages, now);
             }
             let since = entry.1;

@@ -245,6 +245,7 @@ impl Lake {
             properties: writer_properties_for(unique_columns, increasing_columns),
             handle: None,
             interrupt_next: false,
+            others_committed: false,
         }
     }
 
@@ -405,6 +406,11 @@ pub struct Appender {
     /// The table as of our last commit; `None` until the first append and
     /// after a failed one (the next append reads it again).
     handle: Option<DeltaTable>,
+    /// Whether other writers committed between our last two commits: the
+    /// positions they recorded are then in `handle` without having been
+    /// checked (Delta's conflict check only sees commits after the version
+    /// a commit read), so the next append checks them first.
+    others_committed: bool,
     /// Test hook (see `interrupt_next_append`).
     interrupt_next: bool,
 }
@@ -429,6 +435,10 @@ impl Appender {
     ) -> Result<i64> {
         let name = format!("{}.{}", self.layer, self.table);
         let mut handle = match self.handle.take() {
+            Some(handle) if std::mem::take(&mut self.others_committed) => {
+                check_recorded_positions(&handle, &name, positions, expected).await?;
+                handle
+            }
             Some(handle) => handle,
             None => {
                 let handle = self.lake.table(&self.layer, &self.table).await?;
@@ -444,20 +454,8 @@ impl Appender {
             if self.interrupt_next {
                 return Err(Error::lake(&name, "an append can be interrupted only once the table exists"));
             }
-            // First commit: the write operation creates the table with its
-            // schema and partitioning.
-            let batches = batches_or_empty(schema, batches);
-            let created = handle
-                .write(batches)
-                .with_save_mode(SaveMode::Append)
-                .with_partition_columns([self.partition_column.as_str()])
-                .with_writer_properties(self.properties.clone())
-                .with_commit_properties(commit)
-                .await
-                .map_err(|e| Error::lake(&name, e))?;
-            let version = created.version().unwrap_or_default() as i64;
-            self.handle = Some(created);
-            return Ok(version);
+            handle = self.create(&name, schema.clone(), handle).await?;
+            check_recorded_positions(&handle, &name, positions, expected).await?;
         }
         let mut writer = RecordBatchWriter::for_table(&handle)
             .map_err(|e| Error::lake(&name, e))?
@@ -473,12 +471,37 @@ impl Appender {
             return Err(Error::lake(&name, "append interrupted after its data files, before its log entry (test hook)"));
         }
         // With no rows this still commits: the positions must advance.
+        let read = handle.version();
         let version = writer.flush_and_commit(&mut handle).await.map_err(|e| match is_concurrent_transaction(&e) {
             true => positions_taken(&name, positions.keys()),
             false => Error::lake(&name, e),
         })?;
+        self.others_committed = read.map(|read| read as i64 + 1) != Some(version as i64);
         self.handle = Some(handle);
         Ok(version as i64)
+    }
+}
+
+impl Appender {
+    /// Creates the table, empty, with its schema and partitioning, in a
+    /// commit of its own that records no position: a first append that
+    /// created the table would record its positions unchecked (Delta has no
+    /// earlier version to check a concurrent creator's against), so two
+    /// streams starting on an empty lake could both land their first batch.
+    /// Another writer creating it meanwhile is fine: the table is read again.
+    async fn create(&self, name: &str, schema: SchemaRef, handle: DeltaTable) -> Result<DeltaTable> {
+        let created = handle
+            .write(batches_or_empty(schema, Vec::new()))
+            .with_save_mode(SaveMode::Append)
+            .with_partition_columns([self.partition_column.as_str()])
+            .with_writer_properties(self.properties.clone())
+            .await;
+        let table = self.lake.table(&self.layer, &self.table).await?;
+        match (created, table.version()) {
+            (_, Some(_)) => Ok(table),
+            (Err(err), None) => Err(Error::lake(name, err)),
+            (Ok(_), None) => Err(Error::lake(name, "the table was created but cannot be read back")),
+        }
     }
 }
 
@@ -685,9 +708,10 @@ mod tests {
         let keys = ["topic:0".to_string(), "topic:1".to_string()];
         assert_eq!(lake.committed_positions("bronze", "t", &keys).await.unwrap(), positions(9));
 
-        // A fresh handle (as after a restart) sees every row once, in its partition.
+        // A fresh handle (as after a restart) sees every row once, in its
+        // partition; version 0 created the table, empty, recording nothing.
         let table = lake.existing_table("bronze", "t").await.unwrap().unwrap();
-        assert_eq!(table.version(), Some(2));
+        assert_eq!(table.version(), Some(3));
         let session = catalog::new_session();
         assert!(catalog::register_table(&session, &lake, "bronze", "t").await.unwrap());
         let counted = session
@@ -734,5 +758,25 @@ mod tests {
         let total = datafusion::arrow::compute::cast(batches[0].column(0), &datafusion::arrow::datatypes::DataType::Int64).unwrap();
         let total = total.as_any().downcast_ref::<datafusion::arrow::array::Int64Array>().unwrap().value(0);
         assert_eq!(total, 1 + 3 + 4, "rows 2 and 5 were never committed");
+    }
+
+    #[tokio::test]
+    async fn positions_recorded_by_another_writer_between_two_of_our_commits_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = lake_in(dir.path());
+        let positions = |key: &str, next: i64| BTreeMap::from([(key.to_string(), next)]);
+        let none = BTreeMap::new();
+        let mut first = lake.appender("bronze", "t", "day", &[], &["n"]);
+        first.append(schema(), vec![rows(&[1], &[20782])], &positions("topic:1", 1), &none).await.unwrap();
+        let mut second = lake.appender("bronze", "t", "day", &[], &["n"]);
+        second.append(schema(), vec![rows(&[2], &[20782])], &positions("topic:0", 1), &none).await.unwrap();
+        // Another partition: Delta lets it commit after the second's commit,
+        // and the first's table state now holds what the second recorded.
+        first.append(schema(), vec![rows(&[3], &[20782])], &positions("topic:2", 1), &none).await.unwrap();
+        // The first still believes partition 0 unread: refused, not doubled.
+        let doubled = first.append(schema(), vec![rows(&[4], &[20782])], &positions("topic:0", 1), &none).await;
+        assert!(matches!(doubled, Err(Error::PositionsTaken { .. })), "{doubled:?}");
+        let recorded = lake.committed_positions("bronze", "t", &["topic:0".to_string()]).await.unwrap();
+        assert_eq!(recorded, BTreeMap::from([("topic:0".to_string(), 1)]));
     }
 }

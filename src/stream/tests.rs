@@ -328,15 +328,15 @@ async fn batches_without_rejects_skip_the_rejects_commit_and_the_end_of_the_run_
     }
     let report = fixture.run(&one_file_per_batch()).await.unwrap();
     assert_eq!((report.batches, report.events, report.rejected), (4, 40, 0));
-    // Four event commits (versions 0 to 3); the rejects table commits with
-    // the first batch and once more at the end for the positions of the
-    // three skipped ones (versions 0 and 1).
-    assert_eq!((fixture.version("sales_events").await, fixture.version("sales_events_rejected").await), (3, 1));
+    // Four event commits (versions 1 to 4, after the empty creation at 0);
+    // the rejects table commits with the first batch and once more at the
+    // end for the positions of the three skipped ones (versions 1 and 2).
+    assert_eq!((fixture.version("sales_events").await, fixture.version("sales_events_rejected").await), (4, 2));
     fixture.assert_exactly_once().await;
     // The positions are recorded: a second run finds nothing to read again.
     let again = fixture.run(&one_file_per_batch()).await.unwrap();
     assert_eq!((again.batches, again.events, again.rejected), (0, 0, 0));
-    assert_eq!((fixture.version("sales_events").await, fixture.version("sales_events_rejected").await), (3, 1));
+    assert_eq!((fixture.version("sales_events").await, fixture.version("sales_events_rejected").await), (4, 2));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
