@@ -81,7 +81,7 @@ pub async fn connect(ctx: SessionContext, host: &str, port: u16) -> Result<Sessi
     Ok(SessionContext::new_with_state(state))
 }
 
-/// Whether `ctx`'s queries run on a cluster.
-pub fn on_cluster(ctx: &datafusion::execution::context::SessionState) -> bool {
-    ctx.config().get_extension::<OnCluster>().is_some()
+/// Whether the queries of a session with this state run on a cluster.
+pub fn on_cluster(state: &datafusion::execution::context::SessionState) -> bool {
+    state.config().get_extension::<OnCluster>().is_some()
 }

@@ -73,7 +73,8 @@ pub async fn run(options: SchedulerOptions, stop: impl Future<Output = ()> + Sen
     let mut config = SchedulerConfig::default()
         .with_hostname(options.external_host.clone().unwrap_or_else(|| bound.ip().to_string()))
         .with_port(bound.port())
-        // Jobs wait for executors rather than failing while one starts.
+        // A job whose last executor was lost fails after this long, unless
+        // an executor registers again meanwhile.
         .with_no_executors_grace_period_seconds(options.executor_timeout.as_secs().max(1));
     config.bind_host = bound.ip().to_string();
     config.executor_timeout_seconds = options.executor_timeout.as_secs().max(1);

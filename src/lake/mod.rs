@@ -245,7 +245,6 @@ impl Lake {
             properties: writer_properties_for(unique_columns, increasing_columns),
             handle: None,
             interrupt_next: false,
-            others_committed: false,
         }
     }
 
@@ -406,11 +405,7 @@ pub struct Appender {
     /// The table as of our last commit; `None` until the first append and
     /// after a failed one (the next append reads it again).
     handle: Option<DeltaTable>,
-    /// Whether other writers committed between our last two commits: the
-    /// positions they recorded are then in `handle` without having been
-    /// checked (Delta's conflict check only sees commits after the version
-    /// a commit read), so the next append checks them first.
-    others_committed: bool,
+
     /// Test hook (see `interrupt_next_append`).
     interrupt_next: bool,
 }
@@ -435,10 +430,6 @@ impl Appender {
     ) -> Result<i64> {
         let name = format!("{}.{}", self.layer, self.table);
         let mut handle = match self.handle.take() {
-            Some(handle) if std::mem::take(&mut self.others_committed) => {
-                check_recorded_positions(&handle, &name, positions, expected).await?;
-                handle
-            }
             Some(handle) => handle,
             None => {
                 let handle = self.lake.table(&self.layer, &self.table).await?;
@@ -476,8 +467,12 @@ impl Appender {
             true => positions_taken(&name, positions.keys()),
             false => Error::lake(&name, e),
         })?;
-        self.others_committed = read.map(|read| read as i64 + 1) != Some(version as i64);
-        self.handle = Some(handle);
+        // Other writers committed between the version this commit read and
+        // its own: Delta checked their positions against this commit's keys
+        // only, and the handle may not hold what they recorded. The next
+        // append reads the table again and checks all its keys.
+        let others_committed = read.map(|read| read as i64 + 1) != Some(version as i64);
+        self.handle = if others_committed { None } else { Some(handle) };
         Ok(version as i64)
     }
 }
