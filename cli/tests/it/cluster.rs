@@ -5,7 +5,7 @@
 //! an executor without the lake's credentials: the command finishes, or fails
 //! in one line within a bounded time, and the lake keeps its old version.
 
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use medallion::config::{Config, Engine};
@@ -101,31 +101,6 @@ impl Drop for Cluster {
             let _ = child.wait();
         }
     }
-}
-
-/// A `medallion` command with no ambient lake, database, engine or AWS settings.
-fn medallion_command(args: &[&str], env: &[(&str, String)]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_medallion"));
-    command.args(args);
-    for name in [
-        "DATABASE_URL", "MEDALLION_LAKE", "MEDALLION_ENGINE", "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "AWS_ALLOW_HTTP", "MEDALLION_CREATE_BUCKETS",
-    ] {
-        command.env_remove(name);
-    }
-    for (key, value) in env {
-        command.env(key, value);
-    }
-    command
-}
-
-/// A failed command: non-zero exit, one line on stderr, no panic.
-fn assert_one_line_failure(output: &Output) -> String {
-    assert!(!output.status.success(), "expected a failure, got success: {}", String::from_utf8_lossy(&output.stdout));
-    let text = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert_eq!(text.trim_end().lines().count(), 1, "one line expected, got: {text}");
-    assert!(!text.contains("panicked"), "{text}");
-    text
 }
 
 fn on(config: &Config, cluster: &Cluster) -> Config {
@@ -267,7 +242,7 @@ async fn a_process_of_the_cluster_killed_mid_job_finishes_the_job_or_fails_it_in
         // Ballista ran the lost tasks again on the other executor.
         assert_eq!(table_rows(&local, "silver.sales_master").await, expected, "silver after the retry");
     } else {
-        let line = assert_one_line_failure(&output);
+        let line = assert_one_line_failure(&output, &[]);
         assert!(line.contains("silver.sales_master") && line.contains("Job "), "{line}");
         assert_eq!(version(&local, "silver.sales_master").await, before, "nothing committed: {line}");
         // The scheduler says why it gave the job up.
@@ -285,7 +260,7 @@ async fn a_process_of_the_cluster_killed_mid_job_finishes_the_job_or_fails_it_in
     let (output, took) = tokio::task::spawn_blocking(move || wait(child)).await.unwrap();
     eprintln!("refine with the scheduler killed: {:?} in {took:?}: {}", output.status, String::from_utf8_lossy(&output.stderr).trim());
     assert!(took < Duration::from_secs(60), "refine took {took:?} after the scheduler died");
-    let line = assert_one_line_failure(&output);
+    let line = assert_one_line_failure(&output, &[]);
     assert!(line.contains("silver.sales_master") && line.contains("scheduler"), "{line}");
     assert_eq!(version(&local, "silver.sales_master").await, before, "nothing committed: {line}");
     assert_eq!(table_rows(&local, "silver.sales_master").await, expected);
@@ -305,20 +280,20 @@ async fn a_cluster_that_is_not_there_or_has_no_executor_is_one_line_and_nothing_
 
     let nobody = format!("ballista://127.0.0.1:{}", unused_service_port());
     let (output, took) = refine(&nobody);
-    let line = assert_one_line_failure(&output);
+    let line = assert_one_line_failure(&output, &[]);
     assert!(line.contains("does not answer") && line.contains("medallion cluster scheduler"), "{line}");
     assert!(took < Duration::from_secs(20), "{took:?}");
     assert!(!silver.exists(), "nothing written");
 
     let cluster = Cluster::start(0, &[]).await;
     let (output, took) = refine(&cluster.engine_url());
-    let line = assert_one_line_failure(&output);
+    let line = assert_one_line_failure(&output, &[]);
     assert!(line.contains("no executor") && line.contains("medallion cluster executor"), "{line}");
     assert!(took < Duration::from_secs(20), "{took:?}");
     assert!(!silver.exists(), "nothing written");
 
     let bad = medallion_command(&["refine", "--lake", &lake.url(), "--engine", "spark://x:1"], &[]).output().unwrap();
-    let line = assert_one_line_failure(&bad);
+    let line = assert_one_line_failure(&bad, &[]);
     assert!(line.contains("--engine") && line.contains("ballista://HOST:PORT"), "{line}");
 }
 
@@ -339,7 +314,7 @@ async fn executors_read_an_s3_lake_with_their_own_credentials_and_one_without_fa
     // The executor has no AWS settings at all: the client's never travel.
     let without = Cluster::start(1, &[]).await;
     let (output, took) = refine(&without);
-    let line = assert_one_line_failure(&output);
+    let line = assert_one_line_failure(&output, &[]);
     eprintln!("refine on an executor without credentials: {line}");
     assert!(line.contains("silver.sales_master") && line.contains("could not read the lake's files"), "{line}");
     assert!(!line.contains(&s3.secret_access_key), "{line}");

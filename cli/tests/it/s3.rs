@@ -16,22 +16,6 @@ use crate::batch::{pg_rfm_sql, PG_LINES};
 use crate::support::*;
 
 
-/// A `medallion` command with no ambient lake, database or AWS settings.
-fn medallion_command(args: &[&str], env: &[(&str, String)]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_medallion"));
-    command.args(args);
-    for name in [
-        "DATABASE_URL", "MEDALLION_LAKE", "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-        "AWS_REGION", "AWS_ALLOW_HTTP", "MEDALLION_CREATE_BUCKETS",
-    ] {
-        command.env_remove(name);
-    }
-    for (key, value) in env {
-        command.env(key, value);
-    }
-    command
-}
-
 fn medallion(args: &[&str], env: &[(&str, String)]) -> Output {
     medallion_command(args, env).output().expect("the medallion binary runs")
 }
@@ -40,17 +24,6 @@ fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
-/// A failed command: non-zero exit, one line on stderr, no panic, no secret.
-fn assert_one_line_failure(output: &Output, secrets: &[&str]) -> String {
-    assert!(!output.status.success(), "expected a failure, got success: {}", String::from_utf8_lossy(&output.stdout));
-    let text = stderr(output);
-    assert_eq!(text.trim_end().lines().count(), 1, "one line expected, got: {text}");
-    assert!(!text.contains("panicked"), "{text}");
-    for secret in secrets {
-        assert!(!text.contains(secret), "secret leaked: {text}");
-    }
-    text
-}
 
 /// Gold of `date` equals the same figures computed by PostgreSQL in SQL.
 async fn assert_gold_matches_postgres(config: &medallion::config::Config, db: &str, date: &str) {

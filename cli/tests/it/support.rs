@@ -425,3 +425,31 @@ pub async fn json_receiver(path: &str) -> (String, Arc<Mutex<Vec<Value>>>) {
     });
     (url, received)
 }
+
+/// A `medallion` command with no ambient lake, database, engine or AWS settings.
+pub fn medallion_command(args: &[&str], env: &[(&str, String)]) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_medallion"));
+    command.args(args);
+    for name in [
+        "DATABASE_URL", "MEDALLION_LAKE", "MEDALLION_ENGINE", "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+        "AWS_REGION", "AWS_ALLOW_HTTP", "MEDALLION_CREATE_BUCKETS",
+    ] {
+        command.env_remove(name);
+    }
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command
+}
+
+/// A failed command: non-zero exit, one line on stderr, no panic, no secret.
+pub fn assert_one_line_failure(output: &std::process::Output, secrets: &[&str]) -> String {
+    assert!(!output.status.success(), "expected a failure, got success: {}", String::from_utf8_lossy(&output.stdout));
+    let text = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(text.trim_end().lines().count(), 1, "one line expected, got: {text}");
+    assert!(!text.contains("panicked"), "{text}");
+    for secret in secrets {
+        assert!(!text.contains(secret), "secret leaked: {text}");
+    }
+    text
+}
