@@ -2,7 +2,7 @@
 //! logical plan sent to the Ballista scheduler. Ballista's own codec handles
 //! everything else; this one adds the two kinds of table our sessions hold:
 //!
-//! - a Delta table as `scan::SnapshotFiles` (JSON: store URL, files,
+//! - a Delta table as `lake::snapshot_files::SnapshotFiles` (JSON: store URL, files,
 //!   partition values), tagged `medallion.snapshot`;
 //! - a small in-memory table (`ref.country_map`) as Arrow IPC, tagged
 //!   `medallion.memory`.
@@ -28,7 +28,7 @@ use datafusion_proto::logical_plan::LogicalExtensionCodec;
 
 use ballista_core::serde::BallistaLogicalExtensionCodec;
 
-use super::scan::SnapshotFiles;
+use crate::lake::snapshot_files::SnapshotFiles;
 
 const SNAPSHOT_TAG: &[u8] = b"medallion.snapshot\n";
 const MEMORY_TAG: &[u8] = b"medallion.memory\n";

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //!  client (medallion run / refine / aggregate / sql)
-//!    SessionBuilder .on(&Engine::Ballista) ─ the lake's tables as scan::SnapshotFiles
+//!    SessionBuilder .on(&Engine::Ballista) ─ the lake's tables as lake::snapshot_files::SnapshotFiles
 //!    (the files of the Delta version it resolved), logical plan ─codec::LakeCodec─▶
 //!                                                 scheduler (scheduler::run)
 //!                                                   plans stages, hands tasks to ──▶ executors (executor::run)
@@ -21,7 +21,6 @@
 
 pub mod codec;
 pub mod executor;
-pub mod scan;
 pub mod scheduler;
 pub mod status;
 mod stores;
@@ -43,7 +42,7 @@ const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Kept in the configuration of a session whose queries run on a cluster:
 /// `lake::catalog::register_delta` then registers Delta tables as
-/// `scan::SnapshotFiles`.
+/// `lake::snapshot_files::SnapshotFiles`.
 #[derive(Debug, Clone)]
 pub struct OnCluster {
     /// `host:port` of the scheduler.

@@ -19,6 +19,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use deltalake::delta_datafusion::planner::DeltaPlanner;
 use deltalake::DeltaTable;
 
+use super::snapshot_files::SnapshotFiles;
 use super::{Lake, Layer, TableName};
 use crate::error::{Error, Result};
 
@@ -41,9 +42,11 @@ pub fn new_session_for(memory_limit: Option<usize>, protection: Option<super::pi
     let mut config = SessionConfig::new().with_information_schema(true).with_target_partitions(
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
     );
-    // Plain Utf8/Binary arrays instead of views: results written back to Delta
-    // would otherwise carry whole Parquet pages per batch (measured: 10 GiB
-    // peak for silver at scale 1000).
+    // Parquet files read without a declared schema keep plain Utf8/Binary.
+    // The lake's tables declare theirs (`SnapshotFiles`: text as Utf8View),
+    // and every write turns views back into plain arrays
+    // (`plain_types`): a view batch keeps the Parquet pages it points
+    // into alive, which once cost 10 GiB for silver at scale 1000.
     config.options_mut().execution.parquet.schema_force_view_types = false;
     // As delta-rs configures its own sessions: hash-join IN-list pushdown can
     // panic on dictionary-encoded partition keys.
@@ -76,19 +79,23 @@ pub fn new_session_for(memory_limit: Option<usize>, protection: Option<super::pi
 }
 
 /// Registers (or replaces, to show a newer version) an opened Delta table
-/// as `name`. The scan is built from the session so it follows its settings
-/// (plain string arrays, see `new_session`); a session on a cluster gets the
-/// files of the opened version instead (`cluster::scan`).
+/// as `name`: as the Parquet files of the opened version
+/// (`snapshot_files`), or, for a table only Delta's own reader can read, as
+/// delta-rs's provider built from the session (refused on a cluster). The
+/// session's object store registry gets the table's store either way.
 pub async fn register_delta(ctx: &SessionContext, name: &TableName, delta: &DeltaTable) -> Result<()> {
     let state = ctx.state();
     delta.update_datafusion_session(&state).map_err(|e| Error::lake(name, e))?;
     let provider: Arc<dyn TableProvider> =
         delta.table_provider().with_session(Arc::new(state.clone())).await.map_err(|e| Error::lake(name, e))?;
-    // On a cluster, the files of this version, which executors can read.
-    let provider: Arc<dyn TableProvider> = if crate::cluster::on_cluster(&state) {
-        Arc::new(crate::cluster::scan::SnapshotFiles::of(name, delta, provider.schema())?)
-    } else {
-        provider
+    // The files of this version, read by a plain Parquet scan (locally and
+    // on a cluster's executors); Delta's own scan only where the table needs it.
+    let provider: Arc<dyn TableProvider> = match SnapshotFiles::unreadable(delta) {
+        None => Arc::new(SnapshotFiles::of(name, delta, provider.schema())?),
+        Some(reason) if crate::cluster::on_cluster(&state) => {
+            return Err(Error::lake(name, format!("a cluster cannot read this table: {reason}")));
+        }
+        Some(_) => provider,
     };
     // A session built for a role hides the PII columns (see `pii`).
     let provider = match ctx.state().config().get_extension::<super::pii::Protection>() {

@@ -14,9 +14,11 @@ pub mod location;
 pub mod names;
 pub mod partition_write;
 pub mod pii;
+pub mod plain_types;
 pub mod s3;
 pub mod upkeep;
 pub mod session;
+pub mod snapshot_files;
 pub mod views;
 
 use std::collections::{BTreeMap, HashMap};
@@ -197,6 +199,7 @@ impl Lake {
             }
             Rows::Streams { schema, streams } => (schema, streams),
         };
+        let (schema, streams) = (plain_types::schema(&schema), streams.into_iter().map(plain_types::stream).collect());
         let (schema, streams) = match &self.at_rest {
             Some(at_rest) => {
                 let table_name = TableName::owned(write.layer.parse()?, write.table);
@@ -270,7 +273,8 @@ impl Lake {
     pub async fn overwrite(&self, layer: &str, table: &str, schema: SchemaRef, batches: Vec<RecordBatch>) -> Result<i64> {
         let name = format!("{layer}.{table}");
         let delta = self.table(layer, table).await?;
-        let batches = batches_or_empty(schema, batches);
+        let batches = plain_types::batches(batches).map_err(|e| Error::lake(&name, e))?;
+        let batches = batches_or_empty(plain_types::schema(&schema), batches);
         let written = delta
             .write(batches)
             .with_save_mode(SaveMode::Overwrite)
@@ -285,6 +289,7 @@ impl Lake {
     pub async fn append(&self, layer: &str, table: &str, batches: Vec<RecordBatch>) -> Result<i64> {
         let name = format!("{layer}.{table}");
         let handle = self.table(layer, table).await?;
+        let batches = plain_types::batches(batches).map_err(|e| Error::lake(&name, e))?;
         let commit = CommitProperties::default()
             .with_metadata([("medallion.table".to_string(), serde_json::json!(name))]);
         let written = handle
@@ -429,6 +434,8 @@ impl Appender {
         expected: &BTreeMap<String, i64>,
     ) -> Result<i64> {
         let name = format!("{}.{}", self.layer, self.table);
+        let schema = plain_types::schema(&schema);
+        let batches = plain_types::batches(batches).map_err(|e| Error::lake(&name, e))?;
         let mut handle = match self.handle.take() {
             Some(handle) => handle,
             None => {
