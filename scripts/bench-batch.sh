@@ -38,6 +38,8 @@
 #   lines) works the same way; it is left out of the default for its time and
 #   disk (about ten times scale 1000's).
 # MEDALLION_BENCH_VENV sets the virtualenv (default ~/.cache/medallion-bench-venv).
+# MEDALLION_BENCH_NO_BUILD=1 uses the binary already in the target folder
+# instead of building it (e.g. while another cargo holds that folder).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -74,7 +76,9 @@ fi
 read -r sail_version duckdb_version < <("$python" -c \
     'from importlib.metadata import version; print(version("pysail"), version("duckdb"))')
 
-cargo build --locked --bin medallion
+if [[ "${MEDALLION_BENCH_NO_BUILD:-}" != 1 ]]; then
+    cargo build --locked --bin medallion
+fi
 medallion="$CARGO_TARGET_DIR/debug/medallion"
 scripts/pg.sh start
 eval "$(scripts/pg.sh env)"
