@@ -422,6 +422,19 @@ async fn serve_on_a_cluster_shows_its_executors_and_answers_sql_as_the_local_eng
     assert_eq!(sql_rows(server.addr, view).await, sql_rows(local.http_addr(), view).await, "{view}");
     local.shutdown().await;
 
+    // The dashboard's Cluster panel shows them.
+    let profile = tempfile::tempdir().unwrap();
+    let url = format!("http://{}/", server.addr);
+    let args = vec!["--virtual-time-budget=3000".to_string(), "--timeout=8000".to_string(), "--dump-dom".to_string()];
+    let output = tokio::task::spawn_blocking(move || crate::serve::chromium(profile.path(), &args, &url)).await.unwrap();
+    let dom = String::from_utf8_lossy(&output.stdout).into_owned();
+    let shown = |attr: &str| crate::serve::data_attr(&dom, "cluster-panel", attr);
+    assert_eq!(shown("engine"), Some(cluster.engine_url()), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!((shown("executors").as_deref(), shown("slots").as_deref()), (Some("2"), Some("4")));
+    for executor in executors {
+        assert!(dom.contains(&format!("data-executor=\"{}\"", executor["id"].as_str().unwrap())), "{executor} not on the page");
+    }
+
     // The scheduler gone: /api/cluster says so in one line, as a bad gateway.
     cluster.scheduler.as_mut().unwrap().kill().unwrap();
     let _ = cluster.scheduler.as_mut().unwrap().wait();
