@@ -94,6 +94,20 @@ struct LiveTable {
     handle: LiveHandle,
 }
 
+impl LiveTable {
+    /// The rows published last, as an in-memory table.
+    fn current_rows(&self) -> datafusion::error::Result<MemTable> {
+        let batch = sales_by_country_batch(&self.handle.current().countries);
+        MemTable::try_new(sales_by_country_schema(), vec![vec![batch]])
+    }
+}
+
+/// When `provider` is a live table, the rows it holds now as an in-memory
+/// table: a plan sent to a cluster carries them so (`cluster::codec`).
+pub fn current_rows(provider: &dyn TableProvider) -> Option<datafusion::error::Result<MemTable>> {
+    provider.downcast_ref::<LiveTable>().map(LiveTable::current_rows)
+}
+
 impl std::fmt::Debug for LiveHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("LiveHandle")
@@ -115,9 +129,7 @@ impl TableProvider for LiveTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
-        let batch = sales_by_country_batch(&self.handle.current().countries);
-        let table = MemTable::try_new(sales_by_country_schema(), vec![vec![batch]])?;
-        table.scan(state, projection, filters, limit).await
+        self.current_rows()?.scan(state, projection, filters, limit).await
     }
 }
 

@@ -120,12 +120,16 @@ enum Command {
     /// Serve the dashboard, the HTTP API and the PostgreSQL wire endpoint over the lake
     #[command(after_help = "Examples:\n  \
         medallion serve --lake file:///data/lake\n  \
-        medallion serve --addr 0.0.0.0:8080 --pg-addr 0.0.0.0:15432   # other machines too (set MEDALLION_TOKEN)\n\n\
+        medallion serve --addr 0.0.0.0:8080 --pg-addr 0.0.0.0:15432   # other machines too (set MEDALLION_TOKEN)\n  \
+        medallion serve --engine ballista://sched.internal:50050   # ad-hoc /api/sql on a cluster\n\n\
         Every option can also be set under [serve] in medallion.toml, with the flag's name \
         (addr = \"127.0.0.1:8080\", pg = false).\n\n\
         TLS: MEDALLION_TLS_CERT and MEDALLION_TLS_KEY (PEM files; cert and key under [tls]) make the dashboard and API \
         HTTPS and let psql connect with sslmode=require; MEDALLION_REQUIRE_TLS=true (require_tls) refuses unencrypted \
-        PostgreSQL clients.")]
+        PostgreSQL clients.\n\n\
+        With --engine ballista://HOST:PORT the scheduler must answer (with an executor) at start; /api/sql then runs \
+        the queries of admins (and of every role when [pii] columns is empty) on the cluster, and the dashboard \
+        shows its executors and jobs (GET /api/cluster). Masked roles, time travel and the PostgreSQL wire stay local.")]
     Serve(ServeCommandArgs),
     /// Run the whole lakehouse as one service: the stream, the server, the schedules, table upkeep, freshness alerts
     #[command(after_help = "Examples:\n  \
@@ -673,6 +677,8 @@ struct ServeCommandArgs {
     encryption: EncryptAtRestArg,
     #[command(flatten)]
     serve: ServeArgs,
+    #[command(flatten)]
+    engine: EngineArg,
 }
 
 #[derive(Args)]
@@ -844,7 +850,7 @@ impl Command {
             Command::Restore(a) => vec![&a.lake],
             Command::Stream(a) => vec![a],
             Command::Produce(a) => vec![a],
-            Command::Serve(a) => vec![&a.lake, &a.encryption, &a.serve],
+            Command::Serve(a) => vec![&a.lake, &a.encryption, &a.serve, &a.engine],
             Command::BenchServe(a) => vec![&a.lake],
             Command::Source { command: SourceCommand::Load(a) } => vec![&a.database],
             Command::Token { .. } | Command::Cluster { .. } => vec![],
@@ -928,7 +934,9 @@ async fn execute(command: Command, config: Config, progress: Progress) -> Result
         Command::Serve(_) => {
             let lake = Lake::new(&config)?;
             println!("medallion serve: {}", lake.location().describe());
-            serve::run(&config, lake, LiveHandle::new(), config.serve_options()).await?;
+            // `serve` alone takes the engine: the servers of demo and up stay local.
+            let options = serve::ServeOptions { engine: config.engine.clone(), ..config.serve_options() };
+            serve::run(&config, lake, LiveHandle::new(), options).await?;
         }
         Command::BenchServe(args) if args.governance => {
             println!(

@@ -4,8 +4,8 @@
 //!
 //! - a Delta table as `lake::snapshot_files::SnapshotFiles` (JSON: store URL, files,
 //!   partition values), tagged `medallion.snapshot`;
-//! - a small in-memory table (`ref.country_map`) as Arrow IPC, tagged
-//!   `medallion.memory`.
+//! - a small in-memory table (`ref.country_map`, and `live.sales_by_country`
+//!   as it is when the plan is sent) as Arrow IPC, tagged `medallion.memory`.
 //!
 //! The client and the scheduler both use it (`scheduler::run` configures the
 //! scheduler's); executors receive physical plans, whose Parquet scans
@@ -76,7 +76,8 @@ impl LogicalExtensionCodec for LakeCodec {
             buf.extend_from_slice(&files.to_json()?);
             return Ok(());
         }
-        if let Some(memory) = node.downcast_ref::<MemTable>() {
+        let live = crate::live::current_rows(node.as_ref()).transpose()?;
+        if let Some(memory) = live.as_ref().or_else(|| node.downcast_ref::<MemTable>()) {
             buf.extend_from_slice(MEMORY_TAG);
             let mut writer = StreamWriter::try_new(&mut *buf, &memory.schema())?;
             for partition in &memory.batches {

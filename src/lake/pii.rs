@@ -98,6 +98,13 @@ impl Protection {
         Some(protection)
     }
 
+    /// Whether this protection leaves every value as stored: no column to
+    /// hide, nothing to decrypt (a reader or analyst under `[pii] columns =
+    /// []`). Such a session may run on a cluster.
+    pub fn changes_nothing(&self) -> bool {
+        self.columns.is_empty() && self.at_rest_key.is_none()
+    }
+
     /// Whether `column` of `table` is protected (see `covers`).
     pub fn covers(&self, table: &TableName, column: &str) -> bool {
         covers(&self.columns, table, column)

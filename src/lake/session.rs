@@ -150,10 +150,11 @@ impl<'a> SessionBuilder<'a> {
         // Over a lake with PII encrypted at rest every session decrypts.
         let protection = Protection::over_lake(self.protection.clone(), self.lake.at_rest());
         let on_cluster = matches!(self.engine, Engine::Ballista { .. });
-        if on_cluster && protection.is_some() {
+        if on_cluster && !shows_as_stored(&protection) {
             return Err(Error::Config(format!(
-                "--engine {} runs admin sessions over lakes without encrypt_at_rest only: PII masking, pseudonyms and \
-                 decryption run in this process; drop --engine (or --role) for this command",
+                "--engine {} runs sessions that see PII in clear only (admins, or every role under `[pii] columns = []`) \
+                 over lakes without encrypt_at_rest: PII masking, pseudonyms and decryption run in this process; \
+                 drop --engine (or --role) for this command",
                 self.engine
             )));
         }
@@ -203,6 +204,17 @@ impl SessionBuilder<'_> {
     fn may_read(&self, name: &TableName) -> bool {
         name.layer != Layer::Audit || self.protection.is_none()
     }
+}
+
+/// Whether a session of `role` over `lake` shows every value as stored (no
+/// masking, pseudonym or decryption in this process), which a session on a
+/// cluster must: the server picks its cluster sessions with it.
+pub fn sees_in_clear(lake: &Lake, role: Role, policy: &PiiConfig) -> bool {
+    shows_as_stored(&Protection::over_lake(Protection::for_role(role, policy), lake.at_rest()))
+}
+
+fn shows_as_stored(protection: &Option<Protection>) -> bool {
+    protection.as_ref().map_or(true, Protection::changes_nothing)
 }
 
 /// Registers the reference tables built from configuration
@@ -292,6 +304,25 @@ mod tests {
 
         let narrow = SessionBuilder::new(&lake).only(&[TableName::new(Layer::Bronze, "t")]).build().await.unwrap();
         assert_eq!(names_in(&narrow.ctx, "'bronze', 'gold', 'live', 'ref', 'serving'").await, ["bronze.t"]);
+    }
+
+    #[tokio::test]
+    async fn only_sessions_that_show_values_as_stored_go_to_a_cluster() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut config, lake) = lake_in(dir.path());
+        assert!(sees_in_clear(&lake, Role::Admin, &config.pii));
+        assert!(!sees_in_clear(&lake, Role::Reader, &config.pii), "Northwind's PII is masked by default");
+        let nothing_masked = PiiConfig { columns: Vec::new(), ..config.pii.clone() };
+        assert!(sees_in_clear(&lake, Role::Analyst, &nothing_masked));
+        config.pii = PiiConfig { key: Some("k".into()), encrypt_at_rest: true, ..config.pii.clone() };
+        assert!(!sees_in_clear(&Lake::new(&config).unwrap(), Role::Admin, &config.pii), "an encrypted lake decrypts in-process");
+
+        // A masked session is refused before any scheduler is asked; one that masks nothing asks it.
+        let nobody = Engine::Ballista { host: "127.0.0.1".into(), port: 1 };
+        let masked = SessionBuilder::new(&lake).for_role(Role::Reader, &config.pii).on(&nobody).build().await;
+        assert!(matches!(masked, Err(Error::Config(ref line)) if line.contains("--engine")), "{:?}", masked.err());
+        let clear = SessionBuilder::new(&lake).for_role(Role::Reader, &nothing_masked).on(&nobody).build().await;
+        assert!(matches!(clear, Err(Error::Cluster { .. })), "{:?}", clear.err());
     }
 
     #[tokio::test]

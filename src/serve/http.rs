@@ -15,6 +15,7 @@
 //! | `GET /api/catalog?q=` | tables and columns with types, descriptions, rows, version (see `governance`) |
 //! | `GET /api/profiles?table=` | a table's latest and previous column profiles |
 //! | `GET /api/lineage` | the table graph and the silver and gold columns' lineage |
+//! | `GET /api/cluster` | the engine: `local`, or a cluster's scheduler, executors and jobs (see `cluster`) |
 //! | `GET /metrics` | Prometheus text |
 //! | `POST /api/sql` | read-only SQL (see `sql`) |
 //! | `GET /api/me` | the caller's token name and role |
@@ -69,6 +70,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/catalog", get(super::governance::catalog))
         .route("/api/profiles", get(super::governance::profiles))
         .route("/api/lineage", get(super::governance::lineage))
+        .route("/api/cluster", get(super::cluster::handle))
         .route("/api/status", get(service_status))
         .route("/api/freshness", get(freshness))
         .route("/api/sql", post(sql::handle))

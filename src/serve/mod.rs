@@ -9,6 +9,8 @@
 //! * `http`      — axum routes, bearer-token auth, SSE
 //! * `response`  — `ApiError` and `text_response`, shared by the handlers
 //! * `sql`       — `POST /api/sql`: limit, timeout, JSON / CSV / Arrow IPC
+//! * `cluster`   — `GET /api/cluster`: the engine, and a cluster's scheduler,
+//!   executors and jobs
 //! * `metrics`   — Prometheus text
 //! * `pg`        — the PostgreSQL wire endpoint (datafusion-postgres)
 //! * `pg_comments` — the glossary as PostgreSQL comments (`obj_description`, `col_description`)
@@ -22,6 +24,7 @@
 //! serve` alone follows `gold.live_sales_by_country` instead.
 
 pub mod bench;
+mod cluster;
 mod governance;
 mod http;
 mod metrics;
@@ -40,7 +43,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::config::Config;
+use crate::config::{Config, Engine};
 use crate::error::{Error, Result};
 use crate::lake::Lake;
 use crate::live::LiveHandle;
@@ -71,6 +74,12 @@ pub struct ServeOptions {
     /// Queries `/api/sql` and the PostgreSQL wire each run at once; past it a
     /// query waits for a slot up to its timeout, then is refused.
     pub max_concurrent_queries: usize,
+    /// Where `/api/sql` runs the queries of the identities that see the lake
+    /// in clear (`medallion serve --engine`): a Ballista cluster, checked to
+    /// answer when the server starts, or this process. Everything else (the
+    /// dashboard API, the PostgreSQL wire, time travel, masked roles) stays
+    /// local.
+    pub engine: Engine,
 }
 
 impl Default for ServeOptions {
@@ -84,6 +93,7 @@ impl Default for ServeOptions {
             sql_timeout: Duration::from_secs(30),
             pg_statement_timeout: Duration::from_secs(30),
             max_concurrent_queries: 2 * std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            engine: Engine::Local,
         }
     }
 }
@@ -178,6 +188,10 @@ pub async fn run(config: &Config, lake: Lake, live: LiveHandle, options: ServeOp
     println!("dashboard   {}://{}/{auth}", config.tls.scheme(), server.http_addr());
     if let Some(pg) = server.pg_addr() {
         println!("PostgreSQL  psql -h {} -p {} -U medallion -d lake{auth}{}", pg.ip(), pg.port(), config.tls.pg_note());
+    }
+    match &server.state().options.engine {
+        Engine::Local => println!("engine      local (this process)"),
+        engine => println!("engine      {engine} (/api/sql of the identities that see PII in clear; the rest in this process)"),
     }
     println!("Ctrl-C stops the server.");
     crate::jobs::stop_signal().await;

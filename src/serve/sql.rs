@@ -13,7 +13,10 @@
 //! `"as_of": "2026-11-30T21:00:00Z"` reads the query's lake tables as they
 //! were, in a session of its own. The query runs in the session of the
 //! token's role (PII hidden from readers and analysts, see `lake::pii`);
-//! a reader or analyst who names the audit log is refused with 403. Every
+//! a reader or analyst who names the audit log is refused with 403. With a
+//! cluster engine (`serve --engine ballista://…`), the queries of identities
+//! that see the lake in clear run on the cluster (`query_session_for`);
+//! time travel and masked roles stay in this process. Every
 //! query is recorded in the audit log (`crate::audit`): endpoint `http`, or
 //! `time_travel` with `as_of`.
 
@@ -139,7 +142,7 @@ async fn answer(state: &AppState, identity: &Identity, headers: &HeaderMap, requ
         Some(as_of) => Some(session_as_of(state, identity.role, &request.sql, as_of).await?),
         None => None,
     };
-    let ctx = time_travel.as_ref().unwrap_or(state.session_for(identity.role));
+    let ctx = time_travel.as_ref().unwrap_or(state.query_session_for(identity.role));
     let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
     let work = async {
         let plan = ctx.state().statement_to_plan(statement).await?;

@@ -11,6 +11,10 @@
 //! Each restricted role of a configured token (reader, analyst) has a session
 //! of its own, built `for_role` (PII hidden, see `lake::pii`) and kept current
 //! the same way; `session_for` picks it.
+//! With a cluster engine (`ServeOptions::engine`), the admin and every role
+//! that sees the lake in clear also have a session on the cluster
+//! (`SessionBuilder::on`), kept current the same way, in which `/api/sql`
+//! runs their queries (`query_session_for`).
 //! The audit log (`audit.queries`) is registered in the admin's session only,
 //! and is not followed every interval: it moves at every flush of the log
 //! (each second while queries come in) and only admins read it, so an
@@ -31,9 +35,9 @@ use tokio::sync::{watch, Mutex, RwLock};
 
 use super::ServeOptions;
 use crate::audit::AuditLog;
-use crate::config::{Config, PiiConfig, Role, Tokens};
+use crate::config::{Config, Engine, PiiConfig, Role, Tokens};
 use crate::error::Result;
-use crate::lake::session::SessionBuilder;
+use crate::lake::session::{self, SessionBuilder};
 use crate::lake::{catalog, views, Lake, Layer, TableName};
 use crate::live::{LiveHandle, LiveSnapshot};
 use crate::tables::{self, LIVE_SALES, LIVE_SALES_BY_COUNTRY, PIPELINE_RUNS};
@@ -109,6 +113,9 @@ pub struct AppState {
     /// One session per restricted role a configured token has (reader,
     /// analyst), PII hidden (`lake::pii`), kept current with `ctx`.
     pub role_sessions: Vec<(Role, Arc<SessionContext>)>,
+    /// With a cluster engine: a session on the cluster for the admin and
+    /// each role that sees the lake in clear, kept current with `ctx`.
+    cluster_sessions: Vec<(Role, Arc<SessionContext>)>,
     /// `[pii]`, for the sessions of their own (time travel) of a role.
     pub pii: PiiConfig,
     pub lake: Lake,
@@ -175,9 +182,11 @@ impl AppState {
             let session = SessionBuilder::full(&lake, config).with_live(live.clone()).for_role(role, &config.pii).build().await?;
             role_sessions.push((role, Arc::new(session.ctx)));
         }
+        let cluster_sessions = cluster_sessions(config, &lake, &live, &tokens, &options.engine).await?;
         let state = Arc::new(AppState {
             ctx: Arc::new(session.ctx),
             role_sessions,
+            cluster_sessions,
             pii: config.pii.clone(),
             lake,
             live,
@@ -226,12 +235,8 @@ impl AppState {
                 continue;
             }
             if tracked.catch_up().await {
-                catalog::register_delta(&self.ctx, &tracked.name, &tracked.delta).await?;
-                // The audit log is the admin's alone.
-                if tracked.name.layer != Layer::Audit {
-                    for (_, ctx) in &self.role_sessions {
-                        catalog::register_delta(ctx, &tracked.name, &tracked.delta).await?;
-                    }
+                for (_, ctx) in self.sessions_seeing(&tracked.name) {
+                    catalog::register_delta(ctx, &tracked.name, &tracked.delta).await?;
                 }
                 tracked.describe();
                 if !changed.contains(&tracked.name) {
@@ -245,8 +250,7 @@ impl AppState {
         }
         // The views read the medallion, never the audit log, which moves at every flush.
         if changed.iter().any(|name| name.layer != Layer::Audit) {
-            views::register(&self.ctx).await;
-            for (_, ctx) in &self.role_sessions {
+            for (_, ctx) in self.sessions() {
                 views::register(ctx).await;
             }
         }
@@ -264,8 +268,14 @@ impl AppState {
         let mut moved = false;
         for tracked in tables.values_mut().filter(|t| t.name.layer == Layer::Audit) {
             if tracked.catch_up().await {
-                if let Err(err) = catalog::register_delta(&self.ctx, &tracked.name, &tracked.delta).await {
-                    tracing::warn!("cannot refresh {}: {err}", tracked.name);
+                let mut registered = true;
+                for (_, ctx) in self.sessions_seeing(&tracked.name) {
+                    if let Err(err) = catalog::register_delta(ctx, &tracked.name, &tracked.delta).await {
+                        tracing::warn!("cannot refresh {}: {err}", tracked.name);
+                        registered = false;
+                    }
+                }
+                if !registered {
                     continue;
                 }
                 tracked.describe();
@@ -357,6 +367,26 @@ impl AppState {
         self.role_sessions.iter().find(|(r, _)| *r == role).map(|(_, ctx)| ctx).unwrap_or(&self.ctx)
     }
 
+    /// The session `/api/sql` runs `role`'s queries in: on the cluster when
+    /// the server has one and `role` sees the lake in clear, else
+    /// `session_for`.
+    pub fn query_session_for(&self, role: Role) -> &Arc<SessionContext> {
+        self.cluster_sessions.iter().find(|(r, _)| *r == role).map(|(_, ctx)| ctx).unwrap_or_else(|| self.session_for(role))
+    }
+
+    /// Every session the server keeps (local and on a cluster), with the
+    /// role whose queries it runs.
+    fn sessions(&self) -> impl Iterator<Item = (Role, &SessionContext)> {
+        let others = self.role_sessions.iter().chain(&self.cluster_sessions).map(|(role, ctx)| (*role, ctx.as_ref()));
+        std::iter::once((Role::Admin, self.ctx.as_ref())).chain(others)
+    }
+
+    /// The sessions `name` is registered in: all, but the audit log is the
+    /// admin's alone.
+    fn sessions_seeing<'a>(&'a self, name: &'a TableName) -> impl Iterator<Item = (Role, &'a SessionContext)> {
+        self.sessions().filter(move |(role, _)| name.layer != Layer::Audit || *role == Role::Admin)
+    }
+
     /// Whether a table is in the session.
     pub fn has_table(&self, name: &TableName) -> bool {
         self.ctx.table_exist(name.to_string()).unwrap_or(false)
@@ -413,6 +443,29 @@ impl AppState {
             }
         }
     }
+}
+
+/// With a cluster `engine`, a session on it for the admin and for each role
+/// of `tokens` that sees the lake in clear; none for a local engine. The
+/// admin's is always built, so a server over an encrypted lake refuses the
+/// cluster at start, in one line, as `medallion sql --engine` does.
+async fn cluster_sessions(
+    config: &Config,
+    lake: &Lake,
+    live: &LiveHandle,
+    tokens: &Tokens,
+    engine: &Engine,
+) -> Result<Vec<(Role, Arc<SessionContext>)>> {
+    if *engine == Engine::Local {
+        return Ok(Vec::new());
+    }
+    let roles = std::iter::once(Role::Admin).chain(tokens.restricted_roles().into_iter().filter(|role| session::sees_in_clear(lake, *role, &config.pii)));
+    let mut sessions = Vec::new();
+    for role in roles {
+        let built = SessionBuilder::full(lake, config).with_live(live.clone()).for_role(role, &config.pii).on(engine).build().await?;
+        sessions.push((role, Arc::new(built.ctx)));
+    }
+    Ok(sessions)
 }
 
 /// Refreshes the session every `refresh_interval` until shutdown.

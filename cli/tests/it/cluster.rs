@@ -21,6 +21,8 @@ struct Cluster {
     port: u16,
     scheduler: Option<Child>,
     executors: Vec<Child>,
+    /// The data port of each executor started, in order.
+    data_ports: Vec<u16>,
     work: tempfile::TempDir,
 }
 
@@ -37,7 +39,7 @@ impl Cluster {
         .stderr(Stdio::null())
         .spawn()
         .expect("the scheduler starts");
-        let mut cluster = Cluster { port, scheduler: Some(scheduler), executors: Vec::new(), work: tempfile::tempdir().unwrap() };
+        let mut cluster = Cluster { port, scheduler: Some(scheduler), executors: Vec::new(), data_ports: Vec::new(), work: tempfile::tempdir().unwrap() };
         for _ in 0..executors {
             cluster.add_executor(env);
         }
@@ -49,6 +51,7 @@ impl Cluster {
         let work = self.work.path().join(format!("executor-{}", self.executors.len()));
         std::fs::create_dir_all(&work).unwrap();
         let (data, tasks) = (unused_service_port().to_string(), unused_service_port().to_string());
+        self.data_ports.push(data.parse().unwrap());
         let scheduler = format!("127.0.0.1:{}", self.port);
         let args = [
             "cluster", "executor", "--scheduler", &scheduler, "--slots", "2", "--port", &data, "--grpc-port", &tasks,
@@ -328,4 +331,143 @@ async fn executors_read_an_s3_lake_with_their_own_credentials_and_one_without_fa
     // 2155 order lines in the real dump.
     let count = rows(&lake_query(&config, "SELECT COUNT(*) FROM silver.sales_master").await);
     assert_eq!(count[0][0].i64(), 2155);
+}
+
+/// A `medallion serve` process on a free port, killed when dropped.
+struct ServeProcess {
+    child: Child,
+    addr: std::net::SocketAddr,
+}
+
+impl ServeProcess {
+    /// `medallion serve --engine ENGINE` over `lake`, once it accepts connections.
+    async fn start(lake: &str, engine: &str) -> ServeProcess {
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{}", unused_service_port()).parse().unwrap();
+        let mut child = serve_command(lake, engine, addr).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while tokio::net::TcpStream::connect(addr).await.is_err() {
+            if child.try_wait().unwrap().is_some() {
+                panic!("serve stopped: {}", String::from_utf8_lossy(&child.wait_with_output().unwrap().stderr));
+            }
+            assert!(Instant::now() < deadline, "serve did not listen on {addr} within 60 s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        ServeProcess { child, addr }
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve_command(lake: &str, engine: &str, addr: std::net::SocketAddr) -> std::process::Command {
+    medallion_command(&["serve", "--lake", lake, "--addr", &addr.to_string(), "--no-pg", "--engine", engine], &[])
+}
+
+/// What `/api/sql` answers for `query`: its columns and rows.
+async fn sql_rows(addr: std::net::SocketAddr, query: &str) -> (serde_json::Value, serde_json::Value) {
+    let reply = crate::serve::sql(addr, serde_json::json!({ "sql": query }), "application/json").await;
+    let body = reply.json();
+    assert_eq!(reply.status, 200, "{query}: {body}");
+    (body["columns"].clone(), body["rows"].clone())
+}
+
+/// Jobs the scheduler knows.
+async fn jobs_seen(cluster: &Cluster) -> usize {
+    medallion::cluster::status::fetch("127.0.0.1", cluster.port, Duration::from_secs(2)).await.unwrap().jobs.len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_on_a_cluster_shows_its_executors_and_answers_sql_as_the_local_engine() {
+    let mut cluster = Cluster::start(2, &[]).await;
+    let (_db, lake, config) = crate::serve::northwind_lake("it_cluster_serve").await;
+    let server = ServeProcess::start(&lake.url(), &cluster.engine_url()).await;
+
+    // /api/cluster: the two executors this test started, 2 slots each.
+    let reply = crate::serve::get(server.addr, "/api/cluster").await;
+    let status = reply.json();
+    assert_eq!(reply.status, 200, "{status}");
+    assert_eq!(status["engine"], cluster.engine_url());
+    assert_eq!(status["scheduler"], format!("127.0.0.1:{}", cluster.port));
+    let executors = status["executors"].as_array().unwrap();
+    let mut ports: Vec<u16> =
+        executors.iter().map(|e| e["address"].as_str().unwrap().rsplit_once(':').unwrap().1.parse().unwrap()).collect();
+    ports.sort();
+    let mut launched = cluster.data_ports.clone();
+    launched.sort();
+    assert_eq!(ports, launched, "executors: {status}");
+    assert!(executors.iter().all(|e| e["slots"] == 2 && e["id"].as_str().is_some_and(|id| !id.is_empty())), "{status}");
+    assert_ne!(executors[0]["id"], executors[1]["id"]);
+    assert!(executors.iter().all(|e| e["last_seen_seconds"].as_u64().is_some_and(|s| s < 10)), "heartbeats: {status}");
+
+    // /api/sql runs on the cluster (a job more) and answers what the local engine answers.
+    let query = "SELECT country, COUNT(*) AS lines, COUNT(DISTINCT order_id) AS orders, SUM(quantity) AS units, \
+                 ROUND(SUM(line_total), 2) AS revenue FROM silver.sales_master GROUP BY country ORDER BY country";
+    let before = jobs_seen(&cluster).await;
+    let on_cluster = sql_rows(server.addr, query).await;
+    assert!(jobs_seen(&cluster).await > before, "the query did not run on the cluster");
+    let local = medallion::serve::start(&config, Lake::new(&config).unwrap(), medallion::live::LiveHandle::new(), crate::serve::test_options())
+        .await
+        .unwrap();
+    let here = sql_rows(local.http_addr(), query).await;
+    assert_eq!(on_cluster, here, "the cluster's answer differs from the local engine's");
+    // 2155 order lines in the real Northwind.
+    let lines: i64 = on_cluster.1.as_array().unwrap().iter().map(|row| row["lines"].as_i64().unwrap()).sum();
+    assert_eq!(lines, 2155, "{:?}", on_cluster.1);
+    // A serving view, whose live part travels with the plan.
+    let view = "SELECT country, source, ROUND(revenue, 2) AS revenue, transactions FROM serving.sales_by_country ORDER BY country, source";
+    assert_eq!(sql_rows(server.addr, view).await, sql_rows(local.http_addr(), view).await, "{view}");
+    local.shutdown().await;
+
+    // The dashboard's Cluster panel shows them.
+    let profile = tempfile::tempdir().unwrap();
+    let url = format!("http://{}/", server.addr);
+    let args = vec!["--virtual-time-budget=3000".to_string(), "--timeout=8000".to_string(), "--dump-dom".to_string()];
+    let output = tokio::task::spawn_blocking(move || crate::serve::chromium(profile.path(), &args, &url)).await.unwrap();
+    let dom = String::from_utf8_lossy(&output.stdout).into_owned();
+    let shown = |attr: &str| crate::serve::data_attr(&dom, "cluster-panel", attr);
+    assert_eq!(shown("engine"), Some(cluster.engine_url()), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!((shown("executors").as_deref(), shown("slots").as_deref()), (Some("2"), Some("4")));
+    for executor in executors {
+        assert!(dom.contains(&format!("data-executor=\"{}\"", executor["id"].as_str().unwrap())), "{executor} not on the page");
+    }
+
+    // The scheduler gone: /api/cluster says so in one line, as a bad gateway.
+    cluster.scheduler.as_mut().unwrap().kill().unwrap();
+    let _ = cluster.scheduler.as_mut().unwrap().wait();
+    let reply = crate::serve::get(server.addr, "/api/cluster").await;
+    let body = reply.json();
+    assert_eq!(reply.status, 502, "{body}");
+    assert_eq!(body["engine"], cluster.engine_url());
+    let line = body["error"].as_str().unwrap();
+    assert!(line.contains("does not answer") && !line.contains('\n'), "{line}");
+}
+
+/// The output of a command that should stop by itself, killed after 60 s.
+fn finished(mut command: std::process::Command) -> std::process::Output {
+    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    child.wait_with_output().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_on_a_cluster_that_is_not_there_or_has_no_executor_stops_in_one_line() {
+    let lake = TestLake::new();
+    let addr = format!("127.0.0.1:{}", unused_service_port()).parse().unwrap();
+    let nobody = format!("ballista://127.0.0.1:{}", unused_service_port());
+    let output = finished(serve_command(&lake.url(), &nobody, addr));
+    let line = assert_one_line_failure(&output, &[]);
+    assert!(line.contains("does not answer") && line.contains("medallion cluster scheduler"), "{line}");
+
+    let cluster = Cluster::start(0, &[]).await;
+    let output = finished(serve_command(&lake.url(), &cluster.engine_url(), addr));
+    let line = assert_one_line_failure(&output, &[]);
+    assert!(line.contains("no executor") && line.contains("medallion cluster executor"), "{line}");
 }

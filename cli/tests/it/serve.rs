@@ -426,7 +426,7 @@ async fn read_event(stream: &mut TcpStream) -> Value {
     }
 }
 
-fn chromium(profile: &std::path::Path, extra: &[String], url: &str) -> std::process::Output {
+pub(crate) fn chromium(profile: &std::path::Path, extra: &[String], url: &str) -> std::process::Output {
     let mut command = Command::new("chromium");
     command.args([
         "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -438,7 +438,7 @@ fn chromium(profile: &std::path::Path, extra: &[String], url: &str) -> std::proc
 }
 
 /// `id="<id>"` element's `data-<attr>` in a dumped DOM.
-fn data_attr(dom: &str, id: &str, attr: &str) -> Option<String> {
+pub(crate) fn data_attr(dom: &str, id: &str, attr: &str) -> Option<String> {
     let at = dom.find(&format!("id=\"{id}\""))?;
     let tag_start = dom[..at].rfind('<')?;
     let tag = &dom[tag_start..tag_start + dom[tag_start..].find('>')?];
@@ -495,6 +495,7 @@ async fn dashboard_in_headless_chromium_shows_the_api_figures_and_live_updates()
     assert!(updates >= 2, "the live panel changed by itself (updates seen: {updates})");
     assert!(live_total > 150.0, "the live total moved past its first value: {live_total}");
     assert!(dom.contains("Spain"), "a country published later appears");
+    assert_eq!(data_attr(&dom, "cluster-panel", "engine").as_deref(), Some("local"), "the engine line of a local server");
     publisher.await.unwrap();
 
     // A screenshot for people (in the target dir, or MEDALLION_SCREENSHOT).

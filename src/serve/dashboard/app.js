@@ -43,12 +43,13 @@ function askToken() {
   return asking;
 }
 
-async function api(path) {
+// `also`: failure statuses whose JSON body the caller shows itself.
+async function api(path, { also = [] } = {}) {
   for (;;) {
     const response = await fetch(path, { headers: authHeaders() });
     if (response.status === 401) { await askToken(); continue; }
     const body = await response.json().catch(() => ({}));
-    if (!response.ok) throw new Error(body.error || `${path}: HTTP ${response.status}`);
+    if (!response.ok && !also.includes(response.status)) throw new Error(body.error || `${path}: HTTP ${response.status}`);
     return body;
   }
 }
@@ -225,6 +226,36 @@ async function loadRuns() {
   }).join("") || '<tr><td colspan="8" class="empty">No runs recorded yet.</td></tr>';
 }
 
+// Where ad-hoc SQL runs (`medallion serve --engine`): one quiet line for this
+// process; for a cluster, its scheduler, executors and jobs, or why the
+// scheduler does not answer (502, shown in the panel).
+async function loadCluster() {
+  const c = await api("/api/cluster", { also: [502] });
+  const local = c.engine === "local";
+  const executors = c.executors || [], jobs = c.jobs || [];
+  const slots = executors.reduce((n, e) => n + e.slots, 0);
+  const panel = $("cluster-panel");
+  panel.dataset.engine = c.engine || "";
+  panel.dataset.executors = executors.length;
+  panel.dataset.slots = slots;
+  $("cluster-local").hidden = !local;
+  $("cluster-card").hidden = local;
+  if (local) return;
+  $("cluster-summary").textContent = c.error ? c.engine
+    : `scheduler ${c.scheduler} · Ballista ${c.version} · ${executors.length} executor(s), ${slots} slot(s)`;
+  $("cluster-error").hidden = !c.error;
+  $("cluster-error").textContent = c.error || "";
+  $("cluster-executors").tBodies[0].innerHTML = executors.map((e) => `<tr data-executor="${esc(e.id)}" data-slots="${e.slots}">
+    <td><code>${esc(e.id)}</code></td><td>${esc(e.address)}</td><td class="num">${e.slots}</td>
+    <td class="num">${e.last_seen_seconds == null ? "none yet" : e.last_seen_seconds + " s ago"}</td></tr>`).join("")
+    || `<tr><td colspan="4" class="empty">${c.error ? "—" : "No executor: start <code>medallion cluster executor</code>."}</td></tr>`;
+  $("cluster-jobs").tBodies[0].innerHTML = jobs.slice(0, 20).map((j) => `<tr data-job="${esc(j.id)}">
+    <td><code>${esc(j.id)}</code></td><td class="job-${esc(j.state)}">${esc(j.state)}</td>
+    <td class="num">${j.completed_stages}/${j.stages}</td><td class="num">${j.seconds.toFixed(1)} s</td>
+    <td class="details" title="${esc(j.reason || "")}">${esc(j.reason || "")}</td></tr>`).join("")
+    || `<tr><td colspan="5" class="empty">${c.error ? "—" : "No job yet."}</td></tr>`;
+}
+
 // Freshness levels come from `medallion up` ([freshness] in medallion.toml);
 // a server running alone answers 404 and the column stays empty.
 async function loadFreshness() {
@@ -351,7 +382,7 @@ async function loadProfile() {
 }
 
 async function refreshAll() {
-  const results = await Promise.allSettled([loadKpis(), loadCustomers(), loadRuns(), loadTables(), loadCombined(), loadCatalog(), loadLineage(), loadProfileTables()]);
+  const results = await Promise.allSettled([loadKpis(), loadCustomers(), loadRuns(), loadCluster(), loadTables(), loadCombined(), loadCatalog(), loadLineage(), loadProfileTables()]);
   const failed = results.find((r) => r.status === "rejected");
   showError(failed ? failed.reason.message : "");
 }
