@@ -111,53 +111,94 @@ async fn status_handler(State(shared): State<Arc<Shared>>) -> Json<ClusterStatus
     Json(status)
 }
 
-/// Cancels every running job that made no stage progress during
-/// `stall_timeout` after an executor was lost; records why.
+/// Cancels every running job that `StallWatch` finds stalled; records why.
 async fn guard_stalled_jobs(scheduler: Scheduler, stall_timeout: Duration, cancellations: Cancellations) {
-    let mut executors: HashSet<String> = HashSet::new();
-    let mut losses: Vec<(String, Instant)> = Vec::new();
-    // Per running job: the most stages it has completed, and when that
-    // number last grew (a stage rolled back after a loss and run again is
-    // not progress).
-    let mut progress: HashMap<String, (usize, Instant)> = HashMap::new();
+    let mut watch = StallWatch::new(stall_timeout);
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let now = Instant::now();
         let present: HashSet<String> = match scheduler.state.executor_manager.get_executors_state().await {
             Ok(state) => state.into_iter().map(|(metadata, _, _)| metadata.id).collect(),
             Err(_) => continue,
         };
-        losses.extend(executors.difference(&present).map(|gone| (gone.clone(), now)));
-        losses.retain(|(_, at)| now.duration_since(*at) < stall_timeout * 4);
-        executors = present;
         // (All jobs, filtered: the running-jobs listing fails as a whole
         // when one job has no execution graph.)
         let Ok(jobs) = scheduler.state.task_manager.get_all_jobs().await else { continue };
-        let running: Vec<_> =
-            jobs.into_iter().filter(|job| matches!(job.status.status, Some(job_status::Status::Running(_)))).collect();
-        tracing::debug!("guard: {} executor(s), {} loss(es), {} running job(s)", executors.len(), losses.len(), running.len());
-        progress.retain(|id, _| running.iter().any(|job| job.job_id.to_string() == *id));
-        for job in running {
-            let id = job.job_id.to_string();
-            let entry = progress.entry(id.clone()).or_insert((job.completed_stages, now));
-            if job.completed_stages > entry.0 {
-                *entry = (job.completed_stages, now);
-            }
-            let since = entry.1;
-            let stalled_by = losses.iter().find(|(_, lost_at)| *lost_at >= since && now.duration_since(*lost_at) >= stall_timeout);
-            if let Some((executor, _)) = stalled_by {
-                let reason = format!(
-                    "cancelled: no progress for {} s after executor {executor} was lost",
-                    stall_timeout.as_secs()
-                );
-                tracing::warn!("job {id} {reason}");
-                cancellations.lock().expect("lock").insert(id.clone(), reason);
-                if let Err(err) = scheduler.cancel_job(job.job_id.clone()).await {
-                    tracing::warn!("job {id} could not be cancelled: {err}");
-                }
-                progress.remove(&id);
+        let running: Vec<(String, usize)> = jobs
+            .into_iter()
+            .filter(|job| matches!(job.status.status, Some(job_status::Status::Running(_))))
+            .map(|job| (job.job_id.to_string(), job.completed_stages))
+            .collect();
+        tracing::debug!("guard: {} executor(s), {} running job(s)", present.len(), running.len());
+        for (id, executor) in watch.observe(Instant::now(), present, &running) {
+            let reason = format!(
+                "cancelled: no new stage completed for {} s after executor {executor} was lost",
+                stall_timeout.as_secs()
+            );
+            tracing::warn!("job {id} {reason}");
+            cancellations.lock().expect("lock").insert(id.clone(), reason);
+            if let Err(err) = scheduler.cancel_job(id.clone().into()).await {
+                tracing::warn!("job {id} could not be cancelled: {err}");
             }
         }
+    }
+}
+
+/// Which running jobs are stalled: a job that lost an executor while it
+/// ran, and then completed no stage beyond the most it had ever completed
+/// for `stall_timeout` (Ballista 55 can roll a stage back after a loss and
+/// then lose track of it, leaving the job running forever). A stage rolled
+/// back and run again is not progress; a single stage that legitimately
+/// runs longer than `stall_timeout` after a loss is cancelled too, which
+/// is why the default timeout is generous.
+struct StallWatch {
+    stall_timeout: Duration,
+    executors: HashSet<String>,
+    /// Executors seen leaving, and when (the most recent ones).
+    losses: Vec<(String, Instant)>,
+    /// Per running job: when it was first seen, the most stages it has
+    /// completed, and when that number last grew.
+    jobs: HashMap<String, (Instant, usize, Instant)>,
+}
+
+impl StallWatch {
+    fn new(stall_timeout: Duration) -> StallWatch {
+        StallWatch { stall_timeout, executors: HashSet::new(), losses: Vec::new(), jobs: HashMap::new() }
+    }
+
+    /// Takes in the executors present and the running jobs (id, completed
+    /// stages) at `now`; returns the jobs to cancel, each with the executor
+    /// whose loss it did not recover from. A returned job is forgotten.
+    fn observe(&mut self, now: Instant, present: HashSet<String>, running: &[(String, usize)]) -> Vec<(String, String)> {
+        self.losses.extend(self.executors.difference(&present).map(|gone| (gone.clone(), now)));
+        if self.losses.len() > 64 {
+            self.losses.drain(..self.losses.len() - 64);
+        }
+        self.executors = present;
+        self.jobs.retain(|id, _| running.iter().any(|(running_id, _)| running_id == id));
+        let mut stalled = Vec::new();
+        for (id, completed) in running {
+            let entry = self.jobs.entry(id.clone()).or_insert((now, *completed, now));
+            if *completed > entry.1 {
+                entry.1 = *completed;
+                entry.2 = now;
+            }
+            let (first_seen, _, progressed_at) = *entry;
+            if now.duration_since(progressed_at) < self.stall_timeout {
+                continue;
+            }
+            let lost = self
+                .losses
+                .iter()
+                .rev()
+                .find(|(_, lost_at)| *lost_at >= first_seen && now.duration_since(*lost_at) >= self.stall_timeout);
+            if let Some((executor, _)) = lost {
+                stalled.push((id.clone(), executor.clone()));
+            }
+        }
+        for (id, _) in &stalled {
+            self.jobs.remove(id);
+        }
+        stalled
     }
 }
 
@@ -207,4 +248,52 @@ async fn cluster_status(scheduler: &Scheduler, bound: SocketAddr) -> ClusterStat
         .collect();
     jobs.sort_by(|a, b| (a.state != "running").cmp(&(b.state != "running")).then(b.seconds.total_cmp(&a.seconds)));
     ClusterStatus { scheduler: bound.to_string(), version: ballista_core::BALLISTA_VERSION.to_string(), executors, jobs }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn executors(ids: &[&str]) -> HashSet<String> {
+        ids.iter().map(|id| id.to_string()).collect()
+    }
+
+    #[test]
+    fn a_job_whose_stage_rolled_back_after_a_loss_is_stalled_once_the_timeout_passes() {
+        let timeout = Duration::from_secs(15);
+        let mut watch = StallWatch::new(timeout);
+        let start = Instant::now();
+        let at = |seconds: u64| start + Duration::from_secs(seconds);
+        let job = |stages: usize| vec![("j".to_string(), stages)];
+        assert!(watch.observe(at(0), executors(&["a", "b"]), &job(0)).is_empty());
+        // Executor a is lost; the job then completes a stage, which Ballista
+        // rolls back: the most stages it ever completed stays 1.
+        assert!(watch.observe(at(5), executors(&["b"]), &job(0)).is_empty());
+        assert!(watch.observe(at(8), executors(&["b"]), &job(1)).is_empty());
+        assert!(watch.observe(at(10), executors(&["b"]), &job(0)).is_empty());
+        assert!(watch.observe(at(22), executors(&["b"]), &job(1)).is_empty(), "15 s since its last new stage have not passed");
+        assert_eq!(watch.observe(at(23), executors(&["b"]), &job(1)), [("j".to_string(), "a".to_string())]);
+        assert!(watch.observe(at(24), executors(&["b"]), &job(1)).is_empty(), "a cancelled job is reported once");
+    }
+
+    #[test]
+    fn jobs_without_a_loss_during_their_life_or_still_progressing_are_left_alone() {
+        let timeout = Duration::from_secs(15);
+        let mut watch = StallWatch::new(timeout);
+        let start = Instant::now();
+        let at = |seconds: u64| start + Duration::from_secs(seconds);
+        watch.observe(at(0), executors(&["a", "b"]), &[]);
+        watch.observe(at(1), executors(&["b"]), &[]);
+        // Started after the loss: a long stage is not a stall.
+        assert!(watch.observe(at(2), executors(&["b"]), &[("late".to_string(), 0)]).is_empty());
+        assert!(watch.observe(at(100), executors(&["b"]), &[("late".to_string(), 0)]).is_empty());
+        // Started before a loss and gaining stages: not stalled.
+        let mut stages = 0;
+        watch.observe(at(100), executors(&["b", "c"]), &[("busy".to_string(), 0)]);
+        for second in (101..160).step_by(10) {
+            let present = if second > 101 { executors(&["b"]) } else { executors(&["b", "c"]) };
+            stages += 1;
+            assert!(watch.observe(at(second), present, &[("busy".to_string(), stages)]).is_empty());
+        }
+    }
 }

@@ -226,8 +226,17 @@ async fn a_process_of_the_cluster_killed_mid_job_finishes_the_job_or_fails_it_in
             .spawn()
             .unwrap()
     };
-    let wait = |child: Child| {
+    // Bounded: a job the cluster never finishes nor cancels must fail the
+    // test, not hang it (the command is killed after 180 s).
+    let wait = |mut child: Child| {
         let started = Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if started.elapsed() > Duration::from_secs(180) {
+                child.kill().unwrap();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
         let output = child.wait_with_output().unwrap();
         (output, started.elapsed())
     };
