@@ -14,7 +14,7 @@
 //! partition values, casts) that cost more than the Parquet decoding itself
 //! (scale 1000: aggregate 2.29 → 1.37 s without it).
 //! Tables whose protocol needs Delta's own reader (deletion vectors, column
-//! mapping: medallion writes neither) keep it locally (`readable`).
+//! mapping: medallion writes neither) keep it locally (`SnapshotFiles::unreadable`).
 //!
 //! The table provider serializes to a small JSON document (see
 //! `cluster::codec`): the object store URL (`file://` or `s3://bucket`,
