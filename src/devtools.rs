@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use crate::config::{tokens::token_hash, AuthConfig, Config, Role};
 use crate::error::{Error, Result};
-use crate::lake::Lake;
+use crate::lake::session::SessionBuilder;
+use crate::lake::{Lake, TableName};
 use crate::live::LiveHandle;
 use crate::serve::{self, bench::{self, LoadReport}, ServeOptions};
 use crate::stream::{source::StreamSource, Trigger};
@@ -206,4 +207,67 @@ mod tests {
         assert_eq!(median(vec![30.0, -5.0, 2.0]), Some(2.0));
         assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), Some(2.5));
     }
+}
+
+/// One way of encoding Parquet, measured on one table (`bench_encode`).
+#[derive(Debug, Clone)]
+pub struct EncodeFigure {
+    pub table: String,
+    pub setting: &'static str,
+    pub rows: usize,
+    /// The best of three encodings, on one core.
+    pub seconds: f64,
+    pub bytes: usize,
+}
+
+/// The Parquet settings `bench_encode` compares: what the lake wrote before
+/// (every column in a dictionary, page statistics), no dictionary at all,
+/// and the lake's settings (`lake::writer_properties`).
+pub const ENCODE_SETTINGS: [&str; 3] = ["every column in a dictionary", "no dictionary", "the lake's settings"];
+
+/// Encodes the newest rows of each table in `tables` into memory with each
+/// of `ENCODE_SETTINGS`, on one core: the measurement behind the lake's
+/// Parquet settings (BENCHMARKS.md "Parquet settings").
+pub async fn bench_encode(lake: &Lake, tables: &[TableName]) -> Result<Vec<EncodeFigure>> {
+    use deltalake::parquet::arrow::ArrowWriter;
+    use deltalake::parquet::basic::Compression;
+    use deltalake::parquet::file::properties::WriterProperties;
+
+    let session = SessionBuilder::new(lake).only(tables).build().await?;
+    let mut figures = Vec::new();
+    for table in tables {
+        let name = table.to_string();
+        let rows = session.ctx.sql(&format!("SELECT * FROM {name}")).await.map_err(|e| Error::lake(&name, e))?;
+        let batches = rows.collect().await.map_err(|e| Error::lake(&name, e))?;
+        let batches = crate::lake::plain_types::batches(batches).map_err(|e| Error::lake(&name, e))?;
+        let Some(schema) = batches.first().map(|b| b.schema()) else { continue };
+        let row_count = batches.iter().map(|b| b.num_rows()).sum();
+        let base = || {
+            WriterProperties::builder()
+                .set_max_row_group_row_count(Some(crate::lake::ROW_GROUP_ROWS))
+                .set_compression(Compression::SNAPPY)
+        };
+        let settings = [
+            base().build(),
+            base().set_dictionary_enabled(false).build(),
+            crate::lake::writer_properties(&crate::lake::text_columns(&schema)),
+        ];
+        for (setting, properties) in ENCODE_SETTINGS.into_iter().zip(settings) {
+            let (mut best, mut bytes) = (f64::MAX, 0);
+            for _ in 0..3 {
+                let started = Instant::now();
+                let mut out = Vec::new();
+                let mut writer = ArrowWriter::try_new(&mut out, schema.clone(), Some(properties.clone()))
+                    .map_err(|e| Error::lake(&name, e))?;
+                for batch in &batches {
+                    writer.write(batch).map_err(|e| Error::lake(&name, e))?;
+                }
+                writer.close().map_err(|e| Error::lake(&name, e))?;
+                best = best.min(started.elapsed().as_secs_f64());
+                bytes = out.len();
+            }
+            figures.push(EncodeFigure { table: name.clone(), setting, rows: row_count, seconds: best, bytes });
+        }
+    }
+    Ok(figures)
 }

@@ -198,6 +198,9 @@ enum Command {
     /// Load-test the serving layer (used by scripts/bench-serve.sh)
     #[command(hide = true)]
     BenchServe(BenchServeArgs),
+    /// Time the Parquet settings of the lake against others on tables of a lake (BENCHMARKS.md "Parquet settings")
+    #[command(hide = true)]
+    BenchEncode(BenchEncodeArgs),
     /// Manage the source database
     Source {
         #[command(subcommand)]
@@ -702,6 +705,15 @@ struct BenchServeArgs {
 }
 
 #[derive(Args)]
+struct BenchEncodeArgs {
+    #[command(flatten)]
+    lake: LakeArg,
+    /// Tables to encode, e.g. bronze.orders silver.sales_master
+    #[arg(required = true)]
+    tables: Vec<String>,
+}
+
+#[derive(Args)]
 struct LoadArgs {
     #[command(flatten)]
     database: DatabaseArg,
@@ -852,6 +864,7 @@ impl Command {
             Command::Produce(a) => vec![a],
             Command::Serve(a) => vec![&a.lake, &a.encryption, &a.serve, &a.engine],
             Command::BenchServe(a) => vec![&a.lake],
+            Command::BenchEncode(a) => vec![&a.lake],
             Command::Source { command: SourceCommand::Load(a) } => vec![&a.database],
             Command::Token { .. } | Command::Cluster { .. } => vec![],
         };
@@ -967,6 +980,29 @@ async fn execute(command: Command, config: Config, progress: Progress) -> Result
                 println!("{run}");
             }
             println!("p99 /api/kpis = {:.1}x the /health p99", bench.kpis_p99_ratio());
+        }
+        Command::BenchEncode(args) => {
+            let lake = Lake::new(&config)?;
+            let tables = args
+                .tables
+                .iter()
+                .map(|table| {
+                    let (layer, name) = medallion::lake::upkeep::split_table_name(table)?;
+                    Ok(medallion::lake::TableName::owned(layer.parse()?, name))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            println!("Parquet encoding of each table's rows into memory, one core, best of three");
+            println!("{:<24} {:<32} {:>10} {:>8} {:>8}", "table", "setting", "rows", "s", "MB");
+            for figure in devtools::bench_encode(&lake, &tables).await? {
+                println!(
+                    "{:<24} {:<32} {:>10} {:>8.3} {:>8.1}",
+                    figure.table,
+                    figure.setting,
+                    figure.rows,
+                    figure.seconds,
+                    figure.bytes as f64 / 1e6
+                );
+            }
         }
         Command::Run(args) => {
             let lake = Lake::new(&config)?;

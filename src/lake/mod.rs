@@ -27,7 +27,7 @@ use std::sync::{Arc, Once};
 use chrono::NaiveDate;
 use datafusion::arrow::array::{Array, BooleanArray, Date32Array, RecordBatch};
 use datafusion::arrow::compute::filter_record_batch;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::execution::SendableRecordBatchStream;
 use deltalake::kernel::transaction::CommitProperties;
 use delta_kernel::expressions::Scalar;
@@ -35,7 +35,7 @@ use deltalake::kernel::scalars::ScalarExt;
 use deltalake::kernel::Transaction;
 use deltalake::parquet::basic::{Compression, Encoding};
 use deltalake::parquet::schema::types::ColumnPath;
-use deltalake::parquet::file::properties::WriterProperties;
+use deltalake::parquet::file::properties::{EnabledStatistics, WriterProperties};
 use deltalake::protocol::SaveMode;
 use deltalake::writer::{DeltaWriter, RecordBatchWriter, WriteMode};
 use deltalake::{DeltaTable, DeltaTableBuilder, ObjectStore};
@@ -219,7 +219,7 @@ impl Lake {
             partition_column: write.partition_column,
             days,
             date_text: write.date.to_string(),
-            properties: writer_properties(),
+            properties: writer_properties(&text_columns(&schema)),
             target_file_bytes: TARGET_FILE_BYTES,
             commit,
         };
@@ -245,7 +245,7 @@ impl Lake {
             layer: layer.to_string(),
             table: table.to_string(),
             partition_column: partition_column.to_string(),
-            properties: writer_properties_for(unique_columns, increasing_columns),
+            properties: appender_properties(unique_columns, increasing_columns),
             handle: None,
             interrupt_next: false,
         }
@@ -274,11 +274,13 @@ impl Lake {
         let name = format!("{layer}.{table}");
         let delta = self.table(layer, table).await?;
         let batches = plain_types::batches(batches).map_err(|e| Error::lake(&name, e))?;
-        let batches = batches_or_empty(plain_types::schema(&schema), batches);
+        let schema = plain_types::schema(&schema);
+        let properties = writer_properties(&text_columns(&schema));
+        let batches = batches_or_empty(schema, batches);
         let written = delta
             .write(batches)
             .with_save_mode(SaveMode::Overwrite)
-            .with_writer_properties(writer_properties())
+            .with_writer_properties(properties)
             .await
             .map_err(|e| Error::lake(&name, e))?;
         Ok(written.version().unwrap_or_default() as i64)
@@ -615,17 +617,58 @@ fn split_by_date(batch: &RecordBatch, column: &str) -> std::result::Result<Vec<(
 
 /// Rows per Parquet row group: small enough that a writer holds little in
 /// memory, large enough for good compression and scans.
-const ROW_GROUP_ROWS: usize = 128 * 1024;
+pub(crate) const ROW_GROUP_ROWS: usize = 128 * 1024;
 /// Parquet files are rolled over at about this size.
 const TARGET_FILE_BYTES: u64 = 64 * 1024 * 1024;
 
-fn writer_properties() -> WriterProperties {
-    writer_properties_for(&[], &[])
+/// Text columns keep a Parquet dictionary up to this size per column chunk:
+/// enough for dimension-like values (countries, categories, product names);
+/// a column with more distinct text falls back to plain encoding early
+/// instead of hashing every value of the row group first.
+const TEXT_DICTIONARY_BYTES: usize = 32 * 1024;
+
+/// Parquet settings of the tables written in one piece (bronze, silver,
+/// gold), given their text columns. Measured on scale-1000 Northwind
+/// (BENCHMARKS.md "Parquet settings"): arrow-rs spends most of its encoding
+/// time hashing values into dictionaries and comparing text for min/max
+/// statistics, for little gain here, so
+///   * numbers, dates and timestamps: no dictionary (plain, then Snappy),
+///     min/max statistics per column chunk (row-group pruning, Delta's data
+///     skipping), none per page;
+///   * text: a small dictionary (`TEXT_DICTIONARY_BYTES`), no statistics
+///     (min/max of names and addresses prune nothing in unsorted data).
+/// Silver's encoding took 2.2 s of one core with every column in a
+/// dictionary and page statistics, 0.9 s with these; its files are 32 %
+/// larger.
+pub(crate) fn writer_properties(text_columns: &[&str]) -> WriterProperties {
+    let mut builder = WriterProperties::builder()
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_compression(Compression::SNAPPY)
+        .set_dictionary_enabled(false)
+        .set_statistics_enabled(EnabledStatistics::Chunk);
+    for column in text_columns {
+        let path = ColumnPath::from(*column);
+        builder = builder
+            .set_column_dictionary_enabled(path.clone(), true)
+            .set_column_dictionary_page_size_limit(path.clone(), TEXT_DICTIONARY_BYTES)
+            .set_column_statistics_enabled(path, EnabledStatistics::None);
+    }
+    builder.build()
 }
 
-/// `writer_properties` with no dictionary for columns whose values rarely
-/// repeat, and delta encoding for integer columns whose values mostly grow.
-fn writer_properties_for(unique_columns: &[&str], increasing_columns: &[&str]) -> WriterProperties {
+/// The top-level text columns of `schema`.
+pub(crate) fn text_columns(schema: &Schema) -> Vec<&str> {
+    schema
+        .fields()
+        .iter()
+        .filter(|field| matches!(field.data_type(), DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View))
+        .map(|field| field.name().as_str())
+        .collect()
+}
+
+/// The settings of an `Appender` (stream tables): every column in a
+/// dictionary except `unique_columns`, delta encoding for `increasing_columns`.
+fn appender_properties(unique_columns: &[&str], increasing_columns: &[&str]) -> WriterProperties {
     let mut builder = WriterProperties::builder()
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_compression(Compression::SNAPPY);

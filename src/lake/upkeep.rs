@@ -88,10 +88,11 @@ pub async fn optimize(lake: &Lake, layer: &str, table: &str, options: &OptimizeO
         let delta = existing(lake, layer, table).await?;
         let read_version = version_of(&delta);
         let (files_before, bytes_before) = live_files(&delta, &name)?;
+        let properties = super::writer_properties(&text_columns_of(&delta, &name)?.iter().map(String::as_str).collect::<Vec<_>>());
         let outcome = delta
             .optimize()
             .with_target_size(target)
-            .with_writer_properties(super::writer_properties())
+            .with_writer_properties(properties)
             .await;
         match outcome {
             Ok((optimized, metrics)) => {
@@ -287,6 +288,16 @@ pub fn split_table_name(qualified: &str) -> Result<(&str, &str)> {
 }
 
 /// The table, or a one-line error when it does not exist.
+/// The top-level text columns of a Delta table, from its schema.
+fn text_columns_of(delta: &DeltaTable, name: &str) -> Result<Vec<String>> {
+    let schema = delta.snapshot().map_err(|e| Error::lake(name, e))?.schema();
+    Ok(schema
+        .fields()
+        .filter(|field| *field.data_type() == deltalake::kernel::DataType::STRING)
+        .map(|field| field.name().to_string())
+        .collect())
+}
+
 pub(super) async fn existing(lake: &Lake, layer: &str, table: &str) -> Result<DeltaTable> {
     lake.existing_table(layer, table).await?.ok_or_else(|| Error::Other {
         context: format!("lake table {layer}.{table}"),
