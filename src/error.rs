@@ -174,14 +174,7 @@ pub fn one_line(message: &str) -> String {
 /// What `err` means, from its type and the types of its sources: the first
 /// error in the chain that says something decides.
 pub fn classify(err: &(dyn std::error::Error + 'static)) -> FailureKind {
-    let mut current = Some(err);
-    while let Some(error) = current {
-        if let Some(kind) = classify_one(error) {
-            return kind;
-        }
-        current = error.source();
-    }
-    FailureKind::Permanent
+    classify_chain(err).unwrap_or(FailureKind::Permanent)
 }
 
 /// The meaning of one error of a chain, when its type tells it.
@@ -227,7 +220,26 @@ fn classify_one(error: &(dyn std::error::Error + 'static)) -> Option<FailureKind
         };
     }
     if let Some(io) = error.downcast_ref::<std::io::Error>() {
+        // An io::Error made from another error (a Parquet file written to
+        // S3 wraps object_store's error so) hides that error from
+        // `source()`, which returns the wrapped error's own source: it is
+        // classified first.
+        if let Some(kind) = io.get_ref().and_then(|wrapped| classify_chain(wrapped)) {
+            return Some(kind);
+        }
         return Some(if is_transient_io(io.kind()) { FailureKind::Transient } else { FailureKind::Permanent });
+    }
+    None
+}
+
+/// `classify`, or `None` when no error of the chain says anything.
+fn classify_chain(err: &(dyn std::error::Error + 'static)) -> Option<FailureKind> {
+    let mut current = Some(err);
+    while let Some(error) = current {
+        if let Some(kind) = classify_one(error) {
+            return Some(kind);
+        }
+        current = error.source();
     }
     None
 }
@@ -367,5 +379,12 @@ mod tests {
         let store = object_store::Error::Generic { store: "S3", source: Box::new(io(std::io::ErrorKind::ConnectionRefused)) };
         let kernel = DeltaTableError::KernelError(delta_kernel::Error::ObjectStore(store));
         assert!(Error::lake("bronze.employees", kernel).is_transient());
+        // A Parquet file written to a server that stopped: object_store's
+        // error inside an io::Error inside Parquet's (seen in a test run).
+        let store = object_store::Error::Generic { store: "S3", source: Box::new(io(std::io::ErrorKind::ConnectionRefused)) };
+        let write = deltalake::parquet::errors::ParquetError::External(Box::new(std::io::Error::other(store)));
+        let stopped = Error::lake("bronze.order_details", DeltaTableError::Parquet { source: write });
+        assert!(stopped.is_transient());
+        assert!(stopped.to_string().contains("AWS_ENDPOINT_URL"), "{stopped}");
     }
 }

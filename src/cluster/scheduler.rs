@@ -25,11 +25,12 @@ use axum::routing::get;
 use axum::Json;
 use ballista_core::serde::protobuf::job_status;
 use ballista_core::serde::protobuf::scheduler_grpc_server::SchedulerGrpcServer;
-use ballista_scheduler::cluster::BallistaCluster;
+use ballista_scheduler::cluster::{BallistaCluster, ClusterStateEvent};
 use ballista_scheduler::config::SchedulerConfig;
 use ballista_scheduler::scheduler_process::create_scheduler;
 use ballista_scheduler::scheduler_server::SchedulerServer;
 use datafusion_proto::protobuf::{LogicalPlanNode, PhysicalPlanNode};
+use futures::StreamExt;
 
 use super::codec::LakeCodec;
 use super::status::{ClusterStatus, ExecutorStatus, JobStatus, STATUS_PATH};
@@ -114,8 +115,29 @@ async fn status_handler(State(shared): State<Arc<Shared>>) -> Json<ClusterStatus
 /// Cancels every running job that `StallWatch` finds stalled; records why.
 async fn guard_stalled_jobs(scheduler: Scheduler, stall_timeout: Duration, cancellations: Cancellations) {
     let mut watch = StallWatch::new(stall_timeout);
+    // Losses as Ballista reports them: an executor can register and be lost
+    // between two looks at the executors (the kill test lost one 40 ms
+    // after its job started), which the looks alone would never see.
+    let (lost_sender, mut lost) = tokio::sync::mpsc::unbounded_channel();
+    match scheduler.state.executor_manager.cluster_state_events().await {
+        Ok(mut events) => {
+            tokio::spawn(async move {
+                while let Some(event) = events.next().await {
+                    if let ClusterStateEvent::RemovedExecutor { executor_id } = event {
+                        if lost_sender.send((executor_id, Instant::now())).is_err() {
+                            break;
+                        }
+                    }
+                }
+            });
+        }
+        Err(err) => tracing::warn!("executor losses are seen once a second only: {err}"),
+    }
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
+        while let Ok((executor, at)) = lost.try_recv() {
+            watch.executor_lost(executor, at);
+        }
         let present: HashSet<String> = match scheduler.state.executor_manager.get_executors_state().await {
             Ok(state) => state.into_iter().map(|(metadata, _, _)| metadata.id).collect(),
             Err(_) => continue,
@@ -123,13 +145,19 @@ async fn guard_stalled_jobs(scheduler: Scheduler, stall_timeout: Duration, cance
         // (All jobs, filtered: the running-jobs listing fails as a whole
         // when one job has no execution graph.)
         let Ok(jobs) = scheduler.state.task_manager.get_all_jobs().await else { continue };
-        let running: Vec<(String, usize)> = jobs
+        let (now, wall_clock) = (Instant::now(), SystemTime::now());
+        let running: Vec<(String, usize, Instant)> = jobs
             .into_iter()
             .filter(|job| matches!(job.status.status, Some(job_status::Status::Running(_))))
-            .map(|job| (job.job_id.to_string(), job.completed_stages))
+            .map(|job| {
+                // Ballista's start time is wall-clock milliseconds.
+                let started = UNIX_EPOCH + Duration::from_millis(job.start_time);
+                let age = if job.start_time == 0 { Duration::ZERO } else { wall_clock.duration_since(started).unwrap_or_default() };
+                (job.job_id.to_string(), job.completed_stages, now.checked_sub(age).unwrap_or(now))
+            })
             .collect();
         tracing::debug!("guard: {} executor(s), {} running job(s)", present.len(), running.len());
-        for (id, executor) in watch.observe(Instant::now(), present, &running) {
+        for (id, executor) in watch.observe(now, present, &running) {
             let reason = format!(
                 "cancelled: no new stage completed for {} s after executor {executor} was lost",
                 stall_timeout.as_secs()
@@ -155,8 +183,8 @@ struct StallWatch {
     executors: HashSet<String>,
     /// Executors seen leaving, and when (the most recent ones).
     losses: Vec<(String, Instant)>,
-    /// Per running job: when it was first seen, the most stages it has
-    /// completed, and when that number last grew.
+    /// Per running job: when it started, the most stages it has completed,
+    /// and when that number last grew.
     jobs: HashMap<String, (Instant, usize, Instant)>,
 }
 
@@ -165,19 +193,31 @@ impl StallWatch {
         StallWatch { stall_timeout, executors: HashSet::new(), losses: Vec::new(), jobs: HashMap::new() }
     }
 
-    /// Takes in the executors present and the running jobs (id, completed
-    /// stages) at `now`; returns the jobs to cancel, each with the executor
-    /// whose loss it did not recover from. A returned job is forgotten.
-    fn observe(&mut self, now: Instant, present: HashSet<String>, running: &[(String, usize)]) -> Vec<(String, String)> {
-        self.losses.extend(self.executors.difference(&present).map(|gone| (gone.clone(), now)));
+    /// Records an executor Ballista reported lost at `at`.
+    fn executor_lost(&mut self, executor: String, at: Instant) {
+        if !self.losses.iter().any(|(known, _)| *known == executor) {
+            self.losses.push((executor, at));
+        }
         if self.losses.len() > 64 {
             self.losses.drain(..self.losses.len() - 64);
         }
+    }
+
+    /// Takes in the executors present and the running jobs (id, completed
+    /// stages, start) at `now`; returns the jobs to cancel, each with the
+    /// executor whose loss it did not recover from. A returned job is
+    /// forgotten. An executor present before and missing now counts as lost
+    /// now unless a loss was already recorded (`executor_lost`).
+    fn observe(&mut self, now: Instant, present: HashSet<String>, running: &[(String, usize, Instant)]) -> Vec<(String, String)> {
+        let gone: Vec<String> = self.executors.difference(&present).cloned().collect();
+        for executor in gone {
+            self.executor_lost(executor, now);
+        }
         self.executors = present;
-        self.jobs.retain(|id, _| running.iter().any(|(running_id, _)| running_id == id));
+        self.jobs.retain(|id, _| running.iter().any(|(running_id, _, _)| running_id == id));
         let mut stalled = Vec::new();
-        for (id, completed) in running {
-            let entry = self.jobs.entry(id.clone()).or_insert((now, *completed, now));
+        for (id, completed, started) in running {
+            let entry = self.jobs.entry(id.clone()).or_insert((*started, *completed, now));
             if *completed > entry.1 {
                 entry.1 = *completed;
                 entry.2 = now;
@@ -264,7 +304,7 @@ mod tests {
         let mut watch = StallWatch::new(timeout);
         let start = Instant::now();
         let at = |seconds: u64| start + Duration::from_secs(seconds);
-        let job = |stages: usize| vec![("j".to_string(), stages)];
+        let job = |stages: usize| vec![("j".to_string(), stages, at(0))];
         assert!(watch.observe(at(0), executors(&["a", "b"]), &job(0)).is_empty());
         // Executor a is lost; the job then completes a stage, which Ballista
         // rolls back: the most stages it ever completed stays 1.
@@ -285,15 +325,31 @@ mod tests {
         watch.observe(at(0), executors(&["a", "b"]), &[]);
         watch.observe(at(1), executors(&["b"]), &[]);
         // Started after the loss: a long stage is not a stall.
-        assert!(watch.observe(at(2), executors(&["b"]), &[("late".to_string(), 0)]).is_empty());
-        assert!(watch.observe(at(100), executors(&["b"]), &[("late".to_string(), 0)]).is_empty());
+        assert!(watch.observe(at(2), executors(&["b"]), &[("late".to_string(), 0, at(2))]).is_empty());
+        assert!(watch.observe(at(100), executors(&["b"]), &[("late".to_string(), 0, at(2))]).is_empty());
         // Started before a loss and gaining stages: not stalled.
         let mut stages = 0;
-        watch.observe(at(100), executors(&["b", "c"]), &[("busy".to_string(), 0)]);
+        watch.observe(at(100), executors(&["b", "c"]), &[("busy".to_string(), 0, at(100))]);
         for second in (101..160).step_by(10) {
             let present = if second > 101 { executors(&["b"]) } else { executors(&["b", "c"]) };
             stages += 1;
-            assert!(watch.observe(at(second), present, &[("busy".to_string(), stages)]).is_empty());
+            assert!(watch.observe(at(second), present, &[("busy".to_string(), stages, at(100))]).is_empty());
         }
+    }
+
+    #[test]
+    fn a_loss_reported_between_two_looks_counts_from_the_start_of_the_job() {
+        // As in a test run: the executor registered, got a task of a job
+        // started 0.3 s before the first look, and was lost 40 ms later;
+        // no look ever saw it.
+        let timeout = Duration::from_secs(15);
+        let mut watch = StallWatch::new(timeout);
+        let start = Instant::now();
+        let at = |millis: u64| start + Duration::from_millis(millis);
+        watch.executor_lost("a".to_string(), at(340));
+        let job = vec![("j".to_string(), 0, at(300))];
+        assert!(watch.observe(at(1000), executors(&["b"]), &job).is_empty());
+        assert!(watch.observe(at(15_000), executors(&["b"]), &job).is_empty(), "15 s since the job was first seen have not passed");
+        assert_eq!(watch.observe(at(16_000), executors(&["b"]), &job), [("j".to_string(), "a".to_string())]);
     }
 }

@@ -30,8 +30,9 @@ pub fn new_session() -> SessionContext {
 
 /// `new_session`, whose queries hold at most `memory_limit` bytes in their
 /// hash tables and sort buffers when given: past it, aggregates and sorts
-/// spill to temporary files (a fair share per operator), and a join whose
-/// build side does not fit fails in one line naming the limit.
+/// spill to temporary files (first come first served, the last eighth
+/// kept for operators that cannot spill, see `memory_pool`), and a join whose build side does not fit fails in one
+/// line naming the limit.
 pub fn new_session_within(memory_limit: Option<usize>) -> SessionContext {
     new_session_for(memory_limit, None)
 }
@@ -66,7 +67,7 @@ pub fn new_session_for(memory_limit: Option<usize>, protection: Option<super::pi
     // delta-rs's planner, so write plans built from this session can run.
     let mut state = SessionStateBuilder::new();
     if let Some(limit) = memory_limit {
-        let pool = Arc::new(datafusion::execution::memory_pool::FairSpillPool::new(limit));
+        let pool = Arc::new(super::memory_pool::SpillLastPool::new(limit));
         match datafusion::execution::runtime_env::RuntimeEnvBuilder::new().with_memory_pool(pool).build_arc() {
             Ok(runtime) => state = state.with_runtime_env(runtime),
             Err(e) => tracing::warn!("memory_limit_mb not applied, queries are unbounded: {}", crate::error::one_line(&e.to_string())),

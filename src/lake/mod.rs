@@ -11,6 +11,7 @@ pub mod at_rest;
 pub mod catalog;
 pub mod history;
 pub mod location;
+pub mod memory_pool;
 pub mod names;
 pub mod partition_write;
 pub mod pii;
