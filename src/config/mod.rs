@@ -131,7 +131,7 @@ const DATE: Setting = Setting { key: "date", flag: Some("--date"), env: &[] };
 const MODELS_DIR: Setting = Setting { key: "models_dir", flag: Some("--models"), env: &["MEDALLION_MODELS"] };
 const TOKEN: Setting = Setting { key: "token", flag: None, env: &["MEDALLION_TOKEN"] };
 /// Default of `memory_limit_mb`: a whole run at scale 10000 (21.6 M order
-/// lines) then peaks at 1.1 GiB (BENCHMARKS.md).
+/// lines) then peaks at 1.8 GiB (BENCHMARKS.md).
 const DEFAULT_MEMORY_LIMIT_MB: usize = 1536;
 const MEMORY_LIMIT: Setting =
     Setting { key: "memory_limit_mb", flag: Some("--memory-limit-mb"), env: &["MEDALLION_MEMORY_LIMIT_MB"] };
