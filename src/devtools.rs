@@ -227,7 +227,7 @@ pub const ENCODE_SETTINGS: [&str; 3] = ["every column in a dictionary", "no dict
 
 /// Encodes the newest rows of each table in `tables` into memory with each
 /// of `ENCODE_SETTINGS`, on one core: the measurement behind the lake's
-/// Parquet settings (BENCHMARKS.md "Parquet settings").
+/// Parquet settings (BENCHMARKS.md, batch path, 2026-12-03 evening).
 pub async fn bench_encode(lake: &Lake, tables: &[TableName]) -> Result<Vec<EncodeFigure>> {
     use deltalake::parquet::arrow::ArrowWriter;
     use deltalake::parquet::basic::Compression;

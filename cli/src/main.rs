@@ -198,7 +198,7 @@ enum Command {
     /// Load-test the serving layer (used by scripts/bench-serve.sh)
     #[command(hide = true)]
     BenchServe(BenchServeArgs),
-    /// Time the Parquet settings of the lake against others on tables of a lake (BENCHMARKS.md "Parquet settings")
+    /// Time the lake's Parquet settings against others on tables of a lake (BENCHMARKS.md, batch path)
     #[command(hide = true)]
     BenchEncode(BenchEncodeArgs),
     /// Manage the source database

@@ -31,8 +31,8 @@ pub fn new_session() -> SessionContext {
 /// `new_session`, whose queries hold at most `memory_limit` bytes in their
 /// hash tables and sort buffers when given: past it, aggregates and sorts
 /// spill to temporary files (first come first served, the last eighth
-/// kept for operators that cannot spill, see `memory_pool`), and a join whose build side does not fit fails in one
-/// line naming the limit.
+/// kept for operators that cannot spill, see `memory_pool`), and a join
+/// whose build side does not fit fails in one line naming the limit.
 pub fn new_session_within(memory_limit: Option<usize>) -> SessionContext {
     new_session_for(memory_limit, None)
 }
@@ -52,6 +52,7 @@ pub fn new_session_for(memory_limit: Option<usize>, protection: Option<super::pi
     // As delta-rs configures its own sessions: hash-join IN-list pushdown can
     // panic on dictionary-encoded partition keys.
     config.options_mut().optimizer.hash_join_inlist_pushdown_max_size = 0;
+    config.options_mut().optimizer.hash_join_inlist_pushdown_max_distinct_values = 0;
     // An aggregate first pre-aggregates each input partition, then merges
     // the partial results by key. When the first 100 000 rows of a
     // partition leave more than a tenth as many groups (DataFusion's default:
@@ -60,7 +61,6 @@ pub fn new_session_for(memory_limit: Option<usize>, protection: Option<super::pi
     // order_id) per customer (830 000 groups from 2.16 M rows at scale 1000)
     // took 0.92 s with the default, 0.6 s with this.
     config.options_mut().execution.skip_partial_aggregation_probe_ratio_threshold = 0.1;
-    config.options_mut().optimizer.hash_join_inlist_pushdown_max_distinct_values = 0;
     if let Some(protection) = protection {
         config = config.with_extension(Arc::new(protection));
     }

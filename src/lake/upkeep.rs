@@ -287,7 +287,6 @@ pub fn split_table_name(qualified: &str) -> Result<(&str, &str)> {
     }
 }
 
-/// The table, or a one-line error when it does not exist.
 /// The top-level text columns of a Delta table, from its schema.
 fn text_columns_of(delta: &DeltaTable, name: &str) -> Result<Vec<String>> {
     let schema = delta.snapshot().map_err(|e| Error::lake(name, e))?.schema();
@@ -298,6 +297,7 @@ fn text_columns_of(delta: &DeltaTable, name: &str) -> Result<Vec<String>> {
         .collect())
 }
 
+/// The table, or a one-line error when it does not exist.
 pub(super) async fn existing(lake: &Lake, layer: &str, table: &str) -> Result<DeltaTable> {
     lake.existing_table(layer, table).await?.ok_or_else(|| Error::Other {
         context: format!("lake table {layer}.{table}"),
