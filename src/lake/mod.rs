@@ -248,6 +248,7 @@ impl Lake {
             partition_column: partition_column.to_string(),
             properties: appender_properties(unique_columns, increasing_columns),
             handle: None,
+            verified: std::collections::BTreeSet::new(),
             interrupt_next: false,
         }
     }
@@ -413,6 +414,12 @@ pub struct Appender {
     /// The table as of our last commit; `None` until the first append and
     /// after a failed one (the next append reads it again).
     handle: Option<DeltaTable>,
+    /// The position keys whose recorded positions were checked against the
+    /// table since `handle` was read: a kept handle has seen no other
+    /// writer's commit since, so a key met for the first time is checked
+    /// against it (a stream reading a partition it had not read before; two
+    /// streams on one topic once both landed a partition because of it).
+    verified: std::collections::BTreeSet<String>,
 
     /// Test hook (see `interrupt_next_append`).
     interrupt_next: bool,
@@ -442,11 +449,13 @@ impl Appender {
         let mut handle = match self.handle.take() {
             Some(handle) => handle,
             None => {
-                let handle = self.lake.table(&self.layer, &self.table).await?;
-                check_recorded_positions(&handle, &name, positions, expected).await?;
-                handle
+                self.verified.clear();
+                self.lake.table(&self.layer, &self.table).await?
             }
         };
+        let unverified: BTreeMap<String, i64> =
+            positions.iter().filter(|(key, _)| !self.verified.contains(*key)).map(|(key, next)| (key.clone(), *next)).collect();
+        check_recorded_positions(&handle, &name, &unverified, expected).await?;
         let now = chrono::Utc::now().timestamp_millis();
         let transactions: Vec<Transaction> =
             positions.iter().map(|(key, next)| Transaction::new_with_last_update(app_id(key), *next, Some(now))).collect();
@@ -458,6 +467,10 @@ impl Appender {
             handle = self.create(&name, schema.clone(), handle).await?;
             check_recorded_positions(&handle, &name, positions, expected).await?;
         }
+        // Checked now, or earlier against this handle: from here on Delta's
+        // conflict check fences every key (another writer's commit after
+        // the handle's version that records one fails ours).
+        self.verified.extend(positions.keys().cloned());
         let mut writer = RecordBatchWriter::for_table(&handle)
             .map_err(|e| Error::lake(&name, e))?
             .with_writer_properties(self.properties.clone())
@@ -824,5 +837,28 @@ mod tests {
         assert!(matches!(doubled, Err(Error::PositionsTaken { .. })), "{doubled:?}");
         let recorded = lake.committed_positions("bronze", "t", &["topic:0".to_string()]).await.unwrap();
         assert_eq!(recorded, BTreeMap::from([("topic:0".to_string(), 1)]));
+    }
+
+    #[tokio::test]
+    async fn a_key_met_for_the_first_time_is_checked_even_when_no_one_committed_since_our_last_commit() {
+        // As two streams without a group did: one recorded partition 0 long
+        // before the other, busy with partition 1, reached it.
+        let dir = tempfile::tempdir().unwrap();
+        let lake = lake_in(dir.path());
+        let positions = |key: &str, next: i64| BTreeMap::from([(key.to_string(), next)]);
+        let none = BTreeMap::new();
+        let mut first = lake.appender("bronze", "t", "day", &[], &["n"]);
+        first.append(schema(), vec![rows(&[1], &[20782])], &positions("topic:0", 1), &none).await.unwrap();
+        let mut second = lake.appender("bronze", "t", "day", &[], &["n"]);
+        second.append(schema(), vec![rows(&[2], &[20782])], &positions("topic:1", 1), &none).await.unwrap();
+        second.append(schema(), vec![rows(&[3], &[20782])], &positions("topic:1", 2), &positions("topic:1", 1)).await.unwrap();
+        // Nobody committed between the second's two commits: its table state
+        // is current, and it shows partition 0 taken.
+        let both = BTreeMap::from([("topic:0".to_string(), 1), ("topic:1".to_string(), 3)]);
+        let doubled = second.append(schema(), vec![rows(&[4], &[20782])], &both, &positions("topic:1", 2)).await;
+        assert!(matches!(doubled, Err(Error::PositionsTaken { .. })), "{doubled:?}");
+        let keys = ["topic:0".to_string(), "topic:1".to_string()];
+        let recorded = lake.committed_positions("bronze", "t", &keys).await.unwrap();
+        assert_eq!(recorded, BTreeMap::from([("topic:0".to_string(), 1), ("topic:1".to_string(), 2)]));
     }
 }
