@@ -1,7 +1,8 @@
 //! Developer tools behind hidden commands: the reference measurements of the
 //! benchmarks in `scripts/` (`stream --discard` for bench-stream.sh,
 //! `bench-serve` for bench-serve.sh, `bench-serve --governance` for the cost
-//! of roles and of the audit log). The CLI prints what they return.
+//! of roles and of the audit log), and `bench-encode`, the measurement behind
+//! the lake's Parquet settings. The CLI prints what they return.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -230,8 +231,7 @@ pub const ENCODE_SETTINGS: [&str; 3] = ["every column in a dictionary", "no dict
 /// Parquet settings (BENCHMARKS.md, batch path, 2026-12-03 evening).
 pub async fn bench_encode(lake: &Lake, tables: &[TableName]) -> Result<Vec<EncodeFigure>> {
     use deltalake::parquet::arrow::ArrowWriter;
-    use deltalake::parquet::basic::Compression;
-    use deltalake::parquet::file::properties::WriterProperties;
+    use crate::lake::{base_writer_properties, text_columns, writer_properties};
 
     let session = SessionBuilder::new(lake).only(tables).build().await?;
     let mut figures = Vec::new();
@@ -242,15 +242,10 @@ pub async fn bench_encode(lake: &Lake, tables: &[TableName]) -> Result<Vec<Encod
         let batches = crate::lake::plain_types::batches(batches).map_err(|e| Error::lake(&name, e))?;
         let Some(schema) = batches.first().map(|b| b.schema()) else { continue };
         let row_count = batches.iter().map(|b| b.num_rows()).sum();
-        let base = || {
-            WriterProperties::builder()
-                .set_max_row_group_row_count(Some(crate::lake::ROW_GROUP_ROWS))
-                .set_compression(Compression::SNAPPY)
-        };
         let settings = [
-            base().build(),
-            base().set_dictionary_enabled(false).build(),
-            crate::lake::writer_properties(&crate::lake::text_columns(&schema)),
+            base_writer_properties().build(),
+            base_writer_properties().set_dictionary_enabled(false).build(),
+            writer_properties(&text_columns(&schema)),
         ];
         for (setting, properties) in ENCODE_SETTINGS.into_iter().zip(settings) {
             let (mut best, mut bytes) = (f64::MAX, 0);

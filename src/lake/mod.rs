@@ -36,7 +36,7 @@ use deltalake::kernel::scalars::ScalarExt;
 use deltalake::kernel::Transaction;
 use deltalake::parquet::basic::{Compression, Encoding};
 use deltalake::parquet::schema::types::ColumnPath;
-use deltalake::parquet::file::properties::{EnabledStatistics, WriterProperties};
+use deltalake::parquet::file::properties::{EnabledStatistics, WriterProperties, WriterPropertiesBuilder};
 use deltalake::protocol::SaveMode;
 use deltalake::writer::{DeltaWriter, RecordBatchWriter, WriteMode};
 use deltalake::{DeltaTable, DeltaTableBuilder, ObjectStore};
@@ -631,9 +631,16 @@ fn split_by_date(batch: &RecordBatch, column: &str) -> std::result::Result<Vec<(
 
 /// Rows per Parquet row group: small enough that a writer holds little in
 /// memory, large enough for good compression and scans.
-pub(crate) const ROW_GROUP_ROWS: usize = 128 * 1024;
+const ROW_GROUP_ROWS: usize = 128 * 1024;
 /// Parquet files are rolled over at about this size.
 const TARGET_FILE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// What every Parquet file of the lake shares: row groups of
+/// `ROW_GROUP_ROWS`, Snappy. Alone, it is what the lake wrote before
+/// `writer_properties` (every column in a dictionary, page statistics).
+pub(crate) fn base_writer_properties() -> WriterPropertiesBuilder {
+    WriterProperties::builder().set_max_row_group_row_count(Some(ROW_GROUP_ROWS)).set_compression(Compression::SNAPPY)
+}
 
 /// Text columns keep a Parquet dictionary up to this size per column chunk:
 /// enough for dimension-like values (countries, categories, product names);
@@ -655,9 +662,7 @@ const TEXT_DICTIONARY_BYTES: usize = 32 * 1024;
 /// dictionary and page statistics, 0.81 s with these; its files are a
 /// third larger (48 → 64 MB).
 pub(crate) fn writer_properties(text_columns: &[&str]) -> WriterProperties {
-    let mut builder = WriterProperties::builder()
-        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-        .set_compression(Compression::SNAPPY)
+    let mut builder = base_writer_properties()
         .set_dictionary_enabled(false)
         .set_statistics_enabled(EnabledStatistics::Chunk);
     for column in text_columns {
@@ -683,9 +688,7 @@ pub(crate) fn text_columns(schema: &Schema) -> Vec<&str> {
 /// The settings of an `Appender` (stream tables): every column in a
 /// dictionary except `unique_columns`, delta encoding for `increasing_columns`.
 fn appender_properties(unique_columns: &[&str], increasing_columns: &[&str]) -> WriterProperties {
-    let mut builder = WriterProperties::builder()
-        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-        .set_compression(Compression::SNAPPY);
+    let mut builder = base_writer_properties();
     for column in unique_columns.iter().chain(increasing_columns) {
         builder = builder.set_column_dictionary_enabled(ColumnPath::from(*column), false);
     }

@@ -81,12 +81,21 @@ fn delta_log_strings(table_dir: &Path) -> Vec<String> {
         }
     }
     let mut found = Vec::new();
-    for file in files_under(&table_dir.join("_delta_log")).into_iter().filter(|f| f.extension().is_some_and(|e| e == "json")) {
-        for line in std::fs::read_to_string(file).unwrap().lines().filter(|l| !l.trim().is_empty()) {
-            collect(&serde_json::from_str(line).unwrap(), &mut found);
-        }
+    for action in log_actions(table_dir) {
+        collect(&action, &mut found);
     }
     found
+}
+
+/// Every action of a table's Delta log (its JSON commit files).
+fn log_actions(table_dir: &Path) -> Vec<serde_json::Value> {
+    let mut actions = Vec::new();
+    for file in files_under(&table_dir.join("_delta_log")).into_iter().filter(|f| f.extension().is_some_and(|e| e == "json")) {
+        for line in std::fs::read_to_string(file).unwrap().lines().filter(|l| !l.trim().is_empty()) {
+            actions.push(serde_json::from_str(line).unwrap());
+        }
+    }
+    actions
 }
 
 /// Whether a string of the log is `value` or a statistic cut from it (Delta
@@ -98,14 +107,11 @@ fn log_holds(log: &[String], value: &str) -> bool {
 /// The columns with a minimum in the file statistics of a table's Delta log.
 fn stats_columns(table_dir: &Path) -> BTreeSet<String> {
     let mut columns = BTreeSet::new();
-    for file in files_under(&table_dir.join("_delta_log")).into_iter().filter(|f| f.extension().is_some_and(|e| e == "json")) {
-        for line in std::fs::read_to_string(file).unwrap().lines().filter(|l| !l.trim().is_empty()) {
-            let action: serde_json::Value = serde_json::from_str(line).unwrap();
-            let Some(stats) = action["add"]["stats"].as_str() else { continue };
-            let stats: serde_json::Value = serde_json::from_str(stats).unwrap();
-            if let Some(minima) = stats["minValues"].as_object() {
-                columns.extend(minima.keys().cloned());
-            }
+    for action in log_actions(table_dir) {
+        let Some(stats) = action["add"]["stats"].as_str() else { continue };
+        let stats: serde_json::Value = serde_json::from_str(stats).unwrap();
+        if let Some(minima) = stats["minValues"].as_object() {
+            columns.extend(minima.keys().cloned());
         }
     }
     columns
