@@ -292,16 +292,28 @@ impl Lake {
     /// Used for logs such as `gold.pipeline_runs`, where every write adds.
     pub async fn append(&self, layer: &str, table: &str, batches: Vec<RecordBatch>) -> Result<i64> {
         let name = format!("{layer}.{table}");
-        let handle = self.table(layer, table).await?;
         let batches = plain_types::batches(batches).map_err(|e| Error::lake(&name, e))?;
-        let commit = CommitProperties::default()
+        let handle = self.table(layer, table).await?;
+        let creating = handle.version().is_none();
+        match self.append_with(&name, handle, batches.clone(), creating).await {
+            // Another writer created the table first: append to theirs.
+            Err(_) if creating && self.table(layer, table).await?.version().is_some() => {
+                let handle = self.table(layer, table).await?;
+                self.append_with(&name, handle, batches, false).await
+            }
+            written => written,
+        }
+    }
+
+    async fn append_with(&self, name: &str, handle: DeltaTable, batches: Vec<RecordBatch>, creating: bool) -> Result<i64> {
+        let commit = if creating { create_once() } else { CommitProperties::default() }
             .with_metadata([("medallion.table".to_string(), serde_json::json!(name))]);
         let written = handle
             .write(batches)
             .with_save_mode(SaveMode::Append)
             .with_commit_properties(commit)
             .await
-            .map_err(|e| Error::lake(&name, e))?;
+            .map_err(|e| Error::lake(name, e))?;
         Ok(written.version().unwrap_or_default() as i64)
     }
 
@@ -506,13 +518,15 @@ impl Appender {
     /// created the table would record its positions unchecked (Delta has no
     /// earlier version to check a concurrent creator's against), so two
     /// streams starting on an empty lake could both land their first batch.
-    /// Another writer creating it meanwhile is fine: the table is read again.
+    /// Another writer creating it meanwhile is fine: the table is read again
+    /// (see `create_once`: the creation is not retried on top of theirs).
     async fn create(&self, name: &str, schema: SchemaRef, handle: DeltaTable) -> Result<DeltaTable> {
         let created = handle
             .write(batches_or_empty(schema, Vec::new()))
             .with_save_mode(SaveMode::Append)
             .with_partition_columns([self.partition_column.as_str()])
             .with_writer_properties(self.properties.clone())
+            .with_commit_properties(create_once())
             .await;
         let table = self.lake.table(&self.layer, &self.table).await?;
         match (created, table.version()) {
@@ -521,6 +535,17 @@ impl Appender {
             (Ok(_), None) => Err(Error::lake(name, "the table was created but cannot be read back")),
         }
     }
+}
+
+/// The commit properties of a write that creates a table: no retry. When
+/// another writer created the table first, delta-rs would otherwise retry
+/// the creation as the table's next version, a second schema and table id
+/// on top of theirs, and every writer holding the first version then fails
+/// with "Metadata changed since last commit" (two streams starting on an
+/// empty lake: one of them failed now and then). Without a retry the
+/// creation fails and the caller reads the table the other writer made.
+fn create_once() -> CommitProperties {
+    CommitProperties::default().with_max_retries(0)
 }
 
 /// Fails with `Error::PositionsTaken` unless `table` has recorded, for each
@@ -786,6 +811,37 @@ mod tests {
         let text = datafusion::arrow::util::pretty::pretty_format_batches(&counted).unwrap().to_string();
         assert!(text.contains("| 2026-11-25 | 3 | 6     |"), "{text}");
         assert!(text.contains("| 2026-11-26 | 2 | 9     |"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn two_writers_creating_one_table_at_once_leave_one_creation_and_both_append() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = lake_in(dir.path());
+        let none = BTreeMap::new();
+        // Both found no table; the first creates it, then the second tries.
+        let first = lake.appender("bronze", "t", "day", &[], &["n"]);
+        let second = lake.appender("bronze", "t", "day", &[], &["n"]);
+        let (seen_by_first, seen_by_second) = (lake.table("bronze", "t").await.unwrap(), lake.table("bronze", "t").await.unwrap());
+        assert!(seen_by_first.version().is_none() && seen_by_second.version().is_none());
+        first.create("bronze.t", schema(), seen_by_first).await.unwrap();
+        let created = second.create("bronze.t", schema(), seen_by_second).await.unwrap();
+        assert_eq!(created.version(), Some(0), "the second writer uses the first one's table");
+        let log = dir.path().join("bronze/t/_delta_log");
+        assert!(!log.join(format!("{:020}.json", 1)).exists(), "no second creation on top of the first");
+
+        // Both append from the table as they read it: neither is refused.
+        let (mut first, mut second) = (first, second);
+        let positions = |key: &str| BTreeMap::from([(key.to_string(), 1)]);
+        first.append(schema(), vec![rows(&[1], &[20782])], &positions("topic:0"), &none).await.unwrap();
+        second.append(schema(), vec![rows(&[2], &[20782])], &positions("topic:1"), &none).await.unwrap();
+
+        // The same for plain appends (pipeline_runs): one creation.
+        let (a, b) = (lake.table("bronze", "logs").await.unwrap(), lake.table("bronze", "logs").await.unwrap());
+        lake.append_with("bronze.logs", a, vec![rows(&[1], &[20782])], true).await.unwrap();
+        assert!(lake.append_with("bronze.logs", b, vec![rows(&[2], &[20782])], true).await.is_err(), "a creation is not retried");
+        lake.append("bronze", "logs", vec![rows(&[3], &[20782])]).await.unwrap();
+        let logs = lake.existing_table("bronze", "logs").await.unwrap().unwrap();
+        assert_eq!(logs.version(), Some(1));
     }
 
     #[tokio::test]

@@ -203,6 +203,18 @@ fn stream_process(lake: &str, topic: &str, extra: &[&str], env: &[(&str, &str)])
     stream_process_on(&brokers(), lake, topic, extra, env)
 }
 
+/// A stream process whose error output is kept for the test's message
+/// (read it with `wait_with_output`: with `--quiet` it is a line or two).
+fn stream_process_heard(lake: &str, topic: &str, extra: &[&str]) -> Child {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_medallion"));
+    command
+        .args(["stream", "--quiet", "--lake", lake, "--topic", topic, "--brokers", &brokers(), "--max-batch", "150"])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    command.spawn().unwrap()
+}
+
 fn stream_process_on(brokers: &str, lake: &str, topic: &str, extra: &[&str], env: &[(&str, &str)]) -> Child {
     let mut command = Command::new(env!("CARGO_BIN_EXE_medallion"));
     command
@@ -565,9 +577,12 @@ async fn streams_given_partitions_split_a_topic_by_hand() {
     send(&topic, &sent).await;
     let lake = TestLake::new();
     let config = config(&lake.url(), None, "2026-11-25");
-    let mut even = stream_process(&lake.url(), &topic, &["--available-now", "--partitions", "0,2"], &[]);
-    let mut odd = stream_process(&lake.url(), &topic, &["--available-now", "--partitions", "1"], &[]);
-    assert!(even.wait().unwrap().success() && odd.wait().unwrap().success());
+    let even = stream_process_heard(&lake.url(), &topic, &["--available-now", "--partitions", "0,2"]);
+    let odd = stream_process_heard(&lake.url(), &topic, &["--available-now", "--partitions", "1"]);
+    for (name, process) in [("even", even), ("odd", odd)] {
+        let output = process.wait_with_output().unwrap();
+        assert!(output.status.success(), "{name}: {}", String::from_utf8_lossy(&output.stderr));
+    }
     assert_exactly_once(&config, &sent).await;
 
     // A partition the topic does not have: one line, nothing read.
