@@ -28,6 +28,7 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Date32Type};
+use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility};
 use datafusion::prelude::SessionContext;
 use serde_json::{Map, Value};
 
@@ -136,8 +137,9 @@ pub fn stats_sql(base: &str, columns: &[(String, DataType)], exact: bool) -> Str
         if exact {
             select.push(format!("COUNT(DISTINCT {q}) AS c{i}_distinct"));
         } else if is_float(data_type) {
-            // HyperLogLog takes no floats: their shortest text is as distinct.
-            select.push(format!("CAST(approx_distinct(CAST({q} AS VARCHAR)) AS BIGINT) AS c{i}_distinct"));
+            // HyperLogLog takes no floats: their bits are as distinct (and
+            // cheaper than their text, which cost a third of a table's stats).
+            select.push(format!("CAST(approx_distinct({FLOAT_BITS}(CAST({q} AS DOUBLE))) AS BIGINT) AS c{i}_distinct"));
         } else {
             select.push(format!("CAST(approx_distinct({q}) AS BIGINT) AS c{i}_distinct"));
         }
@@ -179,8 +181,59 @@ pub fn top_values_sql(base: &str, columns: &[(String, DataType)], wanted: impl F
     (!parts.is_empty()).then(|| parts.join(" UNION ALL "))
 }
 
+/// The name of `FloatBits` in a profiling session.
+const FLOAT_BITS: &str = "medallion_float_bits";
+
+/// A float's bits as a BIGINT, one value per distinct float (-0 counted as
+/// 0, every NaN as one): what HyperLogLog can count.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct FloatBits {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for FloatBits {
+    fn name(&self) -> &str {
+        FLOAT_BITS
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> datafusion::error::Result<DataType> {
+        Ok(DataType::Int64)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> datafusion::error::Result<ColumnarValue> {
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let floats = arrays[0]
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .ok_or_else(|| datafusion::error::DataFusionError::Internal(format!("{FLOAT_BITS} takes DOUBLE")))?;
+        let bits: Int64Array = floats.unary(|x| float_bits(x) as i64);
+        Ok(ColumnarValue::Array(Arc::new(bits) as ArrayRef))
+    }
+}
+
+/// Makes `FloatBits` callable in `ctx` (what `stats_sql` needs).
+pub fn register_float_bits(ctx: &SessionContext) {
+    let signature = Signature::exact(vec![DataType::Float64], Volatility::Immutable);
+    ctx.register_udf(ScalarUDF::new_from_impl(FloatBits { signature }));
+}
+
+fn float_bits(x: f64) -> u64 {
+    if x == 0.0 {
+        0
+    } else if x.is_nan() {
+        f64::NAN.to_bits()
+    } else {
+        x.to_bits()
+    }
+}
+
 /// Profiles the newest partition of `table`, registered in `ctx`.
 pub async fn profile_table(ctx: &SessionContext, table: &TableName, version: Option<i64>) -> Result<TableProfile> {
+    register_float_bits(ctx);
     let name = table.to_string();
     let frame = ctx.table(name.as_str()).await.map_err(|e| Error::lake(&name, e))?;
     let schema = frame.schema().as_arrow().clone();
@@ -493,12 +546,15 @@ mod tests {
     async fn large_tables_estimate_float_distincts_and_tops_skip_columns_of_many_values() {
         // The estimate a table of EXACT_DISTINCT_BELOW rows or more gets, over
         // a float column (HyperLogLog itself takes no floats).
+        // -0 and 0 are one value, as every NaN is (as in PostgreSQL).
         let ctx = SessionContext::new();
+        register_float_bits(&ctx);
         let floats = Arc::new(Schema::new(vec![Field::new("amount", DataType::Float64, true)]));
-        let batch = RecordBatch::try_new(floats, vec![Arc::new(Float64Array::from(vec![Some(1.5), Some(2.5), Some(1.5), None]))]).unwrap();
+        let values = [Some(1.5), Some(2.5), Some(1.5), None, Some(0.0), Some(-0.0), Some(f64::NAN), Some(-f64::NAN)];
+        let batch = RecordBatch::try_new(floats, vec![Arc::new(Float64Array::from(values.to_vec()))]).unwrap();
         ctx.register_batch("t", batch).unwrap();
         let row = json(&ctx, "t", &stats_sql("t", &[("amount".into(), DataType::Float64)], false)).await.unwrap();
-        assert_eq!(int(&row[0], "c0_distinct"), Some(2));
+        assert_eq!(int(&row[0], "c0_distinct"), Some(4));
 
         // One more distinct value than TOP_VALUES_MAX_DISTINCT: no top values
         // for that column; the two-valued column beside it has its own.

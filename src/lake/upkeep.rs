@@ -97,10 +97,11 @@ pub async fn optimize(lake: &Lake, layer: &str, table: &str, options: &OptimizeO
         match outcome {
             Ok((optimized, metrics)) => {
                 let (files_after, bytes_after) = live_files(&optimized, &name)?;
+                let version = optimize_commit_version(lake, layer, table, read_version, version_of(&optimized)).await;
                 return Ok(OptimizeReport {
                     table: name,
                     read_version,
-                    version: version_of(&optimized),
+                    version,
                     files_before,
                     files_after,
                     bytes_before,
@@ -119,6 +120,25 @@ pub async fn optimize(lake: &Lake, layer: &str, table: &str, options: &OptimizeO
             }
             Err(err) => return Err(Error::lake(&name, err)),
         }
+    }
+}
+
+/// The version of the compaction's commit. The table deltalake hands back
+/// may already hold a concurrent writer's next commit (seen: an append at
+/// 133 reported as the compaction, committed at 132), so the commit is
+/// looked up in the versions after `read_version`; `newest` when the log
+/// cannot tell.
+async fn optimize_commit_version(lake: &Lake, layer: &str, table: &str, read_version: u64, newest: u64) -> u64 {
+    // The versions since the read, and room for appends since `newest`.
+    let recent = (newest.saturating_sub(read_version) + 64) as usize;
+    match super::history::history(lake, layer, table, Some(recent)).await {
+        Ok(entries) => entries
+            .iter()
+            .filter(|e| e.version > read_version && e.operation == "OPTIMIZE")
+            .map(|e| e.version)
+            .min()
+            .unwrap_or(newest),
+        Err(_) => newest,
     }
 }
 

@@ -556,9 +556,10 @@ async fn two_streams_started_on_one_topic_without_a_group_never_duplicate_an_eve
     // Both read every partition from the start: whichever commits a
     // partition's positions second is refused by the lake (the other may
     // fail or finish); nothing is written twice.
-    let mut first = stream_process(&lake.url(), &topic, &["--available-now"], &[]);
-    let mut second = stream_process(&lake.url(), &topic, &["--available-now"], &[]);
-    let statuses = [first.wait().unwrap(), second.wait().unwrap()];
+    let first = stream_process_heard(&lake.url(), &topic, &["--available-now"]);
+    let second = stream_process_heard(&lake.url(), &topic, &["--available-now"]);
+    let statuses = [first.wait_with_output().unwrap(), second.wait_with_output().unwrap()]
+        .map(|output| (output.status, String::from_utf8_lossy(&output.stderr).into_owned()));
     let valid = valid_count(&sent);
     let landed = bronze_event_count(&config).await;
     let distinct = rows(&lake_query(&config, "SELECT COUNT(DISTINCT event_id) FROM bronze.sales_events").await)[0][0].i64();

@@ -75,6 +75,22 @@ pub struct TestLake {
     pub dir: tempfile::TempDir,
 }
 
+/// A failed test's lake is kept for a post-mortem: copied into
+/// `$TMPDIR/medallion-failed-lakes/` (the temporary folder goes with the test).
+impl Drop for TestLake {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let kept = std::env::temp_dir().join("medallion-failed-lakes");
+        let _ = std::fs::create_dir_all(&kept);
+        let copied = std::process::Command::new("cp").arg("-r").arg(self.dir.path()).arg(&kept).status();
+        if copied.is_ok_and(|s| s.success()) {
+            eprintln!("the failed test's lake is kept in {}", kept.display());
+        }
+    }
+}
+
 impl TestLake {
     pub fn new() -> TestLake {
         TestLake { dir: tempfile::tempdir().unwrap() }
