@@ -10,6 +10,11 @@
 # With --governance it measures instead what roles and the audit log cost:
 # /api/sql and the PostgreSQL wire with a PII query, for an admin and a reader
 # (masked), the audit log off and on, and the p99 each adds to the admin's.
+# There each configuration's server runs in a process of its own (the binary
+# started as `medallion serve` on free loopback ports with a temporary
+# medallion.toml, stopped after its load), the clients in bench-serve's:
+# servers started one after the other in one process were not alike (the
+# first consistently faster), which swung the p99 ratios by more than 10 %.
 #
 # Usage: scripts/bench-serve.sh [CLIENTS] [SECONDS] [--governance]   (default: 64 10)
 #   --governance runs each configuration 4 times (rounds, the order turned

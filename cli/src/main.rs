@@ -695,7 +695,7 @@ struct BenchServeArgs {
     #[arg(long, default_value_t = 10)]
     seconds: u64,
     /// Measure the cost of roles (PII masking) and of the audit log instead: /api/sql and the PostgreSQL wire
-    /// for an admin and a reader, audit off and on
+    /// for an admin and a reader, audit off and on, each configuration served by a `medallion serve` process of its own
     #[arg(long)]
     governance: bool,
     /// With --governance: how many times each configuration is measured (the order turned each round, so four
@@ -953,7 +953,7 @@ async fn execute(command: Command, config: Config, progress: Progress) -> Result
         }
         Command::BenchServe(args) if args.governance => {
             println!(
-                "governance bench: {} concurrent clients, {} s per scenario, {} rounds, server and clients in one process\nquery: {}",
+                "governance bench: {} concurrent clients, {} s per scenario, {} rounds, each server in a process of its own\nquery: {}",
                 args.clients,
                 args.seconds,
                 args.rounds,
