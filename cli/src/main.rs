@@ -840,6 +840,22 @@ impl ApplyFlags for ProduceArgs {
 }
 
 impl Command {
+    /// Commands whose output is made to be read through a pipe (`medallion
+    /// status | head`): when the reader closes it early they end quietly,
+    /// as `ls` or `grep` do, instead of panicking on the failed write.
+    fn prints_for_a_pipe(&self) -> bool {
+        matches!(
+            self,
+            Command::Sql(_)
+                | Command::Status(_)
+                | Command::History(_)
+                | Command::Catalog(_)
+                | Command::Lineage(_)
+                | Command::Profile(_)
+                | Command::Explain(_)
+        )
+    }
+
     /// The configuration's top layer: the flags this command was given.
     fn overrides(&self, config_file: Option<PathBuf>) -> Overrides {
         let groups: Vec<&dyn ApplyFlags> = match self {
@@ -883,6 +899,9 @@ impl Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.command.prints_for_a_pipe() {
+        end_quietly_when_the_pipe_closes();
+    }
     init_logging(cli.quiet);
     quiet_worker_panics();
     let config = match Config::load(cli.command.overrides(cli.config.clone())) {
@@ -898,6 +917,21 @@ fn main() -> ExitCode {
     match runtime.block_on(execute(cli.command, config, progress)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => fail(&err, &secrets),
+    }
+}
+
+/// Restores the default action of SIGPIPE, which Rust's runtime ignores so
+/// that writes to a closed socket fail with an error instead: a write to a
+/// closed stdout then ends the process at once, silently, as it ends other
+/// Unix tools. Only for the commands that print and end (their sockets —
+/// PostgreSQL, S3, a cluster — write with MSG_NOSIGNAL and are unaffected);
+/// servers keep ignoring it.
+fn end_quietly_when_the_pipe_closes() {
+    #[cfg(unix)]
+    // SAFETY: setting a signal's disposition to its default takes no pointer
+    // and runs before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

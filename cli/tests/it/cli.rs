@@ -354,6 +354,23 @@ async fn history_time_travel_restore_optimize_and_status_from_the_command_line()
     assert!(text.lines().any(|l| l.starts_with("gold.kpi_revenue ")), "{text}");
     assert!(text.contains("latest runs") && text.contains("by hand"), "{text}");
 
+    // Read through a pipe its reader closed (`medallion status | head -0`):
+    // the command ends quietly, killed by SIGPIPE as other Unix tools are,
+    // without a panic (it panicked before: "failed printing to stdout").
+    for args in [vec!["status", "--lake", &url], vec!["sql", "--lake", &url, "SELECT * FROM gold.rfm_customers"]] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let output = Command::new(env!("CARGO_BIN_EXE_medallion"))
+            .args(&args)
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(output.status.signal(), Some(libc::SIGPIPE), "{args:?}: {:?} {}", output.status, stderr(&output));
+        assert!(stderr(&output).is_empty(), "{args:?}: {}", stderr(&output));
+    }
+
     let output = medallion(&["history", "gold.no_such_table", "--lake", &url], &[]);
     assert_one_line_failure(&output);
 }
