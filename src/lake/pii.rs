@@ -24,7 +24,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{Array, ArrayRef, StringArray};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringBuilder};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::Session;
 use datafusion::common::{Column, DFSchema};
@@ -129,7 +129,7 @@ impl Protection {
             (_, Some(key)) => ("pii_pseudonym", Shown::Pseudonym(key.clone())),
             (_, None) => ("pii_mask", Shown::Masked),
         };
-        let udf = ScalarUDF::new_from_impl(Hide { name, shown, at_rest_key: self.at_rest_key.clone(), signature: utf8() });
+        let udf = ScalarUDF::new_from_impl(Hide { name, shown, at_rest_key: self.at_rest_key.clone(), signature: text() });
         Arc::new(ProtectedTable {
             inner: provider,
             schema: Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone())),
@@ -143,41 +143,46 @@ impl Protection {
     }
 }
 
-fn utf8() -> Signature {
-    Signature::exact(vec![DataType::Utf8], Volatility::Immutable)
+/// Text of any of Arrow's string types (other types are cast to text first).
+fn text() -> Signature {
+    Signature::uniform(1, TEXT_TYPES.to_vec(), Volatility::Immutable)
 }
+
+const TEXT_TYPES: [DataType; 3] = [DataType::Utf8, DataType::Utf8View, DataType::LargeUtf8];
 
 /// `value` masked: in text with digits (phones, postal codes) every letter
 /// and digit but the last four (a third of short values) becomes `*`; other text keeps the first
 /// letter of each word. Punctuation and spaces stay.
 pub fn mask(value: &str) -> String {
-    let alnum = value.chars().filter(|c| c.is_alphanumeric()).count();
-    if value.chars().any(|c| c.is_ascii_digit()) {
+    let mut masked = String::with_capacity(value.len());
+    mask_into(value, &mut masked);
+    masked
+}
+
+/// `mask`, appended to `masked` (a buffer reused from value to value).
+fn mask_into(value: &str, masked: &mut String) {
+    if value.bytes().any(|b| b.is_ascii_digit()) {
         // Short values (postal codes) keep less: a third of their characters.
+        let alnum = value.chars().filter(|c| c.is_alphanumeric()).count();
         let keep = if alnum >= 8 { 4 } else { alnum / 3 };
         let keep_from = alnum - keep;
         let mut seen = 0;
-        return value
-            .chars()
-            .map(|c| {
-                if c.is_alphanumeric() {
-                    seen += 1;
-                    if seen > keep_from { c } else { '*' }
-                } else {
-                    c
-                }
-            })
-            .collect();
+        masked.extend(value.chars().map(|c| {
+            if c.is_alphanumeric() {
+                seen += 1;
+                if seen > keep_from { c } else { '*' }
+            } else {
+                c
+            }
+        }));
+        return;
     }
     let mut at_word_start = true;
-    value
-        .chars()
-        .map(|c| {
-            let shown = if c.is_alphanumeric() && !at_word_start { '*' } else { c };
-            at_word_start = !c.is_alphanumeric();
-            shown
-        })
-        .collect()
+    masked.extend(value.chars().map(|c| {
+        let shown = if c.is_alphanumeric() && !at_word_start { '*' } else { c };
+        at_word_start = !c.is_alphanumeric();
+        shown
+    }));
 }
 
 /// `pii_` and the first 10 hex digits of HMAC-SHA256(`key`, `value`).
@@ -230,26 +235,49 @@ impl ScalarUDFImpl for Hide {
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
         let arrays = ColumnarValue::values_to_arrays(&args.args)?;
-        let values = arrays[0].as_any().downcast_ref::<StringArray>().ok_or_else(|| {
-            datafusion::error::DataFusionError::Internal(format!("{} takes text", self.name))
-        })?;
-        let hidden: StringArray = values
-            .iter()
-            .map(|v| {
-                let clear = match &self.at_rest_key {
-                    // A value that does not open under the key shows as NULL,
-                    // never as its ciphertext.
-                    Some(key) => at_rest::decrypt(key, v?)?,
-                    None => v?.to_string(),
-                };
-                Some(match &self.shown {
-                    Shown::Clear => clear,
-                    Shown::Masked => mask(&clear),
-                    Shown::Pseudonym(key) => pseudonym(key, &clear),
-                })
-            })
-            .collect();
-        Ok(ColumnarValue::Array(Arc::new(hidden) as ArrayRef))
+        let values = &arrays[0];
+        let mut hidden = StringBuilder::with_capacity(values.len(), 16 * values.len());
+        let mut buffer = String::new();
+        // Text is read as it is stored (no copy into another string type first).
+        match values.data_type() {
+            DataType::Utf8View => values.as_string_view().iter().for_each(|v| self.append(v, &mut hidden, &mut buffer)),
+            DataType::Utf8 => values.as_string::<i32>().iter().for_each(|v| self.append(v, &mut hidden, &mut buffer)),
+            DataType::LargeUtf8 => values.as_string::<i64>().iter().for_each(|v| self.append(v, &mut hidden, &mut buffer)),
+            other => {
+                return Err(datafusion::error::DataFusionError::Internal(format!("{} takes text, not {other}", self.name)))
+            }
+        }
+        Ok(ColumnarValue::Array(Arc::new(hidden.finish()) as ArrayRef))
+    }
+}
+
+impl Hide {
+    /// Appends what the role is shown of one stored value to `hidden`
+    /// (`buffer`: scratch space for a mask, reused across values).
+    fn append(&self, stored: Option<&str>, hidden: &mut StringBuilder, buffer: &mut String) {
+        let Some(stored) = stored else { return hidden.append_null() };
+        let decrypted;
+        let clear = match &self.at_rest_key {
+            // A value that does not open under the key shows as NULL,
+            // never as its ciphertext.
+            Some(key) => match at_rest::decrypt(key, stored) {
+                Some(value) => {
+                    decrypted = value;
+                    decrypted.as_str()
+                }
+                None => return hidden.append_null(),
+            },
+            None => stored,
+        };
+        match &self.shown {
+            Shown::Clear => hidden.append_value(clear),
+            Shown::Masked => {
+                buffer.clear();
+                mask_into(clear, buffer);
+                hidden.append_value(buffer.as_str());
+            }
+            Shown::Pseudonym(key) => hidden.append_value(pseudonym(key, clear)),
+        }
     }
 }
 
@@ -315,7 +343,8 @@ impl TableProvider for ProtectedTable {
             let name = input.field(position).name().clone();
             let column = Expr::Column(Column::new_unqualified(name.clone()));
             let expr = if self.protected.contains(index) {
-                self.udf.call(vec![cast(column, DataType::Utf8)])
+                let text = if TEXT_TYPES.contains(input.field(position).data_type()) { column } else { cast(column, DataType::Utf8) };
+                self.udf.call(vec![text])
             } else {
                 column
             };
@@ -337,6 +366,52 @@ mod tests {
         assert_eq!(mask("Obere Str. 57"), "***** *tr. 57");
         assert_eq!(mask("12209"), "****9");
         assert_eq!(mask(""), "");
+    }
+
+    #[tokio::test]
+    async fn a_wrapped_table_masks_text_of_every_string_type_and_other_types_as_text() {
+        use datafusion::arrow::array::{Int32Array, StringArray, StringViewArray};
+        use datafusion::datasource::MemTable;
+        use datafusion::prelude::SessionContext;
+
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("customer_id", DataType::Utf8, false),
+            Field::new("contact_name", DataType::Utf8View, true),
+            Field::new("phone", DataType::Utf8, true),
+            Field::new("postal_code", DataType::Int32, true),
+        ]));
+        let batch = datafusion::arrow::array::RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(StringArray::from(vec!["ALFKI", "ANATR"])),
+                Arc::new(StringViewArray::from(vec![Some("Maria Anders"), None])),
+                Arc::new(StringArray::from(vec![Some("030-0074321"), Some("(5) 555-4729")])),
+                Arc::new(Int32Array::from(vec![Some(12209), None])),
+            ],
+        )
+        .unwrap();
+        let table = Arc::new(MemTable::try_new(schema, vec![vec![batch]]).unwrap());
+        let policy = PiiConfig {
+            columns: ["contact_name", "phone", "postal_code"].iter().map(|c| ("customers".to_string(), c.to_string())).collect(),
+            key: None,
+            encrypt_at_rest: false,
+        };
+        let reader = Protection::for_role(Role::Reader, &policy).unwrap();
+        let name = TableName::owned(Layer::Bronze, "customers");
+        let ctx = SessionContext::new();
+        ctx.register_table("customers", reader.wrap(&name, table)).unwrap();
+        let batches = ctx.sql("SELECT * FROM customers ORDER BY customer_id").await.unwrap().collect().await.unwrap();
+        let shown: Vec<Vec<Option<String>>> = (0..4)
+            .map(|column| {
+                let values = datafusion::arrow::compute::cast(batches[0].column(column), &DataType::Utf8).unwrap();
+                values.as_string::<i32>().iter().map(|v| v.map(str::to_string)).collect()
+            })
+            .collect();
+        let text = |v: &[Option<&str>]| v.iter().map(|s| s.map(str::to_string)).collect::<Vec<_>>();
+        assert_eq!(shown[0], text(&[Some("ALFKI"), Some("ANATR")]), "unprotected columns stay clear");
+        assert_eq!(shown[1], text(&[Some("M**** A*****"), None]), "a string view is masked, NULL stays NULL");
+        assert_eq!(shown[2], text(&[Some("***-***4321"), Some("(*) ***-4729")]));
+        assert_eq!(shown[3], text(&[Some("****9"), None]), "a number is masked as text");
     }
 
     #[test]
