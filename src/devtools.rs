@@ -138,6 +138,12 @@ pub struct GovernanceRun {
     pub governance: Governance,
     pub http: LoadReport,
     pub pg: LoadReport,
+    /// The server process's CPU time (user + system, every thread: the
+    /// audit writer's too) per answered request, in microseconds, during
+    /// the `/api/sql` and the PostgreSQL load; `None` where the system does
+    /// not tell it (no `/proc`).
+    pub http_cpu_us: Option<f64>,
+    pub pg_cpu_us: Option<f64>,
 }
 
 impl GovernanceBench {
@@ -155,6 +161,29 @@ impl GovernanceBench {
         }
         Some((median(http)?, median(pg)?))
     }
+
+    /// The server's CPU time per request of `governance` over the
+    /// reference's of the same round, in percent added, median over the
+    /// rounds (as `added_p99`). Less swayed by the machine than a p99 under
+    /// load: it counts work done, not time spent waiting for a core.
+    pub fn added_cpu(&self, governance: Governance) -> Option<(f64, f64)> {
+        let added = |now: Option<f64>, then: Option<f64>| Some(100.0 * (now? / then?.max(1e-9) - 1.0));
+        let mut http = Vec::new();
+        let mut pg = Vec::new();
+        for run in self.runs.iter().filter(|run| run.governance == governance) {
+            let reference = self.runs.iter().find(|r| r.round == run.round && r.governance == GOVERNANCE[0])?;
+            http.push(added(run.http_cpu_us, reference.http_cpu_us)?);
+            pg.push(added(run.pg_cpu_us, reference.pg_cpu_us)?);
+        }
+        Some((median(http)?, median(pg)?))
+    }
+}
+
+/// CPU microseconds per request between two readings of a process's CPU
+/// time (`None` when either is missing or nothing was answered).
+fn cpu_per_request(before: Option<f64>, after: Option<f64>, report: &LoadReport) -> Option<f64> {
+    let seconds = after? - before?;
+    (report.requests > 0).then(|| seconds * 1e6 / report.requests as f64)
 }
 
 /// The middle value (the mean of the two middle ones for an even count).
@@ -195,14 +224,17 @@ pub async fn bench_governance(config: &Config, clients: usize, seconds: u64, rou
         let measured = async {
             // Warm up: plans, connections, the audit table's first commit.
             bench::http_sql(server.http, GOVERNANCE_QUERY, token, 1, Duration::from_millis(300)).await?;
+            let start = server.cpu_seconds();
             let http = bench::http_sql(server.http, GOVERNANCE_QUERY, token, clients, duration).await?;
+            let between = server.cpu_seconds();
             let pg = bench::pg_query(server.pg, GOVERNANCE_QUERY, token, clients, duration).await?;
-            Ok::<_, Error>((http, pg))
+            let end = server.cpu_seconds();
+            let (http_cpu_us, pg_cpu_us) = (cpu_per_request(start, between, &http), cpu_per_request(between, end, &pg));
+            Ok::<_, Error>(GovernanceRun { round, governance, http, pg, http_cpu_us, pg_cpu_us })
         }
         .await;
         server.stop().await;
-        let (http, pg) = measured?;
-        runs.push(GovernanceRun { round, governance, http, pg });
+        runs.push(measured?);
     }
     Ok(GovernanceBench { runs })
 }
@@ -374,6 +406,16 @@ impl GovernanceServer {
         }
     }
 
+    /// The CPU time the server process has used so far (user + system, all
+    /// its threads), from `/proc/PID/stat`; `None` elsewhere.
+    fn cpu_seconds(&self) -> Option<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()?)).ok()?;
+        let ticks = stat_cpu_ticks(&stat)?;
+        // SAFETY: sysconf reads a constant of the system.
+        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        (per_second > 0).then(|| ticks / per_second as f64)
+    }
+
     /// SIGTERM (the server shuts down as on Ctrl-C), then waits for it to
     /// exit; killed if it has not within 30 s.
     async fn stop(mut self) {
@@ -390,6 +432,14 @@ impl GovernanceServer {
             let _ = self.child.kill().await;
         }
     }
+}
+
+/// utime + stime, in clock ticks, of a `/proc/PID/stat` line: the 14th and
+/// 15th fields, counted after the command name (which may hold spaces and
+/// parentheses, so the line is cut at its last `)`).
+fn stat_cpu_ticks(stat: &str) -> Option<f64> {
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    Some(fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?)
 }
 
 /// Two free loopback addresses: ports the system picked, released at once
@@ -431,6 +481,13 @@ fn last_lines(path: &std::path::Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_ticks_are_read_after_a_command_name_with_spaces_and_parentheses() {
+        let stat = "4242 (medallion (x) y) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 9 0 123 0 0";
+        assert_eq!(stat_cpu_ticks(stat), Some(325.0));
+        assert_eq!(stat_cpu_ticks("4242 (cut short) S 1"), None);
+    }
 
     #[test]
     fn the_median_is_the_middle_value_or_the_mean_of_the_two_middle_ones() {

@@ -699,7 +699,8 @@ struct BenchServeArgs {
     #[arg(long)]
     governance: bool,
     /// With --governance: how many times each configuration is measured (the order turned each round, so four
-    /// rounds put each configuration once in each place); the added p99 printed is the median over the rounds
+    /// rounds put each configuration once in each place); the added p99 and the added server CPU time per
+    /// request printed are medians over the rounds
     #[arg(long, default_value_t = 4)]
     rounds: usize,
 }
@@ -994,12 +995,27 @@ async fn execute(command: Command, config: Config, progress: Progress) -> Result
                 devtools::GOVERNANCE_QUERY
             );
             let bench = devtools::bench_governance(&config, args.clients, args.seconds, args.rounds).await?;
+            let cpu = |us: Option<f64>| us.map_or_else(|| "server CPU unknown".to_string(), |us| format!("server CPU {us:.0} µs/request"));
             for run in &bench.runs {
-                println!("round {}: {}\n  {}\n  {}", run.round + 1, run.governance, run.http, run.pg);
+                println!(
+                    "round {}: {}\n  {}   {}\n  {}   {}",
+                    run.round + 1,
+                    run.governance,
+                    run.http,
+                    cpu(run.http_cpu_us),
+                    run.pg,
+                    cpu(run.pg_cpu_us)
+                );
             }
             println!("added p99 against admin, audit off of the same round (median over the rounds):");
             for governance in devtools::GOVERNANCE.into_iter().skip(1) {
                 if let Some((http, pg)) = bench.added_p99(governance) {
+                    println!("  {:<22} /api/sql {http:+6.1} %   PostgreSQL wire {pg:+6.1} %", governance.to_string());
+                }
+            }
+            println!("added server CPU per request against admin, audit off of the same round (median over the rounds):");
+            for governance in devtools::GOVERNANCE.into_iter().skip(1) {
+                if let Some((http, pg)) = bench.added_cpu(governance) {
                     println!("  {:<22} /api/sql {http:+6.1} %   PostgreSQL wire {pg:+6.1} %", governance.to_string());
                 }
             }

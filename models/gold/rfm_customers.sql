@@ -6,14 +6,6 @@
 --   f_score = NTILE(5) over (frequency ASC, customer_id)
 --   m_score = NTILE(5) over (monetary ASC, customer_id)
 -- Segment: the first rule that matches, in the order written below.
---
--- A customer's company name and country are the same on every line of the
--- customer (silver joins them on customer_id), so they are grouped by with
--- the customer instead of taken with MAX: the distinct orders make a first
--- grouping by (customer, order) of every line, and text kept as a grouping
--- key costs far less there than a MAX of text per group. At scale 10 000
--- (21.6 M lines, 8.3 M orders): aggregate stage 13.0–15.6 → 9.7–11.6 s, peak memory
--- 1.75 → 1.25 GB.
 WITH sales AS (
     SELECT * FROM silver.sales_master WHERE snapshot_date = {{ snapshot_date }}
 ), reference AS (
@@ -21,13 +13,13 @@ WITH sales AS (
 ), per_customer AS (
     SELECT
         customer_id,
-        company_name,
-        country,
+        MAX(company_name)                       AS company_name,
+        MAX(country)                            AS country,
         MAX(to_unixtime(order_date)) / 86400    AS last_order_day,
         COUNT(DISTINCT order_id)                AS frequency,
         SUM(line_total)                         AS monetary
     FROM sales
-    GROUP BY customer_id, company_name, country
+    GROUP BY customer_id
 ), measured AS (
     SELECT p.*, CAST(r.reference_day - p.last_order_day AS BIGINT) AS recency_days
     FROM per_customer p CROSS JOIN reference r
