@@ -408,12 +408,18 @@ impl GovernanceServer {
 
     /// The CPU time the server process has used so far (user + system, all
     /// its threads), from `/proc/PID/stat`; `None` elsewhere.
+    #[cfg(unix)]
     fn cpu_seconds(&self) -> Option<f64> {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()?)).ok()?;
         let ticks = stat_cpu_ticks(&stat)?;
         // SAFETY: sysconf reads a constant of the system.
         let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
         (per_second > 0).then(|| ticks / per_second as f64)
+    }
+
+    #[cfg(not(unix))]
+    fn cpu_seconds(&self) -> Option<f64> {
+        None
     }
 
     /// SIGTERM (the server shuts down as on Ctrl-C), then waits for it to
